@@ -1,0 +1,43 @@
+"""Runtime backends, chosen by the model file's suffix (as ultralytics' AutoBackend does).
+
+Backends are imported lazily, so ``import sdk`` needs neither onnxruntime nor TensorRT until a model of that format
+is opened.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelLoadError
+from .base import Backend
+
+BACKENDS: dict[str, str] = {
+    ".onnx": "sdk.backends.onnxruntime:OnnxRuntimeBackend",
+}
+"""File suffix → ``module:class`` of the backend that runs it."""
+
+
+def load_backend(path: str | os.PathLike[str], **options: Any) -> Backend:
+    """Open a model file with the backend registered for its suffix.
+
+    Args:
+        path: Model file.
+        **options: Passed to the backend's constructor.
+
+    Raises:
+        ModelLoadError: Unknown suffix, or the backend cannot load the file.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in BACKENDS:
+        raise ModelLoadError(
+            f"unsupported model format {suffix or '(no suffix)'!r} for {path}; supported: {', '.join(BACKENDS)}"
+        )
+    module_name, class_name = BACKENDS[suffix].split(":")
+    backend_class = getattr(importlib.import_module(module_name), class_name)
+    return backend_class(path, **options)
+
+
+__all__ = ["BACKENDS", "Backend", "load_backend"]

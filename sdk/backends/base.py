@@ -1,0 +1,42 @@
+"""The interface every runtime backend implements."""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+
+import numpy as np
+
+from ..metadata import ModelMetadata
+
+
+class Backend(abc.ABC):
+    """Runs one exported rdedge graph.
+
+    A backend takes a batch of prepared images (N, S, S, 3) uint8 RGB and returns what the graph computes: the
+    anomaly maps (N, S, S) float32 and the image scores (N,) float32. All pre- and post-processing lives in the
+    graph, so a backend has no model-specific logic.
+
+    Attributes:
+        path: The model file.
+        metadata: The metadata read from the file.
+    """
+
+    path: Path
+    metadata: ModelMetadata
+
+    @property
+    def name(self) -> str:
+        """Short name of the runtime, e.g. ``onnxruntime``."""
+        return type(self).__name__
+
+    @abc.abstractmethod
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the graph on a prepared batch.
+
+        Args:
+            batch: (N, S, S, 3) uint8, C-contiguous, S = ``metadata.image_size``.
+
+        Returns:
+            ``(anomaly_maps, scores)``: (N, S, S) and (N,) float32 arrays.
+        """

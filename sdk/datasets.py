@@ -1,0 +1,212 @@
+"""Datasets: MVTec-AD-layout folders and the ELPV solar cells, as lists of :class:`Sample`.
+
+A dataset *spec* is a string:
+
+* a folder path in the MVTec AD layout, either ``ROOT`` with ``category=NAME`` or ``ROOT/NAME`` directly::
+
+      NAME/train/good/*.png              good training images
+      NAME/test/good/*.png               good test images
+      NAME/test/<defect>/*.png           anomalous test images
+      NAME/ground_truth/<defect>/<stem>_mask.png   masks (optional; without them pixel metrics are skipped)
+
+* ``elpv:mono`` or ``elpv:poly``: the ELPV electroluminescence solar cells of the ``elpv-dataset`` package
+  (300x300 grey, image-level labels only). Split, fixed and seeded (seed :data:`ELPV_SPLIT_SEED`):
+
+  - cells with defect probability 0 ("functional") are shuffled and halved: one half trains, the other half tests;
+  - cells with defect probability 1 are test anomalies;
+  - cells with probability 1/3 or 2/3 are **left out**: their annotators were unsure, so they are neither good
+    training data nor a fair test label.
+
+In both cases part of the good training images (``validation_fraction``, seeded) is held out as a validation set,
+used only to calibrate the threshold and the score normalisation. Nothing is ever selected on the test set.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DatasetError
+from .image import list_images, read_image, resize_mask
+
+ELPV_SPLIT_SEED = 20260101
+"""Seed of the fixed ELPV good-cell split (independent of the training seed, so all runs share one test set)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset.
+
+    Attributes:
+        name: Identifier, unique within the dataset (e.g. ``test/broken_large/000.png``).
+        label: 0 for good, 1 for anomalous.
+        defect: Defect type (``good`` for good images).
+        image_path: Path of the image file.
+        mask_path: Path of the ground-truth mask, if any.
+        has_mask_annotation: Whether the dataset has pixel annotations (then good images have an all-zero mask).
+    """
+
+    name: str
+    label: int
+    defect: str
+    image_path: Path
+    mask_path: Path | None = None
+    has_mask_annotation: bool = False
+
+    def load_image(self) -> np.ndarray:
+        """The image as stored (BGR, grey or BGRA; see :func:`sdk.image.read_image`)."""
+        return read_image(self.image_path)
+
+    def load_mask(self, size: int) -> np.ndarray | None:
+        """The binary ground-truth mask at ``size`` x ``size``, all False for good images; None without annotation."""
+        if not self.has_mask_annotation:
+            return None
+        if self.mask_path is None:
+            return np.zeros((size, size), dtype=bool)
+        return resize_mask(read_image(self.mask_path), size)
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    """Train / validation / test samples of one dataset.
+
+    Attributes:
+        name: Human-readable name, e.g. ``bottle`` or ``elpv:mono``.
+        spec: The spec it was loaded from.
+        train: Good images to train on.
+        validation: Good images held out from training for calibration.
+        test: Good and anomalous test images.
+    """
+
+    name: str
+    spec: str
+    train: list[Sample]
+    validation: list[Sample]
+    test: list[Sample]
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the test samples carry pixel annotations."""
+        return any(s.has_mask_annotation for s in self.test)
+
+
+def load_dataset(
+    spec: str, category: str | None = None, *, validation_fraction: float = 0.1, seed: int = 0
+) -> DatasetSplit:
+    """Load a dataset from its spec (see the module docstring).
+
+    Args:
+        spec: Folder path or ``elpv:mono`` / ``elpv:poly``.
+        category: MVTec category, when ``spec`` is the root holding several.
+        validation_fraction: Fraction of the good training images held out for calibration (at least 2 images).
+        seed: Seed of the validation hold-out.
+
+    Raises:
+        DatasetError: Unknown spec, missing folders, or too few images.
+    """
+    if not 0.0 < validation_fraction < 1.0:
+        raise DatasetError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    if spec.startswith("elpv:"):
+        name, train, test = _load_elpv(spec.split(":", 1)[1])
+    else:
+        name, train, test = _load_mvtec(Path(spec), category)
+    train, validation = _hold_out(train, validation_fraction, seed)
+    return DatasetSplit(name=name, spec=spec, train=train, validation=validation, test=test)
+
+
+def _hold_out(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    n_val = max(2, round(fraction * len(samples)))
+    if len(samples) - n_val < 2:
+        raise DatasetError(f"too few good training images ({len(samples)}) to hold out {n_val} for validation")
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    val_idx = set(order[:n_val])
+    return (
+        [s for i, s in enumerate(samples) if i not in val_idx],
+        [s for i, s in enumerate(samples) if i in val_idx],
+    )
+
+
+def _resolve_mvtec_root(root: Path, category: str | None) -> Path:
+    if category:
+        root = root / category
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder not found: {root}")
+    if not (root / "train" / "good").is_dir():
+        subdirs = sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir())
+        hint = f"; categories found here: {', '.join(subdirs)} (pass --category)" if subdirs else ""
+        raise DatasetError(f"{root} is not in the MVTec AD layout (no train/good folder){hint}")
+    return root
+
+
+def _load_mvtec(root: Path, category: str | None) -> tuple[str, list[Sample], list[Sample]]:
+    root = _resolve_mvtec_root(root, category)
+    train = [
+        Sample(name=f"train/good/{p.name}", label=0, defect="good", image_path=p)
+        for p in list_images(root / "train" / "good")
+    ]
+    test: list[Sample] = []
+    gt_root = root / "ground_truth"
+    annotated = gt_root.is_dir()
+    test_root = root / "test"
+    if test_root.is_dir():
+        for defect_dir in sorted(p for p in test_root.iterdir() if p.is_dir()):
+            defect = defect_dir.name
+            for p in list_images(defect_dir):
+                mask = None
+                if defect != "good" and annotated:
+                    mask = gt_root / defect / f"{p.stem}_mask.png"
+                    if not mask.is_file():
+                        raise DatasetError(f"missing ground-truth mask {mask} for {p}")
+                test.append(
+                    Sample(
+                        name=f"test/{defect}/{p.name}",
+                        label=int(defect != "good"),
+                        defect=defect,
+                        image_path=p,
+                        mask_path=mask,
+                        has_mask_annotation=annotated,
+                    )
+                )
+    if not train:
+        raise DatasetError(f"no training images in {root / 'train' / 'good'}")
+    return root.name, train, test
+
+
+def elpv_labels_path() -> Path:
+    """Path of the ``labels.csv`` shipped by the ``elpv-dataset`` package."""
+    try:
+        import elpv_dataset
+    except ImportError as exc:
+        raise DatasetError("the ELPV data needs the elpv-dataset package: pip install elpv-dataset") from exc
+    return Path(os.path.dirname(elpv_dataset.__file__)) / "data" / "labels.csv"
+
+
+def _load_elpv(cell_type: str) -> tuple[str, list[Sample], list[Sample]]:
+    if cell_type not in ("mono", "poly"):
+        raise DatasetError(f"unknown ELPV cell type {cell_type!r}: use elpv:mono or elpv:poly")
+    labels = elpv_labels_path()
+    rows = []
+    for line in labels.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            rows.append((parts[0], float(parts[1]), parts[2]))
+    rows = [r for r in rows if r[2] == cell_type]
+    good = sorted(r[0] for r in rows if r[1] == 0.0)
+    defective = sorted(r[0] for r in rows if r[1] == 1.0)
+    random.Random(ELPV_SPLIT_SEED).shuffle(good)
+    half = len(good) // 2
+    base = labels.parent
+
+    def sample(rel: str, split: str, label: int) -> Sample:
+        return Sample(
+            name=f"{split}/{rel}", label=label, defect="defective" if label else "good", image_path=base / rel
+        )
+
+    train = [sample(r, "train", 0) for r in sorted(good[:half])]
+    test = [sample(r, "test", 0) for r in sorted(good[half:])] + [sample(r, "test", 1) for r in defective]
+    return f"elpv:{cell_type}", train, test

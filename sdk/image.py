@@ -1,0 +1,110 @@
+"""Host-side image handling: reading, checking and resizing to the model input.
+
+This is the only pre-processing that happens outside the exported graph, and training uses the very same functions
+(see ``train.data``), so a model sees identically prepared pixels in training and in deployment. Inside the graph the
+uint8 RGB pixels are scaled and normalised.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import ImageReadError, InvalidInputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as OpenCV does: BGR (or grey, or BGRA) uint8/uint16, unchanged.
+
+    Raises:
+        ImageReadError: The file is missing, empty or cannot be decoded.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ImageReadError(f"image file not found: {p}")
+    data = np.fromfile(p, dtype=np.uint8)  # works with non-ASCII paths, unlike cv2.imread
+    if data.size == 0:
+        raise ImageReadError(f"image file is empty: {p}")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ImageReadError(f"cannot decode image file (corrupt or unsupported format): {p}")
+    return image
+
+
+def to_rgb_uint8(image: np.ndarray, *, rgb: bool = False) -> np.ndarray:
+    """Check an image array and convert it to HxWx3 uint8 RGB.
+
+    Accepted: HxW (grey), HxWx1, HxWx3 (BGR by default, RGB with ``rgb=True``) and HxWx4 (alpha dropped), of
+    dtype uint8, or uint16 (scaled to 8 bits by dividing by 257).
+
+    Args:
+        image: The array.
+        rgb: Whether 3/4-channel input is RGB(A) rather than OpenCV's BGR(A).
+
+    Raises:
+        InvalidInputError: Not a numpy array, empty, wrong number of dimensions or channels, or unsupported dtype.
+    """
+    if not isinstance(image, np.ndarray):
+        raise InvalidInputError(f"expected a numpy array or an image path, got {type(image).__name__}")
+    if image.size == 0:
+        raise InvalidInputError(f"image is empty (shape {image.shape})")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3):
+        raise InvalidInputError(f"expected an HxW or HxWxC image, got an array of shape {image.shape}")
+    if image.ndim == 3 and image.shape[2] not in (3, 4):
+        raise InvalidInputError(f"expected 1, 3 or 4 channels, got {image.shape[2]} (shape {image.shape})")
+    if image.dtype == np.uint16:
+        image = (image.astype(np.uint32) * 255 + 32767) // 65535
+        image = image.astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise InvalidInputError(f"expected a uint8 (or uint16) image, got dtype {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        code = cv2.COLOR_RGBA2RGB if rgb else cv2.COLOR_BGRA2RGB
+        return cv2.cvtColor(np.ascontiguousarray(image), code)
+    if rgb:
+        return np.ascontiguousarray(image)
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2RGB)
+
+
+def resize_square(image: np.ndarray, size: int, interpolation: int | None = None) -> np.ndarray:
+    """Resize to ``size`` x ``size``: area averaging when shrinking (anti-aliased), bilinear when enlarging."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return image
+    if interpolation is None:
+        interpolation = cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def prepare_image(image: np.ndarray | str | os.PathLike[str], size: int, *, rgb: bool = False) -> np.ndarray:
+    """Turn a path or an array into the model input: ``size`` x ``size`` x 3 uint8 RGB, C-contiguous.
+
+    Args:
+        image: Image array (see :func:`to_rgb_uint8`) or a path to an image file.
+        size: Model input side.
+        rgb: Whether a 3/4-channel array is RGB rather than BGR (ignored for paths: files are decoded as BGR).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        image, rgb = read_image(image), False
+    return np.ascontiguousarray(resize_square(to_rgb_uint8(image, rgb=rgb), size))
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Resize a ground-truth mask to ``size`` x ``size`` and binarise it at half intensity (as RD4AD's evaluation)."""
+    if mask.ndim == 3:
+        mask = mask[:, :, 0]
+    m = mask.astype(np.float32) / float(np.iinfo(mask.dtype).max if mask.dtype.kind == "u" else 1.0)
+    return resize_square(m, size, interpolation=cv2.INTER_LINEAR if m.shape[0] < size else cv2.INTER_AREA) > 0.5
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """List the image files of a folder (not recursive), sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

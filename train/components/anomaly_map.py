@@ -1,0 +1,111 @@
+"""The anomaly-map head: per-scale cosine distance, upsampling, fusion, Gaussian smoothing and image score.
+
+This module is part of the exported graph (it *is* the post-processing the detector runs), so it is written with
+ONNX- and TensorRT-friendly operations only, batched and shape-agnostic in N:
+
+* cosine over channels written out as Σ(a·b) / (max(‖a‖, ε) · max(‖b‖, ε)), in FP32 (a sum of squares of
+  1024 post-ReLU channels can overflow FP16);
+* bilinear upsampling with ``align_corners=True`` to the model size;
+* fusion by sum (RD4AD, RD++, REASON) or mean (DRD);
+* Gaussian σ = 4 as a separable pair of 33-tap convolutions with constant weights. The borders are padded
+  half-sample-symmetrically (``d c b a | a b c d``) with a constant-index Gather, which is exactly SciPy's
+  ``gaussian_filter(mode="reflect", truncate=4.0)``, the papers' host-side smoothing;
+* image score = maximum of the smoothed map.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> Tensor:
+    """SciPy's 1-D Gaussian kernel: radius ``int(truncate·σ + 0.5)``, normalised to sum 1 (33 taps for σ = 4)."""
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return (kernel / kernel.sum()).float()
+
+
+def symmetric_pad_index(size: int, radius: int) -> Tensor:
+    """Indices that pad an axis of ``size`` by ``radius`` on each side with half-sample symmetric reflection."""
+    if radius > size:
+        raise ValueError(f"blur radius {radius} exceeds the map size {size}")
+    inner = torch.arange(size)
+    return torch.cat([inner[:radius].flip(0), inner, inner[size - radius :].flip(0)])
+
+
+def cosine_distance_map(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """1 − cosine similarity over the channel axis: (N, C, H, W) × 2 → (N, H, W), in FP32."""
+    a, b = a.float(), b.float()
+    dot = (a * b).sum(dim=1)
+    norm_a = torch.sqrt((a * a).sum(dim=1)).clamp_min(eps)
+    norm_b = torch.sqrt((b * b).sum(dim=1)).clamp_min(eps)
+    return 1.0 - dot / (norm_a * norm_b)
+
+
+class GaussianBlur(nn.Module):
+    """Separable Gaussian smoothing of (N, S, S) maps, equal to ``scipy.ndimage.gaussian_filter`` (reflect mode)."""
+
+    def __init__(self, size: int, sigma: float = 4.0, truncate: float = 4.0) -> None:
+        super().__init__()
+        kernel = gaussian_kernel1d(sigma, truncate)
+        self.radius = (kernel.numel() - 1) // 2
+        self.register_buffer("kernel_h", kernel.view(1, 1, -1, 1), persistent=False)
+        self.register_buffer("kernel_w", kernel.view(1, 1, 1, -1), persistent=False)
+        self.register_buffer("pad_index", symmetric_pad_index(size, self.radius), persistent=False)
+
+    def forward(self, maps: Tensor) -> Tensor:
+        x = maps.unsqueeze(1)
+        x = F.conv2d(x.index_select(3, self.pad_index), self.kernel_w)
+        x = F.conv2d(x.index_select(2, self.pad_index), self.kernel_h)
+        return x.squeeze(1)
+
+
+class AnomalyMapHead(nn.Module):
+    """Teacher and student feature lists → (anomaly map (N, S, S), image score (N,)).
+
+    Args:
+        image_size: Side S of the model input, and of the map.
+        sigma: Gaussian σ in pixels (4, as all four papers).
+        combine: ``sum`` or ``mean`` of the upsampled per-scale maps.
+    """
+
+    def __init__(self, image_size: int, sigma: float = 4.0, combine: str = "sum") -> None:
+        super().__init__()
+        if combine not in ("sum", "mean"):
+            raise ValueError(f"combine must be 'sum' or 'mean', got {combine!r}")
+        self.image_size = image_size
+        self.combine = combine
+        self.blur = GaussianBlur(image_size, sigma)
+
+    def scale_maps(self, teacher: list[Tensor], student: list[Tensor]) -> list[Tensor]:
+        """Per-scale distance maps upsampled to (N, S, S)."""
+        size = (self.image_size, self.image_size)
+        return [
+            F.interpolate(cosine_distance_map(t, s).unsqueeze(1), size=size, mode="bilinear", align_corners=True)
+            .squeeze(1)
+            for t, s in zip(teacher, student, strict=True)
+        ]
+
+    def raw_map(self, teacher: list[Tensor], student: list[Tensor]) -> Tensor:
+        """The fused map before smoothing (what the papers pass to ``gaussian_filter``)."""
+        maps = self.scale_maps(teacher, student)
+        fused = maps[0]
+        for m in maps[1:]:
+            fused = fused + m
+        return fused / len(maps) if self.combine == "mean" else fused
+
+    def forward(self, teacher: list[Tensor], student: list[Tensor]) -> tuple[Tensor, Tensor]:
+        smoothed = self.blur(self.raw_map(teacher, student))
+        return smoothed, smoothed.amax(dim=(1, 2))
+
+
+__all__ = [
+    "AnomalyMapHead",
+    "GaussianBlur",
+    "cosine_distance_map",
+    "gaussian_kernel1d",
+    "symmetric_pad_index",
+]

@@ -1,0 +1,53 @@
+"""The deployable detector graph: uint8 NHWC RGB images in, anomaly maps and scores out.
+
+This module is what ``rdedge export`` writes to ONNX, and what training uses to calibrate its threshold, so the
+calibrated numbers and the deployed numbers come from one implementation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .components.anomaly_map import AnomalyMapHead
+from .model import ReverseDistillationNet
+
+
+class InputNormalizer(nn.Module):
+    """(N, H, W, 3) uint8 RGB → (N, 3, H, W) float32, scaled to [0, 1] and normalised with ``mean``/``std``.
+
+    The scaling and normalisation are folded into one multiply-add.
+    """
+
+    def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+        super().__init__()
+        m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * s), persistent=False)
+        self.register_buffer("shift", -m / s, persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return images.permute(0, 3, 1, 2).float() * self.scale + self.shift
+
+
+class DetectorGraph(nn.Module):
+    """Normalisation → reverse-distillation network → anomaly-map head.
+
+    Args:
+        net: The teacher/student network.
+        image_size: Side of the square input.
+        combine: How the head fuses scales (``sum`` or ``mean``).
+        sigma: Gaussian σ of the head.
+
+    ``forward(images)`` takes (N, S, S, 3) uint8 RGB and returns ``(anomaly_map (N, S, S), score (N,))``, float32.
+    """
+
+    def __init__(self, net: ReverseDistillationNet, image_size: int, combine: str = "sum", sigma: float = 4.0):
+        super().__init__()
+        self.normalize = InputNormalizer(net.spec.mean, net.spec.std)
+        self.net = net
+        self.head = AnomalyMapHead(image_size, sigma=sigma, combine=combine)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        teacher, student = self.net(self.normalize(images))
+        return self.head(teacher, student)

@@ -1,0 +1,167 @@
+"""The training loop: data → method → checkpoint with a calibrated threshold."""
+
+from __future__ import annotations
+
+import json
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import sdk
+from sdk.datasets import load_dataset
+from sdk.fileio import write_text_atomic
+from sdk.metadata import ModelMetadata, ScoreCalibration
+
+from .backbones import build_teacher, get_teacher_spec
+from .checkpoint import CHECKPOINT_NAME, save_checkpoint
+from .data import load_prepared
+from .graph import DetectorGraph
+from .methods import get_method
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (the ``rdedge train`` options).
+
+    Attributes:
+        data: Dataset spec (folder or ``elpv:mono``/``elpv:poly``).
+        out: Run folder for the checkpoint.
+        category: MVTec category when ``data`` is a root with several.
+        method: Method name.
+        backbone: Teacher name.
+        weights: Local teacher weights file (ResNets).
+        epochs: Training epochs (fixed; no model selection).
+        image_size: Model input side.
+        batch_size: Images per step.
+        lr: Student learning rate; the method's default when None.
+        seed: Seed of initialisation, shuffling and the validation hold-out.
+        validation_fraction: Share of good training images held out for calibration.
+        sigmas: Threshold = validation mean + ``sigmas`` · std.
+        max_train_images: Use only the first N training images (quick runs and tests); all when None.
+    """
+
+    data: str
+    out: str
+    category: str | None = None
+    method: str = "rd4ad"
+    backbone: str = "efficientnet_lite0"
+    weights: str | None = None
+    epochs: int = 20
+    image_size: int = 256
+    batch_size: int = 16
+    lr: float | None = None
+    seed: int = 0
+    validation_fraction: float = 0.1
+    sigmas: float = 3.0
+    max_train_images: int | None = None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def score_images(graph: DetectorGraph, images: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Run the detector graph on prepared uint8 images → (maps, scores) as numpy arrays."""
+    graph.eval()
+    maps, scores = [], []
+    for start in range(0, len(images), batch_size):
+        m, s = graph(torch.from_numpy(images[start : start + batch_size]))
+        maps.append(m.numpy())
+        scores.append(s.numpy())
+    return np.concatenate(maps), np.concatenate(scores)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions recorded in model metadata."""
+    import onnx  # noqa: F401  (recorded when available)
+
+    versions = {"rdedge": sdk.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    for name in ("torchvision", "timm", "onnx", "onnxruntime"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return versions
+
+
+def train(config: TrainConfig, *, progress: bool = True) -> Path:
+    """Train a model, calibrate its threshold on held-out good images, and write ``RUN_DIR/checkpoint.pt``.
+
+    Returns:
+        Path of the checkpoint.
+    """
+    if config.epochs < 1 or config.batch_size < 1:
+        raise ValueError("epochs and batch size must be at least 1")
+    seed_everything(config.seed)
+    method = get_method(config.method)
+    spec = get_teacher_spec(config.backbone)
+    teacher = build_teacher(config.backbone, config.weights)  # fails loudly when weights are missing
+    dataset = load_dataset(
+        config.data, config.category, validation_fraction=config.validation_fraction, seed=config.seed
+    )
+    train_samples = dataset.train[: config.max_train_images] if config.max_train_images else dataset.train
+    train_images = load_prepared(train_samples, config.image_size, desc="train images", progress=progress)
+    val_images = load_prepared(dataset.validation, config.image_size, desc="validation images", progress=progress)
+
+    net = method.build(spec, teacher)
+    graph = DetectorGraph(net, config.image_size, combine=method.combine)
+    optimizers = method.optimizers(net, config.lr or method.default_lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    steps_per_epoch = -(-len(train_images) // config.batch_size)
+    history: list[float] = []
+    started = time.perf_counter()
+    bar = tqdm(total=config.epochs * steps_per_epoch, desc=f"train {method.name}", disable=not progress)
+    for epoch in range(config.epochs):
+        net.train()
+        order = torch.randperm(len(train_images), generator=generator)
+        losses = []
+        for start in range(0, len(order), config.batch_size):
+            batch = torch.from_numpy(train_images[order[start : start + config.batch_size].numpy()])
+            out = method.training_step(net, graph.normalize(batch))
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            for opt in optimizers:
+                opt.step()
+            losses.append(float(out["loss"]))
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
+        history.append(float(np.mean(losses)))
+    bar.close()
+    train_seconds = time.perf_counter() - started
+
+    _, val_scores = score_images(graph, val_images)
+    calibration = ScoreCalibration.from_scores(val_scores, sigmas=config.sigmas)
+    metadata = ModelMetadata(
+        method=method.name,
+        backbone=spec.name,
+        image_size=config.image_size,
+        calibration=calibration,
+        input_mean=spec.mean,
+        input_std=spec.std,
+        versions=software_versions(),
+        training={
+            **asdict(config),
+            "dataset": dataset.name,
+            "n_train": len(train_images),
+            "n_validation": len(val_images),
+            "train_seconds": round(train_seconds, 2),
+            "seconds_per_epoch": round(train_seconds / config.epochs, 3),
+            "loss_history": [round(v, 6) for v in history],
+            "validation_scores": [round(float(v), 6) for v in val_scores],
+        },
+    )
+    out_dir = Path(config.out)
+    path = save_checkpoint(out_dir / CHECKPOINT_NAME, net, metadata)
+    write_text_atomic(out_dir / "train_log.json", json.dumps(json.loads(metadata.to_json()), indent=2) + "\n")
+    return path
