@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def _sklearn_metrics():  # noqa: ANN202
+def _sklearn_metrics():
     try:
         from sklearn import metrics
     except ImportError as exc:  # pragma: no cover - exercised only without the extra

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 WeightsArg = str | os.PathLike[str] | None
@@ -189,17 +190,54 @@ register_teacher(
 # ------------------------------------------------------------------------------------------ EfficientNet-Lite0
 
 
+class StaticSamePadConv2d(nn.Conv2d):
+    """TensorFlow "same" convolution with its padding fixed for inputs whose sides are multiples of the stride.
+
+    timm's ``Conv2dSame`` computes the padding from the input shape at every call, which exports to ONNX as
+    Shape/Ceil/If sub-graphs that TensorRT handles poorly. For a side divisible by the stride the padding does not
+    depend on the side (total ``(k − 1)·d + 1 − s``, the extra pixel on the bottom/right), so it is a constant here.
+    Model sizes are multiples of 32, which makes every stride-2 input even.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, 0, conv.dilation, conv.groups,
+            conv.bias is not None,
+        )
+        pads = []
+        for k, s, d in zip(reversed(conv.kernel_size), reversed(conv.stride), reversed(conv.dilation), strict=True):
+            total = max((k - 1) * d + 1 - s, 0)
+            pads += [total // 2, total - total // 2]
+        self.same_pad = tuple(pads)
+        self.load_state_dict(conv.state_dict())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self.same_pad))
+
+
+def _freeze_same_padding(module: nn.Module) -> None:
+    from timm.layers.conv2d_same import Conv2dSame
+
+    for name, child in module.named_children():
+        if isinstance(child, Conv2dSame):
+            setattr(module, name, StaticSamePadConv2d(child))
+        else:
+            _freeze_same_padding(child)
+
+
 class EfficientNetTeacher(nn.Module):
     """timm EfficientNet stem and blocks up to stride 16; features after blocks 1, 2 and 4 (24, 40, 112 channels).
 
     These are the stage outputs timm's ``features_only`` gives at strides 4, 8 and 16. They are linear-bottleneck
-    outputs (no activation), so they take negative values.
+    outputs (no activation), so they take negative values. Input sides must be multiples of 32 (see
+    :class:`StaticSamePadConv2d`).
     """
 
     FEATURE_BLOCKS = (1, 2, 4)
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
+        _freeze_same_padding(net)
         self.conv_stem, self.bn1 = net.conv_stem, net.bn1
         self.blocks = nn.Sequential(*list(net.blocks)[: self.FEATURE_BLOCKS[-1] + 1])
 

@@ -102,6 +102,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     """
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError("epochs and batch size must be at least 1")
+    if config.image_size < 64 or config.image_size % 32:
+        raise ValueError(f"image size must be a multiple of 32 and at least 64, got {config.image_size}")
     seed_everything(config.seed)
     method = get_method(config.method)
     spec = get_teacher_spec(config.backbone)
@@ -133,7 +135,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
             out["loss"].backward()
             for opt in optimizers:
                 opt.step()
-            losses.append(float(out["loss"]))
+            losses.append(float(out["loss"].detach()))
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
         history.append(float(np.mean(losses)))

@@ -1,0 +1,196 @@
+"""Export a trained run to ONE ONNX graph that *is* the detector, and check it before it is written.
+
+The graph takes ``image`` (N, S, S, 3) uint8 RGB with a dynamic batch N and returns ``anomaly_map`` (N, S, S) and
+``score`` (N,) float32. Normalisation, teacher, bottleneck, decoder, the per-scale cosine distance (FP32), bilinear
+upsampling, the fusion, the separable 33-tap Gaussian and the max are all inside. The SDK's metadata travels in the
+model's ``metadata_props`` (key ``rdedge``).
+
+Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export based). The legacy TorchScript exporter is deprecated and
+produced Shape/If/Pad sub-graphs around the "same" paddings; the dynamo path folds padding and batch norm into the
+convolutions and yields a static graph apart from the batch axis.
+
+Before the file is written the export checks itself on real images (the run's held-out validation images):
+
+* ONNX Runtime vs PyTorch, elementwise relative error ≤ ``tolerance`` on the map and the score;
+* the in-graph smoothing vs ``scipy.ndimage.gaussian_filter(σ=4)`` applied to PyTorch's un-smoothed map.
+
+A failed check raises :class:`ExportCheckError` and leaves any existing file untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from sdk.datasets import load_dataset
+from sdk.fileio import atomic_path
+from sdk.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE, ModelMetadata
+from train.checkpoint import build_graph_from_checkpoint, resolve_checkpoint
+from train.data import load_prepared
+from train.graph import DetectorGraph
+
+DEFAULT_OPSET = 18
+DEFAULT_TOLERANCE = 1e-4
+ONNX_NAME = "model.onnx"
+
+
+class ExportCheckError(RuntimeError):
+    """The exported graph does not reproduce the PyTorch model (or SciPy's smoothing) within tolerance."""
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote and measured.
+
+    Attributes:
+        path: The ONNX file.
+        metadata: Metadata written into it.
+        checks: Self-check figures (max relative errors, image count).
+    """
+
+    path: Path
+    metadata: ModelMetadata
+    checks: dict[str, Any]
+
+
+def max_relative_error(actual: np.ndarray, expected: np.ndarray, floor: float = 1e-6) -> float:
+    """max |actual − expected| / max(|expected|, floor), elementwise."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    return float(np.max(np.abs(a - e) / np.maximum(np.abs(e), floor)))
+
+
+def to_onnx_model(graph: DetectorGraph, image_size: int, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Trace the detector graph to an ONNX model with a dynamic batch axis (no metadata yet)."""
+    example = torch.zeros(2, image_size, image_size, 3, dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():  # the exporter narrates to stdout
+        program = torch.onnx.export(
+            graph,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_MAP, OUTPUT_SCORE],
+            dynamic_shapes=({0: batch},),
+            external_data=False,
+        )
+    return program.model_proto
+
+
+def check_against_torch(
+    model_path: Path, graph: DetectorGraph, images: np.ndarray, tolerance: float = DEFAULT_TOLERANCE
+) -> dict[str, Any]:
+    """Compare ONNX Runtime with PyTorch, and the in-graph smoothing with SciPy, on prepared uint8 images.
+
+    Raises:
+        ExportCheckError: Any error above ``tolerance``.
+    """
+    import onnxruntime as ort
+    from scipy.ndimage import gaussian_filter
+
+    options = ort.SessionOptions()
+    session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+    ort_maps, ort_scores = session.run([OUTPUT_MAP, OUTPUT_SCORE], {INPUT_NAME: images})
+    with torch.no_grad():
+        x = torch.from_numpy(images)
+        torch_maps, torch_scores = graph(x)
+        teacher, student = graph.net(graph.normalize(x))
+        raw = graph.head.raw_map(teacher, student).numpy()
+    sigma = 4.0
+    scipy_maps = np.stack([gaussian_filter(m.astype(np.float64), sigma=sigma, mode="reflect") for m in raw])
+    checks = {
+        "n_images": len(images),
+        "tolerance": tolerance,
+        "onnxruntime_vs_torch_map": max_relative_error(ort_maps, torch_maps.numpy()),
+        "onnxruntime_vs_torch_score": max_relative_error(ort_scores, torch_scores.numpy()),
+        "onnxruntime_vs_scipy_gaussian_map": max_relative_error(ort_maps, scipy_maps),
+        "onnxruntime_vs_scipy_gaussian_score": max_relative_error(ort_scores, scipy_maps.max(axis=(1, 2))),
+    }
+    failed = {k: v for k, v in checks.items() if k.startswith("onnxruntime") and v > tolerance}
+    if failed:
+        raise ExportCheckError(f"exported graph disagrees beyond {tolerance:g}: {failed}")
+    return checks
+
+
+def check_images_for(metadata: ModelMetadata, n_images: int, progress: bool = False) -> np.ndarray:
+    """Up to ``n_images`` real images for the self-check: the run's held-out validation images."""
+    training = metadata.training
+    dataset = load_dataset(
+        training["data"],
+        training.get("category"),
+        validation_fraction=training.get("validation_fraction", 0.1),
+        seed=training.get("seed", 0),
+    )
+    samples = (dataset.validation + dataset.test)[:n_images]
+    return load_prepared(samples, metadata.image_size, desc="check images", progress=progress)
+
+
+def export_onnx(
+    run: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    opset: int = DEFAULT_OPSET,
+    check_images: int = 8,
+    tolerance: float = DEFAULT_TOLERANCE,
+    progress: bool = False,
+) -> ExportReport:
+    """Export a run (folder or checkpoint) to an ONNX detector, check it, and write it atomically.
+
+    Args:
+        run: Run folder or checkpoint file.
+        out: Destination; ``RUN_DIR/model.onnx`` by default.
+        opset: ONNX opset (≥ 17).
+        check_images: Real images used by the self-check (at least 1).
+        tolerance: Largest relative error accepted by the self-check.
+        progress: Show progress while loading check images.
+
+    Raises:
+        ExportCheckError: The self-check failed; nothing is written.
+    """
+    if opset < 17:
+        raise ValueError(f"opset must be at least 17, got {opset}")
+    if check_images < 1:
+        raise ValueError("check_images must be at least 1: an export is always checked on real images")
+    checkpoint = resolve_checkpoint(run)
+    out_path = Path(out) if out is not None else checkpoint.parent / ONNX_NAME
+    graph, metadata = build_graph_from_checkpoint(checkpoint)
+    model = to_onnx_model(graph, metadata.image_size, opset)
+    images = check_images_for(metadata, check_images, progress)
+    with tempfile.TemporaryDirectory() as tmp:
+        unchecked = Path(tmp) / "unchecked.onnx"
+        onnx.save(model, unchecked)
+        checks = check_against_torch(unchecked, graph, images, tolerance)
+    metadata = metadata.replace(
+        precision="fp32",
+        checks=checks,
+        versions={**metadata.versions, "export_torch": torch.__version__, "export_onnx": onnx.__version__},
+    )
+    set_metadata(model, metadata)
+    onnx.checker.check_model(model)
+    with atomic_path(out_path) as tmp_path:
+        onnx.save(model, tmp_path)
+    return ExportReport(path=out_path, metadata=metadata, checks=checks)
+
+
+def set_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> None:
+    """Write (or replace) the rdedge metadata entry of an ONNX model."""
+    for prop in list(model.metadata_props):
+        if prop.key == METADATA_KEY:
+            model.metadata_props.remove(prop)
+    model.metadata_props.add(key=METADATA_KEY, value=metadata.to_json())
+    model.producer_name = "rdedge"
+    model.doc_string = (
+        f"rdedge {metadata.method}/{metadata.backbone} anomaly detector: {INPUT_NAME} (N,{metadata.image_size},"
+        f"{metadata.image_size},3) uint8 RGB -> {OUTPUT_MAP} (N,{metadata.image_size},{metadata.image_size}) "
+        f"float32, {OUTPUT_SCORE} (N,) float32"
+    )

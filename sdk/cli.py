@@ -1,0 +1,261 @@
+"""The ``rdedge`` command: train, export, evaluate, predict, bench and demo.
+
+Sub-commands that need PyTorch (train, export, bench, demo) import it only when run, so ``rdedge evaluate`` and
+``rdedge predict`` work with the runtime-only install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import RdedgeError
+
+ONNX_NAME = "model.onnx"
+
+
+def resolve_model(path: str) -> Path:
+    """A model file, or a run folder → its ``model.onnx``."""
+    p = Path(path)
+    if p.is_dir():
+        candidate = p / ONNX_NAME
+        if not candidate.is_file():
+            raise RdedgeError(f"{p} has no {ONNX_NAME}; run `rdedge export {p}` first")
+        return candidate
+    if not p.exists():
+        raise RdedgeError(f"model not found: {p}")
+    return p
+
+
+# ------------------------------------------------------------------------------------------------- train
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True,
+                        help="dataset: an MVTec-layout folder, or elpv:mono / elpv:poly (pip install elpv-dataset)")
+    parser.add_argument("--category", default=None, help="MVTec category when --data is the root of several")
+    parser.add_argument("--method", default="rd4ad", help="training method (default: rd4ad)")
+    parser.add_argument("--backbone", default="efficientnet_lite0",
+                        help="teacher: efficientnet_lite0 (default), resnet18 or wide_resnet50_2")
+    parser.add_argument("--weights", default=None,
+                        help="local ImageNet weights file for a ResNet teacher (default: the torch hub cache)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs, fixed (default: 30)")
+    parser.add_argument("--image-size", type=int, default=256, help="model input side, multiple of 32 (default: 256)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per step (default: 16)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's, 0.005)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--validation-fraction", type=float, default=0.1,
+                        help="share of good training images held out to calibrate the threshold (default: 0.1)")
+    parser.add_argument("--sigmas", type=float, default=3.0,
+                        help="threshold = validation mean + SIGMAS x std of good-image scores (default: 3)")
+    parser.add_argument("--max-train-images", type=int, default=None, help="train on at most N images (quick runs)")
+    parser.add_argument("--out", required=True, help="run folder to write checkpoint.pt into")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from train.trainer import TrainConfig, train
+
+    config = TrainConfig(
+        data=args.data, out=args.out, category=args.category, method=args.method, backbone=args.backbone,
+        weights=args.weights, epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
+        lr=args.lr, seed=args.seed, validation_fraction=args.validation_fraction, sigmas=args.sigmas,
+        max_train_images=args.max_train_images,
+    )
+    path = train(config, progress=not args.quiet)
+    print(f"checkpoint written to {path}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ export
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run folder (or checkpoint file) from `rdedge train`")
+    parser.add_argument("--out", default=None, help="ONNX file to write (default: RUN_DIR/model.onnx)")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset, at least 17 (default: 18)")
+    parser.add_argument("--check-images", type=int, default=8,
+                        help="real images for the ONNX Runtime vs PyTorch self-check (default: 8)")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from export.onnx import export_onnx
+
+    report = export_onnx(args.run, args.out, opset=args.opset, check_images=args.check_images,
+                         progress=not args.quiet)
+    checks = report.checks
+    print(f"exported {report.path}")
+    print(f"  self-check on {checks['n_images']} real images (tolerance {checks['tolerance']:g}):")
+    for key, value in checks.items():
+        if key.startswith("onnxruntime"):
+            print(f"    {key}: max relative error {value:.2e}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="exported .onnx file, or a run folder holding model.onnx")
+    parser.add_argument("--data", default=None, help="dataset spec (default: the one the model was trained on)")
+    parser.add_argument("--category", default=None, help="MVTec category (default: the training one)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per inference call (default: 8)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="raw-score threshold for F1 (default: calibrated)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .datasets import load_dataset
+    from .detector import Detector
+    from .evaluate import evaluate_detector
+
+    detector = Detector(resolve_model(args.model), threshold=args.threshold)
+    training = detector.metadata.training
+    data = args.data or training.get("data")
+    if not data:
+        raise RdedgeError("the model does not record its training data: pass --data")
+    category = args.category if args.data else (args.category or training.get("category"))
+    dataset = load_dataset(data, category)
+    if not dataset.test:
+        raise RdedgeError(f"{data} has no test images")
+    report = evaluate_detector(detector, dataset.test, batch_size=args.batch_size, progress=not args.quiet)
+    report = {"dataset": dataset.name, "model": str(detector.backend.path), **report}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key in ("dataset", "model", "n_images", "n_anomalous", "image_auroc", "pixel_auroc", "aupro", "f1",
+                    "threshold", "seconds"):
+            value = report[key]
+            print(f"{key:>12}: {value:.4f}" if isinstance(value, float) else f"{key:>12}: {value}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- predict
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="exported .onnx file, or a run folder holding model.onnx")
+    parser.add_argument("inputs", nargs="+", help="image files or folders of images")
+    parser.add_argument("--out", default=None, help="folder for heat-map overlays (PNG); none when omitted")
+    parser.add_argument("--threshold", type=float, default=None, help="raw-score threshold (default: calibrated)")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import cv2
+
+    from .detector import Detector
+    from .fileio import atomic_path
+    from .image import IMAGE_SUFFIXES, list_images, read_image
+    from .visualize import overlay
+
+    detector = Detector(resolve_model(args.model), threshold=args.threshold)
+    paths: list[Path] = []
+    for item in args.inputs:
+        p = Path(item)
+        paths += list_images(p) if p.is_dir() else [p]
+    out_dir = Path(args.out) if args.out else None
+    used_names: set[str] = set()
+    failures = 0
+    print("path\tscore\tnormalized\tverdict")
+    for path in paths:
+        try:
+            image = read_image(path)
+            result = detector(image)
+        except RdedgeError as exc:
+            failures += 1
+            print(f"{path}\terror: {exc}", file=sys.stderr)
+            continue
+        verdict = "ANOMALY" if result.is_anomaly else "OK"
+        print(f"{path}\t{result.score:.5f}\t{result.normalized_score:.3f}\t{verdict}")
+        if out_dir is not None:
+            target = out_dir / overlay_name(path, used_names)
+            with atomic_path(target) as tmp:
+                ok, encoded = cv2.imencode(".png", overlay(image, result))
+                if not ok:
+                    raise RdedgeError(f"could not encode overlay for {path}")
+                tmp.write_bytes(encoded.tobytes())
+    if not paths:
+        print(f"no images found (suffixes: {', '.join(IMAGE_SUFFIXES)})", file=sys.stderr)
+        return 1
+    return 1 if failures else 0
+
+
+def overlay_name(path: Path, used: set[str]) -> str:
+    """``<stem>_overlay.png``, prefixed by the parent folder (then numbered) when that name is already used."""
+    candidates = [f"{path.stem}_overlay.png", f"{path.parent.name}_{path.stem}_overlay.png"]
+    candidates += [f"{path.parent.name}_{path.stem}_{i}_overlay.png" for i in range(2, len(used) + 3)]
+    name = next(c for c in candidates if c not in used)
+    used.add(name)
+    return name
+
+
+# ------------------------------------------------------------------------------------------- bench, demo
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.latency import main
+
+    return main(args)
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="elpv:mono", help="dataset spec (default: elpv:mono)")
+    parser.add_argument("--category", default=None, help="MVTec category, for an MVTec --data")
+    parser.add_argument("--backbone", default="efficientnet_lite0", help="teacher (default: efficientnet_lite0)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
+    parser.add_argument("--image-size", type=int, default=256, help="model input side (default: 256)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from benchmarks.demo import run_demo
+
+    return run_demo(args)
+
+
+# -------------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rdedge",
+        description="Reverse-distillation anomaly detection: train on good images, export one ONNX graph, detect.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, add_arguments, handler) -> None:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(handler=handler)
+
+    from benchmarks.latency import add_arguments as add_bench_arguments
+
+    add("train", "Train a model on good images and calibrate its threshold.", add_train_arguments, cmd_train)
+    add("export", "Export a trained run to one self-checked ONNX detector graph.", add_export_arguments, cmd_export)
+    add("evaluate", "Image/pixel AUROC, AUPRO and F1 of an exported model on a test set.", add_evaluate_arguments,
+        cmd_evaluate)
+    add("predict", "Score images or folders; optionally write heat-map overlays.", add_predict_arguments, cmd_predict)
+    add("bench", "Latency/throughput of the ONNX model vs PyTorch+SciPy (the papers' way).", add_bench_arguments,
+        cmd_bench)
+    add("demo", "Train, export, evaluate and benchmark on the embedded default (ELPV mono cells).",
+        add_demo_arguments, cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rdedge`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (RdedgeError, ValueError, FileNotFoundError) as exc:
+        print(f"rdedge {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

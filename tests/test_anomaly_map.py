@@ -1,0 +1,57 @@
+"""The in-graph anomaly-map head against SciPy and PyTorch references."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+
+from train.components.anomaly_map import (
+    AnomalyMapHead,
+    GaussianBlur,
+    cosine_distance_map,
+    gaussian_kernel1d,
+    symmetric_pad_index,
+)
+
+
+def test_kernel_is_scipys_33_taps():
+    kernel = gaussian_kernel1d(4.0)
+    assert kernel.numel() == 33
+    impulse = np.zeros(65)
+    impulse[32] = 1.0
+    np.testing.assert_allclose(kernel.numpy(), gaussian_filter(impulse, 4.0)[16:49], atol=1e-7)
+
+
+def test_symmetric_padding_is_half_sample_reflection():
+    assert symmetric_pad_index(5, 2).tolist() == [1, 0, 0, 1, 2, 3, 4, 4, 3]
+
+
+def test_blur_equals_scipy_reflect_including_borders():
+    rng = np.random.default_rng(0)
+    maps = rng.uniform(0, 1, (3, 64, 64)).astype(np.float32)
+    maps[:, :5, :] += 3.0  # strong border structure
+    got = GaussianBlur(64)(torch.from_numpy(maps)).numpy()
+    want = np.stack([gaussian_filter(m.astype(np.float64), 4.0, mode="reflect") for m in maps])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_cosine_distance_equals_torch_cosine_similarity():
+    a, b = torch.rand(2, 16, 8, 8), torch.rand(2, 16, 8, 8)
+    torch.testing.assert_close(cosine_distance_map(a, b), 1 - F.cosine_similarity(a, b, dim=1))
+    assert cosine_distance_map(a.half(), b.half()).dtype == torch.float32
+
+
+def test_head_is_per_sample_in_a_batch():
+    head = AnomalyMapHead(64)
+    teacher = [torch.rand(3, c, s, s) for c, s in ((8, 16), (16, 8), (32, 4))]
+    student = [torch.rand_like(t) for t in teacher]
+    maps, scores = head(teacher, student)
+    assert maps.shape == (3, 64, 64) and scores.shape == (3,)
+    single_map, single_score = head([t[1:2] for t in teacher], [s[1:2] for s in student])
+    torch.testing.assert_close(maps[1:2], single_map)
+    torch.testing.assert_close(scores[1:2], single_score)
+    torch.testing.assert_close(scores, maps.amax(dim=(1, 2)))
+    mean_maps, _ = AnomalyMapHead(64, combine="mean")(teacher, student)
+    torch.testing.assert_close(mean_maps * 3, maps)

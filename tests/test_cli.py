@@ -1,0 +1,115 @@
+"""The rdedge command: help on every sub-command, and evaluate / predict / bench / train on real data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from sdk.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ["train", "export", "evaluate", "predict", "bench", "demo"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sdk.cli", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_every_subcommand_has_help():
+    top = run_cli("--help")
+    assert top.returncode == 0
+    for command in COMMANDS:
+        assert command in top.stdout
+        result = run_cli(command, "--help")
+        assert result.returncode == 0 and "usage: rdedge " + command in result.stdout
+        assert "--" in result.stdout
+
+
+def test_evaluate_json_from_detector_outputs(tiny_run, bottle_subset: Path, capsys):
+    assert main(["evaluate", str(tiny_run[0]), "--data", str(bottle_subset), "--json", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in ("image_auroc", "pixel_auroc", "aupro", "f1", "n_images"):
+        assert key in report
+    assert report["n_images"] == 10 and report["n_anomalous"] == 6
+    for key in ("image_auroc", "pixel_auroc", "aupro", "f1"):
+        assert 0.0 <= report[key] <= 1.0
+    # without --data the model's own training data is used
+    assert main(["evaluate", str(tiny_run[1].path), "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_images"] == 10
+
+
+def test_evaluate_elpv_has_no_pixel_metrics(tiny_onnx: Path, capsys):
+    pytest.importorskip("elpv_dataset")
+    # ELPV test set is large; the point here is the null pixel metrics, so use a 64-image slice via the API
+    from sdk import Detector
+    from sdk.datasets import load_dataset
+    from sdk.evaluate import evaluate_detector
+
+    ds = load_dataset("elpv:mono")
+    subset = ds.test[:32] + ds.test[-32:]
+    report = evaluate_detector(Detector(tiny_onnx), subset, progress=False)
+    assert report["pixel_auroc"] is None and report["aupro"] is None
+    assert report["image_auroc"] is not None and report["n_images"] == 64
+
+
+def test_predict_prints_verdicts_and_writes_overlays(tiny_run, bottle_subset: Path, tmp_path: Path, capsys):
+    """Inputs from two folders share file names (000.png): each still gets its own overlay."""
+    folder = bottle_subset / "test" / "broken_large"
+    extra = next((bottle_subset / "test" / "good").glob("*.png"))
+    code = main(["predict", str(tiny_run[0]), str(folder), str(extra), "--out", str(tmp_path)])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("path") and len(lines) == 1 + 3 + 1
+    assert all(line.split("\t")[-1] in ("OK", "ANOMALY") for line in lines[1:])
+    overlays = sorted(tmp_path.glob("*_overlay.png"))
+    assert len(overlays) == 4
+    image = cv2.imread(str(overlays[0]))
+    assert image.shape == (256, 256, 3)
+
+
+def test_predict_reports_unreadable_files_and_fails(tiny_run, tmp_path: Path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    assert main(["predict", str(tiny_run[0]), str(bad)]) == 1
+    assert "cannot decode" in capsys.readouterr().err
+
+
+def test_bench_json_has_both_runtimes_and_the_ratio(tiny_run, tmp_path: Path, capsys):
+    out = tmp_path / "bench.md"
+    args = ["bench", str(tiny_run[0]), "--batch-sizes", "1", "2", "--warmup", "1", "--iterations", "3",
+            "--out", str(out), "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    names = set(report["configurations"])
+    assert names == {"onnxruntime/batch1", "onnxruntime/batch2", "pytorch+scipy/batch1", "pytorch+scipy/batch2"}
+    for config in report["configurations"].values():
+        assert config["median_ms"] > 0 and config["p90_ms"] >= config["median_ms"] * 0.5
+        assert config["p99_ms"] >= config["p90_ms"] and config["images_per_s"] > 0
+    assert set(report["speedup"]) == {"batch1", "batch2"}
+    table = out.read_text()
+    assert "| onnxruntime | 1 |" in table and "speed-up" in table
+
+
+def test_train_without_resnet_weights_fails_clearly(bottle_subset: Path, tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    code = main(["train", "--data", str(bottle_subset), "--backbone", "resnet18", "--out", str(tmp_path / "r")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "resnet18-f37072fd.pth" in err and "--weights" in err
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+def test_missing_model_and_unexported_run(tmp_path: Path, capsys):
+    assert main(["evaluate", str(tmp_path / "nothing.onnx")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path), "x.png"]) == 2
+    assert "rdedge export" in capsys.readouterr().err
+
+
+def test_parser_builds_without_torch_imports():
+    assert build_parser().prog == "rdedge"

@@ -1,0 +1,119 @@
+"""sdk.Detector on the exported graph with real bottle images."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from sdk import Detector, ImageReadError, InvalidInputError, ModelLoadError, Result
+
+
+@pytest.fixture(scope="module")
+def det(tiny_onnx: Path) -> Detector:
+    return Detector(tiny_onnx)
+
+
+def test_result_fields(det: Detector, bottle_images):
+    result = det(bottle_images["broken"])
+    assert isinstance(result, Result)
+    assert result.anomaly_map.shape == (128, 128) and result.anomaly_map.dtype == np.float32
+    assert result.score == pytest.approx(float(result.anomaly_map.max()), rel=1e-6)
+    assert 0.0 <= result.normalized_score <= 1.0
+    assert result.is_anomaly == (result.score > det.threshold)
+    assert result.input_size == bottle_images["broken"].shape[:2]
+    assert result.anomaly_map_at_input_size().shape == result.input_size
+    assert result.mask.shape == (128, 128) and result.mask.dtype == bool
+    assert result.mask.any() == result.is_anomaly
+    assert result.mask_at_input_size().shape == result.input_size
+    assert result.latency_ms > 0
+
+
+def test_path_array_batch_and_colour_order_agree(det: Detector, bottle_subset: Path, bottle_images):
+    path = sorted((bottle_subset / "test" / "good").glob("*.png"))[0]
+    from_path = det(path)
+    from_bgr = det(bottle_images["good"])
+    from_rgb = det(bottle_images["good"][:, :, ::-1].copy(), rgb=True)
+    batch = det.predict_batch([bottle_images["broken"], path])
+    for other in (from_bgr, from_rgb, batch[1]):
+        np.testing.assert_allclose(other.anomaly_map, from_path.anomaly_map, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(batch[0].score, det(bottle_images["broken"]).score, rtol=1e-5)
+    swapped = det(bottle_images["good"], rgb=True)  # BGR passed as RGB is a different picture
+    assert abs(swapped.score - from_bgr.score) > 1e-6
+
+
+def test_grey_and_large_inputs_are_accepted(det: Detector, bottle_dir: Path, bottle_images):
+    grey = cv2.cvtColor(bottle_images["good"], cv2.COLOR_BGR2GRAY)
+    assert np.isfinite(det(grey).score)
+    original = next((bottle_dir / "test" / "broken_large").glob("*.png"))
+    result = det(original)  # 900x900 original, resized on the host
+    assert result.input_size == (900, 900) and np.isfinite(result.score)
+
+
+def test_threshold_is_settable_at_run_time(tiny_onnx: Path, bottle_images):
+    det = Detector(tiny_onnx)
+    score = det(bottle_images["good"]).score
+    det.threshold = score - 1e-3
+    low = det(bottle_images["good"])
+    assert low.is_anomaly and low.normalized_score > 0.5 and low.mask.any()
+    det.threshold = score + 1e-3
+    high = det(bottle_images["good"])
+    assert not high.is_anomaly and high.normalized_score < 0.5 and not high.mask.any()
+    assert Detector(tiny_onnx, threshold=123.0).threshold == 123.0
+    with pytest.raises(InvalidInputError):
+        det.threshold = float("nan")
+
+
+def test_warmup_and_predict_many(det: Detector, bottle_images):
+    det.warmup(iterations=1, batch_size=2)
+    images = [bottle_images["good"], bottle_images["broken"]] * 3
+    results = det.predict_many(images, batch_size=4)
+    assert len(results) == 6
+    assert results[0].score == pytest.approx(results[2].score, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (np.zeros((0, 0, 3), np.uint8), InvalidInputError),
+        (np.zeros((64, 64, 3), np.float32), InvalidInputError),
+        (np.zeros((64, 64, 5), np.uint8), InvalidInputError),
+        (np.zeros((2, 2, 64, 64, 3), np.uint8), InvalidInputError),
+        ("/nonexistent/image.png", ImageReadError),
+    ],
+)
+def test_bad_input_raises_typed_errors(det: Detector, bad, error):
+    with pytest.raises(error):
+        det(bad)
+
+
+def test_empty_batch_is_an_error(det: Detector):
+    with pytest.raises(InvalidInputError):
+        det.predict_batch([])
+
+
+def test_bad_model_files(tmp_path: Path, tiny_onnx: Path):
+    with pytest.raises(ModelLoadError, match="unsupported"):
+        Detector(tmp_path / "model.pt")
+    with pytest.raises(ModelLoadError, match="not found"):
+        Detector(tmp_path / "missing.onnx")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(tiny_onnx.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError):
+        Detector(corrupt)
+    model = onnx.load(tiny_onnx)
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, bare)
+    with pytest.raises(ModelLoadError, match="rdedge export"):
+        Detector(bare)
+
+
+def test_import_sdk_does_not_import_torch():
+    code = "import sys, sdk, sdk.cli, sdk.evaluate; d = sdk.Detector; assert 'torch' not in sys.modules, 'torch'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

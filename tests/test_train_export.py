@@ -1,0 +1,126 @@
+"""Training writes an honest checkpoint; export writes one checked ONNX graph with the SDK's metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from export.onnx import ExportCheckError, export_onnx
+from sdk.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE, ModelMetadata
+from train.checkpoint import CheckpointError, build_graph_from_checkpoint, load_checkpoint
+
+
+def test_checkpoint_loads_with_weights_only_and_carries_metadata(tiny_run):
+    run, _ = tiny_run
+    payload = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert payload["format"] == "rdedge-checkpoint"
+    meta = ModelMetadata.from_json(payload["metadata"])
+    assert (meta.method, meta.backbone, meta.image_size) == ("rd4ad", "efficientnet_lite0", 128)
+    assert meta.input_mean == (0.5, 0.5, 0.5)
+    cal = meta.calibration
+    assert cal.n_images == 3 and cal.threshold == pytest.approx(cal.mean + 3 * cal.std)
+    assert cal.minimum <= cal.mean <= cal.maximum
+    assert meta.training["n_train"] == 27 and meta.training["epochs"] == 3
+    assert len(meta.weights_sha256) == 64
+    assert any(k.startswith("teacher.") for k in payload["state_dict"])
+    assert json.loads((run / "train_log.json").read_text())["method"] == "rd4ad"
+
+
+def test_training_loss_decreases_on_real_images(tiny_run):
+    meta, _ = load_checkpoint(tiny_run[0])
+    history = meta.training["loss_history"]
+    assert history[-1] < history[0]
+
+
+def test_calibration_reproduces_from_the_checkpoint(tiny_run):
+    """The threshold was computed by the same graph that the checkpoint rebuilds."""
+    from export.onnx import check_images_for
+    from sdk.metadata import ScoreCalibration
+    from train.trainer import score_images
+
+    graph, meta = build_graph_from_checkpoint(tiny_run[0])
+    from sdk.datasets import load_dataset
+    from train.data import load_prepared
+
+    ds = load_dataset(meta.training["data"], seed=meta.training["seed"])
+    _, scores = score_images(graph, load_prepared(ds.validation, meta.image_size, progress=False))
+    assert ScoreCalibration.from_scores(scores).threshold == pytest.approx(meta.calibration.threshold, rel=1e-5)
+    assert len(check_images_for(meta, 2)) == 2
+
+
+def test_tampered_checkpoint_is_refused(tiny_run, tmp_path: Path):
+    payload = torch.load(tiny_run[0] / "checkpoint.pt", weights_only=True)
+    key = next(k for k in payload["state_dict"] if k.startswith("decoder.") and k.endswith("weight"))
+    payload["state_dict"][key] = payload["state_dict"][key] + 1.0
+    torch.save(payload, tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="hash"):
+        build_graph_from_checkpoint(tmp_path)
+    (tmp_path / "other").mkdir()
+    torch.save({"hello": 1}, tmp_path / "other" / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="not an rdedge checkpoint"):
+        load_checkpoint(tmp_path / "other")
+
+
+def test_onnx_graph_signature_opset_and_metadata(tiny_onnx: Path):
+    model = onnx.load(tiny_onnx)
+    onnx.checker.check_model(model)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    (inp,) = model.graph.input
+    assert inp.name == INPUT_NAME and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = inp.type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [128, 128, 3]
+    outputs = {o.name: o.type.tensor_type for o in model.graph.output}
+    assert set(outputs) == {OUTPUT_MAP, OUTPUT_SCORE}
+    assert all(t.elem_type == onnx.TensorProto.FLOAT for t in outputs.values())
+    meta = ModelMetadata.from_json({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    assert meta.image_size == 128 and meta.precision == "fp32"
+    assert meta.checks["onnxruntime_vs_torch_map"] <= 1e-4
+    assert meta.checks["onnxruntime_vs_torch_score"] <= 1e-4
+    assert meta.checks["onnxruntime_vs_scipy_gaussian_map"] <= 1e-4
+    ops = {n.op_type for n in model.graph.node}
+    assert {"Resize", "ReduceMax", "Gather"} <= ops and "If" not in ops
+    assert not any(n.op_type == "Loop" for n in model.graph.node)
+
+
+def test_onnx_matches_pytorch_on_real_images_at_several_batch_sizes(tiny_run, bottle_images):
+    import onnxruntime as ort
+
+    from sdk.image import prepare_image
+
+    run, report = tiny_run
+    graph, _ = build_graph_from_checkpoint(run)
+    session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    images = np.stack([prepare_image(im, 128) for im in bottle_images.values()] * 2)
+    for n in (1, 3, 4):
+        maps, scores = session.run(None, {INPUT_NAME: images[:n]})
+        with torch.no_grad():
+            want_maps, want_scores = graph(torch.from_numpy(images[:n]))
+        np.testing.assert_allclose(maps, want_maps.numpy(), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(scores, want_scores.numpy(), rtol=1e-4)
+
+
+def test_failed_self_check_writes_nothing(tiny_run, tmp_path: Path):
+    target = tmp_path / "strict.onnx"
+    with pytest.raises(ExportCheckError):
+        export_onnx(tiny_run[0], target, check_images=2, tolerance=0.0)
+    assert not target.exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_refuses_old_opsets_and_no_check(tiny_run):
+    with pytest.raises(ValueError, match="opset"):
+        export_onnx(tiny_run[0], opset=13)
+    with pytest.raises(ValueError, match="real images"):
+        export_onnx(tiny_run[0], check_images=0)
+
+
+def test_train_rejects_sizes_the_decoder_cannot_mirror(bottle_subset, tmp_path):
+    from train.trainer import TrainConfig, train
+
+    with pytest.raises(ValueError, match="multiple of 32"):
+        train(TrainConfig(data=str(bottle_subset), out=str(tmp_path), image_size=100), progress=False)
