@@ -83,8 +83,6 @@ def score_images(graph: DetectorGraph, images: np.ndarray, batch_size: int = 16)
 
 def software_versions() -> dict[str, str]:
     """Versions recorded in model metadata."""
-    import onnx  # noqa: F401  (recorded when available)
-
     versions = {"rdedge": sdk.__version__, "torch": torch.__version__, "python": platform.python_version()}
     for name in ("torchvision", "timm", "onnx", "onnxruntime"):
         try:
