@@ -96,7 +96,8 @@ def run_benchmark(
     """Measure every runner at every batch size on the run's real validation images.
 
     Args:
-        run: Run folder holding ``checkpoint.pt`` and ``model.onnx``.
+        run: Run folder holding ``model.onnx`` (and ``checkpoint.pt`` for the peer), or an ``.onnx`` file (its
+            folder's ``checkpoint.pt`` is then the peer's).
         batch_sizes: Batch sizes to time.
         warmup: Untimed calls before timing.
         iterations: Timed calls per configuration.
@@ -107,15 +108,14 @@ def run_benchmark(
         One JSON-ready dict: ``configurations`` (name → median_ms, p90_ms, p99_ms, images_per_s, runtime,
         batch_size), ``speedup`` (papers' median / ONNX median per batch size), ``model`` and ``machine``.
     """
-    from export.onnx import ONNX_NAME, check_images_for
     from sdk import Detector
-    from train.checkpoint import resolve_checkpoint
+    from sdk.cli import resolve_model
+    from sdk.datasets import reference_images
 
     threads = threads or os.cpu_count() or 1
-    checkpoint = resolve_checkpoint(run)
-    onnx_path = checkpoint.parent / ONNX_NAME
+    onnx_path = resolve_model(str(run))
     detector = Detector(onnx_path, intra_op_threads=threads)
-    images = check_images_for(detector.metadata, max(batch_sizes))
+    images = reference_images(detector.metadata, max(batch_sizes))
     while len(images) < max(batch_sizes):  # tiny validation sets: repeat real images
         images = np.concatenate([images, images])
     runners: dict[str, Callable[[np.ndarray], Any]] = {
@@ -124,8 +124,10 @@ def run_benchmark(
     if include_peer:
         import torch
 
+        from train.checkpoint import resolve_checkpoint
+
         torch.set_num_threads(threads)
-        runners["pytorch+scipy"] = PapersStyleRunner(checkpoint)
+        runners["pytorch+scipy"] = PapersStyleRunner(resolve_checkpoint(onnx_path.parent))
     configurations: dict[str, dict[str, Any]] = {}
     for name, runner in runners.items():
         for bs in batch_sizes:
@@ -182,7 +184,7 @@ def default_results_path(report: dict[str, Any]) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``rdedge bench`` / ``python -m benchmarks.latency``."""
-    parser.add_argument("model", help="run folder (with checkpoint.pt and model.onnx from `rdedge export`)")
+    parser.add_argument("model", help="run folder (checkpoint.pt + model.onnx) or an .onnx file beside its checkpoint")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per configuration (default: 5)")
     parser.add_argument("--iterations", type=int, default=30, help="timed calls per configuration (default: 30)")

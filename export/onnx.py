@@ -31,11 +31,10 @@ import numpy as np
 import onnx
 import torch
 
-from sdk.datasets import load_dataset
+from sdk.datasets import reference_images
 from sdk.fileio import atomic_path
 from sdk.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE, ModelMetadata
 from train.checkpoint import build_graph_from_checkpoint, resolve_checkpoint
-from train.data import load_prepared
 from train.graph import DetectorGraph
 
 DEFAULT_OPSET = 18
@@ -122,19 +121,6 @@ def check_against_torch(
     return checks
 
 
-def check_images_for(metadata: ModelMetadata, n_images: int, progress: bool = False) -> np.ndarray:
-    """Up to ``n_images`` real images for the self-check: the run's held-out validation images."""
-    training = metadata.training
-    dataset = load_dataset(
-        training["data"],
-        training.get("category"),
-        validation_fraction=training.get("validation_fraction", 0.1),
-        seed=training.get("seed", 0),
-    )
-    samples = (dataset.validation + dataset.test)[:n_images]
-    return load_prepared(samples, metadata.image_size, desc="check images", progress=progress)
-
-
 def export_onnx(
     run: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -165,7 +151,7 @@ def export_onnx(
     out_path = Path(out) if out is not None else checkpoint.parent / ONNX_NAME
     graph, metadata = build_graph_from_checkpoint(checkpoint)
     model = to_onnx_model(graph, metadata.image_size, opset)
-    images = check_images_for(metadata, check_images, progress)
+    images = reference_images(metadata, check_images, progress=progress)
     with tempfile.TemporaryDirectory() as tmp:
         unchecked = Path(tmp) / "unchecked.onnx"
         onnx.save(model, unchecked)

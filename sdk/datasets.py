@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import DatasetError
-from .image import list_images, read_image, resize_mask
+from .image import list_images, prepare_image, read_image, resize_mask
+
+if TYPE_CHECKING:
+    from .metadata import ModelMetadata
 
 ELPV_SPLIT_SEED = 20260101
 """Seed of the fixed ELPV good-cell split (independent of the training seed, so all runs share one test set)."""
@@ -210,3 +215,29 @@ def _load_elpv(cell_type: str) -> tuple[str, list[Sample], list[Sample]]:
     train = [sample(r, "train", 0) for r in sorted(good[:half])]
     test = [sample(r, "test", 0) for r in sorted(good[half:])] + [sample(r, "test", 1) for r in defective]
     return f"elpv:{cell_type}", train, test
+
+
+def load_prepared(samples: Sequence[Sample], size: int, *, desc: str = "loading", progress: bool = True) -> np.ndarray:
+    """Read and prepare images → (N, size, size, 3) uint8 RGB, exactly as the Detector prepares its input."""
+    from tqdm import tqdm
+
+    out = np.empty((len(samples), size, size, 3), dtype=np.uint8)
+    for i, sample in enumerate(tqdm(samples, desc=desc, disable=not progress, leave=False)):
+        out[i] = prepare_image(sample.load_image(), size)
+    return out
+
+
+def reference_images(metadata: ModelMetadata, n_images: int, *, progress: bool = False) -> np.ndarray:
+    """Up to ``n_images`` real prepared images of a model's own dataset: its held-out validation images first.
+
+    Used by the export self-check and the benchmarks; nothing here is used to select or tune a model.
+    """
+    training = metadata.training
+    dataset = load_dataset(
+        training["data"],
+        training.get("category"),
+        validation_fraction=training.get("validation_fraction", 0.1),
+        seed=training.get("seed", 0),
+    )
+    samples = (dataset.validation + dataset.test)[:n_images]
+    return load_prepared(samples, metadata.image_size, desc="reference images", progress=progress)

@@ -1,8 +1,8 @@
 """Host-side image handling: reading, checking and resizing to the model input.
 
 This is the only pre-processing that happens outside the exported graph, and training uses the very same functions
-(see ``train.data``), so a model sees identically prepared pixels in training and in deployment. Inside the graph the
-uint8 RGB pixels are scaled and normalised.
+(through ``sdk.datasets.load_prepared``), so a model sees identically prepared pixels in training and in deployment.
+Inside the graph the uint8 RGB pixels are scaled and normalised.
 """
 
 from __future__ import annotations

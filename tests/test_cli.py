@@ -113,3 +113,11 @@ def test_missing_model_and_unexported_run(tmp_path: Path, capsys):
 
 def test_parser_builds_without_torch_imports():
     assert build_parser().prog == "rdedge"
+
+
+def test_bench_on_an_onnx_file_without_the_peer(tiny_onnx: Path, tmp_path: Path, capsys):
+    args = ["bench", str(tiny_onnx), "--no-peer", "--batch-sizes", "2", "--warmup", "0", "--iterations", "2",
+            "--out", str(tmp_path / "b.md"), "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["configurations"]) == {"onnxruntime/batch2"} and report["speedup"] == {}

@@ -39,18 +39,15 @@ def test_training_loss_decreases_on_real_images(tiny_run):
 
 def test_calibration_reproduces_from_the_checkpoint(tiny_run):
     """The threshold was computed by the same graph that the checkpoint rebuilds."""
-    from export.onnx import check_images_for
+    from sdk.datasets import load_dataset, load_prepared, reference_images
     from sdk.metadata import ScoreCalibration
     from train.trainer import score_images
 
     graph, meta = build_graph_from_checkpoint(tiny_run[0])
-    from sdk.datasets import load_dataset
-    from train.data import load_prepared
-
     ds = load_dataset(meta.training["data"], seed=meta.training["seed"])
     _, scores = score_images(graph, load_prepared(ds.validation, meta.image_size, progress=False))
     assert ScoreCalibration.from_scores(scores).threshold == pytest.approx(meta.calibration.threshold, rel=1e-5)
-    assert len(check_images_for(meta, 2)) == 2
+    assert len(reference_images(meta, 2)) == 2
 
 
 def test_tampered_checkpoint_is_refused(tiny_run, tmp_path: Path):

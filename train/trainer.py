@@ -14,13 +14,12 @@ import torch
 from tqdm import tqdm
 
 import sdk
-from sdk.datasets import load_dataset
+from sdk.datasets import load_dataset, load_prepared
 from sdk.fileio import write_text_atomic
 from sdk.metadata import ModelMetadata, ScoreCalibration
 
 from .backbones import build_teacher, get_teacher_spec
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
-from .data import load_prepared
 from .graph import DetectorGraph
 from .methods import get_method
 
