@@ -57,7 +57,7 @@ def summarize(times_ms: np.ndarray, batch_size: int) -> dict[str, float]:
 
 
 class PapersStyleRunner:
-    """PyTorch eager + SciPy smoothing on the host, as the official RD-family test scripts score images."""
+    """PyTorch eager + host-side post-processing (SciPy smoothing), as the official RD-family test scripts score."""
 
     def __init__(self, checkpoint: Path) -> None:
         from train.checkpoint import build_graph_from_checkpoint
@@ -68,20 +68,15 @@ class PapersStyleRunner:
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch
-        import torch.nn.functional as F
-        from scipy.ndimage import gaussian_filter
+
+        from export.reference import papers_postprocess
 
         x = (images.astype(np.float32) / 255.0 - self.mean) / self.std
-        size = self.metadata.image_size
+        head = self.graph.head
         with torch.no_grad():
             teacher, student = self.graph.net(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous())
-            fused = torch.zeros(len(images), 1, size, size)
-            for t, s in zip(teacher, student, strict=True):
-                distance = 1.0 - F.cosine_similarity(t, s).unsqueeze(1)
-                fused += F.interpolate(distance, size=(size, size), mode="bilinear", align_corners=True)
-            fused = fused[:, 0].numpy()
-        maps = np.stack([gaussian_filter(m, sigma=4) for m in fused])
-        return maps, maps.max(axis=(1, 2))
+        return papers_postprocess(teacher, student, head.image_size, combine=head.combine,
+                                  refinement=head.refinement, dtype=torch.float32)
 
 
 def run_benchmark(

@@ -12,7 +12,8 @@ convolutions and yields a static graph apart from the batch axis.
 Before the file is written the export checks itself on real images (the run's held-out validation images):
 
 * ONNX Runtime vs PyTorch, elementwise relative error ≤ ``tolerance`` on the map and the score;
-* the in-graph smoothing vs ``scipy.ndimage.gaussian_filter(σ=4)`` applied to PyTorch's un-smoothed map.
+* ONNX Runtime vs the papers' host-side post-processing (``scipy.ndimage.gaussian_filter(σ=4)``, DRD's refinement
+  in NumPy; :mod:`export.reference`) applied in float64 to the PyTorch model's features.
 
 A failed check raises :class:`ExportCheckError` and leaves any existing file untouched.
 """
@@ -31,11 +32,13 @@ import numpy as np
 import onnx
 import torch
 
-from sdk.datasets import reference_images
+from export.reference import papers_postprocess
+from sdk.datasets import load_model_dataset, load_prepared, reference_images
 from sdk.fileio import atomic_path
 from sdk.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE, ModelMetadata
 from train.checkpoint import build_graph_from_checkpoint, resolve_checkpoint
 from train.graph import DetectorGraph
+from train.trainer import calibrate
 
 DEFAULT_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
@@ -89,31 +92,33 @@ def to_onnx_model(graph: DetectorGraph, image_size: int, opset: int = DEFAULT_OP
 def check_against_torch(
     model_path: Path, graph: DetectorGraph, images: np.ndarray, tolerance: float = DEFAULT_TOLERANCE
 ) -> dict[str, Any]:
-    """Compare ONNX Runtime with PyTorch, and the in-graph smoothing with SciPy, on prepared uint8 images.
+    """Compare ONNX Runtime with PyTorch, and with the papers' host-side post-processing, on real images.
+
+    The second comparison (``..._vs_reference``) runs the papers' post-processing (SciPy Gaussian, DRD refinement in
+    NumPy; :mod:`export.reference`) in float64 on the PyTorch model's features.
 
     Raises:
         ExportCheckError: Any error above ``tolerance``.
     """
     import onnxruntime as ort
-    from scipy.ndimage import gaussian_filter
 
-    options = ort.SessionOptions()
-    session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     ort_maps, ort_scores = session.run([OUTPUT_MAP, OUTPUT_SCORE], {INPUT_NAME: images})
     with torch.no_grad():
         x = torch.from_numpy(images)
         torch_maps, torch_scores = graph(x)
         teacher, student = graph.net(graph.normalize(x))
-        raw = graph.head.raw_map(teacher, student).numpy()
-    sigma = 4.0
-    scipy_maps = np.stack([gaussian_filter(m.astype(np.float64), sigma=sigma, mode="reflect") for m in raw])
+    head = graph.head
+    ref_maps, ref_scores = papers_postprocess(
+        teacher, student, head.image_size, combine=head.combine, refinement=head.refinement
+    )
     checks = {
         "n_images": len(images),
         "tolerance": tolerance,
         "onnxruntime_vs_torch_map": max_relative_error(ort_maps, torch_maps.numpy()),
         "onnxruntime_vs_torch_score": max_relative_error(ort_scores, torch_scores.numpy()),
-        "onnxruntime_vs_scipy_gaussian_map": max_relative_error(ort_maps, scipy_maps),
-        "onnxruntime_vs_scipy_gaussian_score": max_relative_error(ort_scores, scipy_maps.max(axis=(1, 2))),
+        "onnxruntime_vs_reference_map": max_relative_error(ort_maps, ref_maps),
+        "onnxruntime_vs_reference_score": max_relative_error(ort_scores, ref_scores),
     }
     failed = {k: v for k, v in checks.items() if k.startswith("onnxruntime") and v > tolerance}
     if failed:
@@ -128,6 +133,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     check_images: int = 8,
     tolerance: float = DEFAULT_TOLERANCE,
+    graph_overrides: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> ExportReport:
     """Export a run (folder or checkpoint) to an ONNX detector, check it, and write it atomically.
@@ -138,6 +144,9 @@ def export_onnx(
         opset: ONNX opset (≥ 17).
         check_images: Real images used by the self-check (at least 1).
         tolerance: Largest relative error accepted by the self-check.
+        graph_overrides: Graph options to change from the trained ones (e.g. ``{"refinement": False}`` for DRD's
+            ablation). The score then changes meaning, so the threshold is re-calibrated on the run's same
+            held-out good validation images (never on test images).
         progress: Show progress while loading check images.
 
     Raises:
@@ -149,7 +158,9 @@ def export_onnx(
         raise ValueError("check_images must be at least 1: an export is always checked on real images")
     checkpoint = resolve_checkpoint(run)
     out_path = Path(out) if out is not None else checkpoint.parent / ONNX_NAME
-    graph, metadata = build_graph_from_checkpoint(checkpoint)
+    graph, metadata = build_graph_from_checkpoint(checkpoint, graph_overrides)
+    if graph_overrides:
+        metadata = recalibrate(graph, metadata, progress)
     model = to_onnx_model(graph, metadata.image_size, opset)
     images = reference_images(metadata, check_images, progress=progress)
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,6 +177,14 @@ def export_onnx(
     with atomic_path(out_path) as tmp_path:
         onnx.save(model, tmp_path)
     return ExportReport(path=out_path, metadata=metadata, checks=checks)
+
+
+def recalibrate(graph: DetectorGraph, metadata: ModelMetadata, progress: bool = False) -> ModelMetadata:
+    """Redo the threshold calibration of a run on its held-out validation images with a changed graph."""
+    dataset = load_model_dataset(metadata)
+    images = load_prepared(dataset.validation, metadata.image_size, desc="recalibrate", progress=progress)
+    calibration, _ = calibrate(graph, images, metadata.calibration.sigmas)
+    return metadata.replace(calibration=calibration)
 
 
 def set_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> None:

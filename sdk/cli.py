@@ -37,7 +37,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True,
                         help="dataset: an MVTec-layout folder, or elpv:mono / elpv:poly (pip install elpv-dataset)")
     parser.add_argument("--category", default=None, help="MVTec category when --data is the root of several")
-    parser.add_argument("--method", default="rd4ad", help="training method (default: rd4ad)")
+    parser.add_argument("--method", default="rd4ad", help="training method: rd4ad (default), rdpp, drd or reason")
     parser.add_argument("--backbone", default="efficientnet_lite0",
                         help="teacher: efficientnet_lite0 (default), resnet18 or wide_resnet50_2")
     parser.add_argument("--weights", default=None,
@@ -52,7 +52,30 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sigmas", type=float, default=3.0,
                         help="threshold = validation mean + SIGMAS x std of good-image scores (default: 3)")
     parser.add_argument("--max-train-images", type=int, default=None, help="train on at most N images (quick runs)")
+    parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="method option, repeatable: drd refinement=false; reason suppression_target=teacher")
     parser.add_argument("--out", required=True, help="run folder to write checkpoint.pt into")
+
+
+def parse_options(items: Sequence[str]) -> dict[str, object]:
+    """``["a=1", "b=true", "c=x"]`` → ``{"a": 1, "b": True, "c": "x"}``."""
+    options: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise RdedgeError(f"method option {item!r} is not KEY=VALUE")
+        value: object = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            for cast in (int, float):
+                try:
+                    value = cast(raw)
+                    break
+                except ValueError:
+                    pass
+        options[key] = value
+    return options
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -62,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, category=args.category, method=args.method, backbone=args.backbone,
         weights=args.weights, epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, validation_fraction=args.validation_fraction, sigmas=args.sigmas,
-        max_train_images=args.max_train_images,
+        max_train_images=args.max_train_images, method_options=parse_options(args.method_option),
     )
     path = train(config, progress=not args.quiet)
     print(f"checkpoint written to {path}")
@@ -78,13 +101,17 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, at least 17 (default: 18)")
     parser.add_argument("--check-images", type=int, default=8,
                         help="real images for the ONNX Runtime vs PyTorch self-check (default: 8)")
+    parser.add_argument("--no-refinement", action="store_true",
+                        help="DRD ablation: export without the detection refinement (threshold re-calibrated on "
+                             "the run's held-out good images)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from export.onnx import export_onnx
 
+    overrides = {"refinement": False} if args.no_refinement else None
     report = export_onnx(args.run, args.out, opset=args.opset, check_images=args.check_images,
-                         progress=not args.quiet)
+                         graph_overrides=overrides, progress=not args.quiet)
     checks = report.checks
     print(f"exported {report.path}")
     print(f"  self-check on {checks['n_images']} real images (tolerance {checks['tolerance']:g}):")

@@ -227,17 +227,22 @@ def load_prepared(samples: Sequence[Sample], size: int, *, desc: str = "loading"
     return out
 
 
-def reference_images(metadata: ModelMetadata, n_images: int, *, progress: bool = False) -> np.ndarray:
-    """Up to ``n_images`` real prepared images of a model's own dataset: its held-out validation images first.
-
-    Used by the export self-check and the benchmarks; nothing here is used to select or tune a model.
-    """
+def load_model_dataset(metadata: ModelMetadata) -> DatasetSplit:
+    """The dataset split a model was trained with (same spec, category, validation fraction and seed)."""
     training = metadata.training
-    dataset = load_dataset(
+    return load_dataset(
         training["data"],
         training.get("category"),
         validation_fraction=training.get("validation_fraction", 0.1),
         seed=training.get("seed", 0),
     )
+
+
+def reference_images(metadata: ModelMetadata, n_images: int, *, progress: bool = False) -> np.ndarray:
+    """Up to ``n_images`` real prepared images of a model's own dataset: its held-out validation images first.
+
+    Used by the export self-check and the benchmarks; nothing here is used to select or tune a model.
+    """
+    dataset = load_model_dataset(metadata)
     samples = (dataset.validation + dataset.test)[:n_images]
     return load_prepared(samples, metadata.image_size, desc="reference images", progress=progress)

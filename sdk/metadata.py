@@ -99,6 +99,7 @@ class ModelMetadata:
         input_std: Per-channel RGB standard deviation applied inside the graph.
         versions: Versions of the software that produced the model.
         training: Free-form training provenance (data spec, category, epochs, seed...).
+        graph_options: Options the graph was built with (score fusion, DRD refinement), for provenance.
         checks: Results of the export's self-checks (parity with PyTorch...).
         schema_version: Version of this metadata schema.
     """
@@ -113,6 +114,7 @@ class ModelMetadata:
     input_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     versions: dict[str, str] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    graph_options: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

@@ -109,18 +109,29 @@ def build_teacher(name: str, weights: WeightsArg = None, *, pretrained: bool = T
 
 
 class ResNetTeacher(nn.Module):
-    """torchvision ResNet stem and ``layer1``..``layer3`` (``layer4`` and ``fc`` dropped: RD never uses them)."""
+    """torchvision ResNet stem and ``layer1``..``layer3`` (``layer4`` and ``fc`` dropped: RD never uses them).
+
+    Every teacher offers ``forward_stem`` and ``forward_stages`` (``forward`` = both), so that a method can perturb
+    stem features (REASON).
+    """
 
     def __init__(self, resnet: nn.Module) -> None:
         super().__init__()
         self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
         self.layer1, self.layer2, self.layer3 = resnet.layer1, resnet.layer2, resnet.layer3
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem: conv 7x7 s2 → BN → ReLU → max-pool (stride 4, 64 channels)."""
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``layer1``..``layer3`` on stem features."""
         f1 = self.layer1(x)
         f2 = self.layer2(f1)
         return [f1, f2, self.layer3(f2)]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_stages(self.forward_stem(x))
 
 
 def resolve_weights_file(filename: str, weights: WeightsArg) -> Path:
@@ -241,14 +252,23 @@ class EfficientNetTeacher(nn.Module):
         self.conv_stem, self.bn1 = net.conv_stem, net.bn1
         self.blocks = nn.Sequential(*list(net.blocks)[: self.FEATURE_BLOCKS[-1] + 1])
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.bn1(self.conv_stem(x))
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything before the first feature stage: stem conv, BN and block 0 (stride 2, 16 channels)."""
+        return self.blocks[0](self.bn1(self.conv_stem(x)))
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Blocks 1..4 on stem features, returning the three feature maps."""
         features = []
         for i, block in enumerate(self.blocks):
+            if i == 0:
+                continue
             x = block(x)
             if i in self.FEATURE_BLOCKS:
                 features.append(x)
         return features
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_stages(self.forward_stem(x))
 
 
 def _lite0_source_role(key: str) -> tuple[str, int, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -83,16 +84,25 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[ModelMetadata, dict[s
     return ModelMetadata.from_json(payload["metadata"]), payload["state_dict"]
 
 
-def build_graph_from_checkpoint(path: str | os.PathLike[str]) -> tuple[DetectorGraph, ModelMetadata]:
-    """Rebuild the detector graph of a checkpoint, in eval mode, with its exact weights."""
+def build_graph_from_checkpoint(
+    path: str | os.PathLike[str], graph_overrides: dict[str, Any] | None = None
+) -> tuple[DetectorGraph, ModelMetadata]:
+    """Rebuild the detector graph of a checkpoint, in eval mode, with its exact weights.
+
+    Args:
+        path: Run folder or checkpoint file.
+        graph_overrides: Graph options to change from the trained ones (e.g. ``{"refinement": False}``); the
+            returned metadata records the options in force, its calibration is then the caller's to redo.
+    """
     metadata, state = load_checkpoint(path)
     spec = get_teacher_spec(metadata.backbone)
-    method = get_method(metadata.method)
+    method = get_method(metadata.method, **metadata.training.get("method_options", {}))
     # The teacher is built without ImageNet weights only because the checkpoint's copy is loaded right below
     # (strict=True, so any missing tensor is an error, never a silently random layer).
     net = method.build(spec, build_teacher(metadata.backbone, pretrained=False))
     net.load_state_dict(state, strict=True)
     if weights_sha256(net.state_dict()) != metadata.weights_sha256:
         raise CheckpointError(f"{path}: weights do not match the hash recorded in the checkpoint (corrupt file?)")
-    graph = DetectorGraph(net, metadata.image_size, combine=method.combine)
-    return graph.eval(), metadata
+    options = {**method.graph_options(), **metadata.graph_options, **(graph_overrides or {})}
+    graph = DetectorGraph(net, metadata.image_size, **options)
+    return graph.eval(), metadata.replace(graph_options=options)

@@ -26,8 +26,15 @@ class InputNormalizer(nn.Module):
         self.register_buffer("scale", 1.0 / (255.0 * s), persistent=False)
         self.register_buffer("shift", -m / s, persistent=False)
 
+        self.register_buffer("mean", m, persistent=False)
+        self.register_buffer("std", s, persistent=False)
+
     def forward(self, images: Tensor) -> Tensor:
         return images.permute(0, 3, 1, 2).float() * self.scale + self.shift
+
+    def from_unit(self, images: Tensor) -> Tensor:
+        """Normalise (N, 3, H, W) float images in [0, 1] (training-time synthesised images)."""
+        return (images - self.mean) / self.std
 
 
 class DetectorGraph(nn.Module):
@@ -37,16 +44,24 @@ class DetectorGraph(nn.Module):
         net: The teacher/student network.
         image_size: Side of the square input.
         combine: How the head fuses scales (``sum`` or ``mean``).
+        refinement: DRD's detection refinement of the image score.
         sigma: Gaussian σ of the head.
 
     ``forward(images)`` takes (N, S, S, 3) uint8 RGB and returns ``(anomaly_map (N, S, S), score (N,))``, float32.
     """
 
-    def __init__(self, net: ReverseDistillationNet, image_size: int, combine: str = "sum", sigma: float = 4.0):
+    def __init__(
+        self,
+        net: ReverseDistillationNet,
+        image_size: int,
+        combine: str = "sum",
+        refinement: bool = False,
+        sigma: float = 4.0,
+    ) -> None:
         super().__init__()
         self.normalize = InputNormalizer(net.spec.mean, net.spec.std)
         self.net = net
-        self.head = AnomalyMapHead(image_size, sigma=sigma, combine=combine)
+        self.head = AnomalyMapHead(image_size, sigma=sigma, combine=combine, refinement=refinement)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         teacher, student = self.net(self.normalize(images))

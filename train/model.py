@@ -22,6 +22,7 @@ class ReverseDistillationNet(nn.Module):
         projection: Optional per-scale module applied to the teacher features before the bottleneck
             (RD++'s projection, REASON's suppression layers); ``None`` for RD4AD.
         fusion: Fusion module of the bottleneck; RD4AD's multi-scale fusion when ``None``.
+        oce_blocks: Blocks of the one-class embedding; the teacher spec's default when ``None``.
 
     ``forward`` returns ``(teacher_features, student_features)``, two lists of three maps with equal shapes.
     """
@@ -32,12 +33,13 @@ class ReverseDistillationNet(nn.Module):
         teacher: nn.Module,
         projection: nn.Module | None = None,
         fusion: nn.Module | None = None,
+        oce_blocks: int | None = None,
     ) -> None:
         super().__init__()
         self.spec = spec
         self.teacher = teacher
         self.projection = projection
-        self.bottleneck = OCBE(spec, fusion)
+        self.bottleneck = OCBE(spec, fusion, oce_blocks)
         self.decoder = ReverseDecoder(spec, self.bottleneck.embedding.out_channels)
 
     def encode(self, x: Tensor) -> list[Tensor]:
@@ -45,10 +47,13 @@ class ReverseDistillationNet(nn.Module):
         with torch.no_grad():
             return self.teacher(x)
 
+    def project(self, teacher_features: list[Tensor]) -> list[Tensor]:
+        """Teacher features after the optional projection (what the bottleneck sees)."""
+        return self.projection(teacher_features) if self.projection is not None else teacher_features
+
     def decode(self, teacher_features: list[Tensor]) -> list[Tensor]:
         """Student features reconstructed from (projected) teacher features."""
-        features = self.projection(teacher_features) if self.projection is not None else teacher_features
-        return self.decoder(self.bottleneck(features))
+        return self.decoder(self.bottleneck(self.project(teacher_features)))
 
     def forward(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         teacher_features = self.encode(x)

@@ -6,8 +6,9 @@ import json
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,7 @@ class TrainConfig:
         validation_fraction: Share of good training images held out for calibration.
         sigmas: Threshold = validation mean + ``sigmas`` · std.
         max_train_images: Use only the first N training images (quick runs and tests); all when None.
+        method_options: Method-specific options (e.g. ``{"refinement": False}`` for DRD).
     """
 
     data: str
@@ -59,6 +61,7 @@ class TrainConfig:
     validation_fraction: float = 0.1
     sigmas: float = 3.0
     max_train_images: int | None = None
+    method_options: dict[str, Any] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -78,6 +81,14 @@ def score_images(graph: DetectorGraph, images: np.ndarray, batch_size: int = 16)
         maps.append(m.numpy())
         scores.append(s.numpy())
     return np.concatenate(maps), np.concatenate(scores)
+
+
+def calibrate(
+    graph: DetectorGraph, validation_images: np.ndarray, sigmas: float
+) -> tuple[ScoreCalibration, np.ndarray]:
+    """Threshold and score statistics from the graph's scores on held-out good images → (calibration, scores)."""
+    _, scores = score_images(graph, validation_images)
+    return ScoreCalibration.from_scores(scores, sigmas=sigmas), scores
 
 
 def software_versions() -> dict[str, str]:
@@ -102,7 +113,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     if config.image_size < 64 or config.image_size % 32:
         raise ValueError(f"image size must be a multiple of 32 and at least 64, got {config.image_size}")
     seed_everything(config.seed)
-    method = get_method(config.method)
+    method = get_method(config.method, **config.method_options)
+    method.setup(config.seed)
     spec = get_teacher_spec(config.backbone)
     teacher = build_teacher(config.backbone, config.weights)  # fails loudly when weights are missing
     dataset = load_dataset(
@@ -113,10 +125,11 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     val_images = load_prepared(dataset.validation, config.image_size, desc="validation images", progress=progress)
 
     net = method.build(spec, teacher)
-    graph = DetectorGraph(net, config.image_size, combine=method.combine)
+    graph = DetectorGraph(net, config.image_size, **method.graph_options())
     optimizers = method.optimizers(net, config.lr or method.default_lr)
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = -(-len(train_images) // config.batch_size)
+    accumulate = method.accumulation_steps
     history: list[float] = []
     started = time.perf_counter()
     bar = tqdm(total=config.epochs * steps_per_epoch, desc=f"train {method.name}", disable=not progress)
@@ -124,14 +137,14 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         net.train()
         order = torch.randperm(len(train_images), generator=generator)
         losses = []
-        for start in range(0, len(order), config.batch_size):
+        for step, start in enumerate(range(0, len(order), config.batch_size)):
             batch = torch.from_numpy(train_images[order[start : start + config.batch_size].numpy()])
-            out = method.training_step(net, graph.normalize(batch))
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
+            out = method.training_step(net, batch, graph.normalize)
             out["loss"].backward()
-            for opt in optimizers:
-                opt.step()
+            if (step + 1) % accumulate == 0 or step == steps_per_epoch - 1:
+                for opt in optimizers:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
             losses.append(float(out["loss"].detach()))
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
@@ -139,8 +152,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     bar.close()
     train_seconds = time.perf_counter() - started
 
-    _, val_scores = score_images(graph, val_images)
-    calibration = ScoreCalibration.from_scores(val_scores, sigmas=config.sigmas)
+    calibration, val_scores = calibrate(graph, val_images, config.sigmas)
     metadata = ModelMetadata(
         method=method.name,
         backbone=spec.name,
@@ -149,6 +161,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         input_mean=spec.mean,
         input_std=spec.std,
         versions=software_versions(),
+        graph_options=method.graph_options(),
         training={
             **asdict(config),
             "dataset": dataset.name,

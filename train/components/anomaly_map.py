@@ -10,7 +10,10 @@ ONNX- and TensorRT-friendly operations only, batched and shape-agnostic in N:
 * Gaussian σ = 4 as a separable pair of 33-tap convolutions with constant weights. The borders are padded
   half-sample-symmetrically (``d c b a | a b c d``) with a constant-index Gather, which is exactly SciPy's
   ``gaussian_filter(mode="reflect", truncate=4.0)``, the papers' host-side smoothing;
-* image score = maximum of the smoothed map.
+* image score = maximum of the smoothed map; optionally DRD's *detection refinement*, per sample:
+  ``score = (1 + v_k*) · max(map)`` where ``v_k`` is the peak of scale k's distance map at its native resolution
+  and ``k* = argmin_k Var(upsampled map k)`` (unbiased variance), the flattest scale. Exported as
+  ReduceMax / variance / ArgMin / GatherElements, no host-side step.
 """
 
 from __future__ import annotations
@@ -76,36 +79,58 @@ class AnomalyMapHead(nn.Module):
         image_size: Side S of the model input, and of the map.
         sigma: Gaussian σ in pixels (4, as all four papers).
         combine: ``sum`` or ``mean`` of the upsampled per-scale maps.
+        refinement: Apply DRD's detection refinement to the image score.
     """
 
-    def __init__(self, image_size: int, sigma: float = 4.0, combine: str = "sum") -> None:
+    def __init__(self, image_size: int, sigma: float = 4.0, combine: str = "sum", refinement: bool = False) -> None:
         super().__init__()
         if combine not in ("sum", "mean"):
             raise ValueError(f"combine must be 'sum' or 'mean', got {combine!r}")
         self.image_size = image_size
         self.combine = combine
+        self.refinement = refinement
         self.blur = GaussianBlur(image_size, sigma)
 
-    def scale_maps(self, teacher: list[Tensor], student: list[Tensor]) -> list[Tensor]:
-        """Per-scale distance maps upsampled to (N, S, S)."""
+    def upsample(self, distance: Tensor) -> Tensor:
+        """(N, h, w) → (N, S, S), bilinear with ``align_corners=True``."""
         size = (self.image_size, self.image_size)
-        return [
-            F.interpolate(cosine_distance_map(t, s).unsqueeze(1), size=size, mode="bilinear", align_corners=True)
-            .squeeze(1)
-            for t, s in zip(teacher, student, strict=True)
-        ]
+        return F.interpolate(distance.unsqueeze(1), size=size, mode="bilinear", align_corners=True).squeeze(1)
+
+    def fuse(self, upsampled: list[Tensor]) -> Tensor:
+        """Sum (or mean) of the upsampled per-scale maps: the map before smoothing."""
+        fused = upsampled[0]
+        for m in upsampled[1:]:
+            fused = fused + m
+        return fused / len(upsampled) if self.combine == "mean" else fused
 
     def raw_map(self, teacher: list[Tensor], student: list[Tensor]) -> Tensor:
         """The fused map before smoothing (what the papers pass to ``gaussian_filter``)."""
-        maps = self.scale_maps(teacher, student)
-        fused = maps[0]
-        for m in maps[1:]:
-            fused = fused + m
-        return fused / len(maps) if self.combine == "mean" else fused
+        return self.fuse([self.upsample(cosine_distance_map(t, s)) for t, s in zip(teacher, student, strict=True)])
 
     def forward(self, teacher: list[Tensor], student: list[Tensor]) -> tuple[Tensor, Tensor]:
-        smoothed = self.blur(self.raw_map(teacher, student))
-        return smoothed, smoothed.amax(dim=(1, 2))
+        distances = [cosine_distance_map(t, s) for t, s in zip(teacher, student, strict=True)]
+        upsampled = [self.upsample(d) for d in distances]
+        smoothed = self.blur(self.fuse(upsampled))
+        score = smoothed.amax(dim=(1, 2))
+        if self.refinement:
+            score = score * (1.0 + refinement_peak(distances, upsampled))
+        return smoothed, score
+
+
+def refinement_peak(distances: list[Tensor], upsampled: list[Tensor]) -> Tensor:
+    """DRD: per sample, the native-resolution peak of the scale whose upsampled map has the least variance.
+
+    Args:
+        distances: Per-scale distance maps at native resolution, (N, h_k, w_k).
+        upsampled: The same maps upsampled to (N, S, S).
+
+    Returns:
+        (N,) values ``v_k*``; the refined score is ``(1 + v_k*) · max(smoothed map)``.
+    """
+    peaks = torch.stack([d.amax(dim=(1, 2)) for d in distances], dim=1)  # (N, K)
+    variances = torch.stack([u.flatten(1).var(dim=1, unbiased=True) for u in upsampled], dim=1)  # (N, K)
+    flattest = variances.argmin(dim=1, keepdim=True)  # (N, 1)
+    return peaks.gather(1, flattest).squeeze(1)
 
 
 __all__ = [

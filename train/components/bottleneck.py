@@ -1,7 +1,9 @@
-"""The OCBE bottleneck of RD4AD: multi-scale feature fusion (MFF) followed by a one-class embedding (OCE).
+"""The OCBE bottleneck: a fusion of the three teacher scales followed by a one-class embedding (OCE).
 
-Generic in the teacher's channels ``(c1, c2, c3)``; for the ResNets it equals the official ``BN_layer`` except for
-its ``conv4``/``bn4``, which the official forward never uses and which are therefore left out.
+Fusions: RD4AD's multi-scale feature fusion (MFF; also RD++ and REASON) and DRD's cascade fusion (MFCF).
+
+Generic in the teacher's channels ``(c1, c2, c3)``; for the ResNets they equal the official ``BN_layer`` modules
+except for ``conv4``/``bn4``, which no official forward uses and which are therefore left out.
 """
 
 from __future__ import annotations
@@ -35,14 +37,43 @@ class MultiScaleFusion(nn.Module):
         return torch.cat([self.branch1(f1), self.branch2(f2), f3], dim=1)
 
 
-class OneClassEmbedding(nn.Module):
-    """OCE: a freshly initialised ResNet stage (stride 2) producing the compact embedding φ (2·c3 channels)."""
+class CascadeFusion(nn.Module):
+    """DRD's multi-feature cascade fusion (MFCF): fuse the scales one after the other, then compress to c3.
 
-    def __init__(self, spec: TeacherSpec, in_channels: int) -> None:
+    ``a = CBR_s2(T1)`` (c1 → c2), ``b = CBR_s2([a, T2])`` (2·c2 → 2·c3), ``c = CBR([b, T3])`` (3·c3 → c3), where
+    CBR is conv3x3 → BN → ReLU. For the wide ResNet this is 256 → 512, 1024 → 2048, 3072 → 1024 channels, DRD's
+    ``BN_layer`` without its unused ``conv4``/``bn4``.
+    """
+
+    def __init__(self, channels: tuple[int, int, int]) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        self.stage1 = nn.Sequential(*_conv_bn_relu(c1, c2, 2))
+        self.stage2 = nn.Sequential(*_conv_bn_relu(2 * c2, 2 * c3, 2))
+        self.stage3 = nn.Sequential(*_conv_bn_relu(3 * c3, c3, 1))
+        self.out_channels = c3
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        f1, f2, f3 = features
+        a = torch.cat([self.stage1(f1), f2], dim=1)
+        b = torch.cat([self.stage2(a), f3], dim=1)
+        return self.stage3(b)
+
+
+class OneClassEmbedding(nn.Module):
+    """OCE: a freshly initialised ResNet stage (stride 2) producing the compact embedding φ (2·c3 channels).
+
+    Args:
+        spec: Teacher spec (block type, channels).
+        in_channels: Channels of the fused input.
+        blocks: Residual blocks; the teacher spec's default when None (REASON uses 3 for ResNet-18).
+    """
+
+    def __init__(self, spec: TeacherSpec, in_channels: int, blocks: int | None = None) -> None:
         super().__init__()
         expansion = 4 if spec.block == "bottleneck" else 1
         planes = 2 * spec.channels[2] // expansion
-        self.stage = down_stage(spec.block, in_channels, planes, spec.oce_blocks, spec.width_per_group)
+        self.stage = down_stage(spec.block, in_channels, planes, blocks or spec.oce_blocks, spec.width_per_group)
         self.out_channels = planes * expansion
 
     def forward(self, x: Tensor) -> Tensor:
@@ -50,12 +81,12 @@ class OneClassEmbedding(nn.Module):
 
 
 class OCBE(nn.Module):
-    """Fusion followed by one-class embedding; ``fusion`` is MFF for RD4AD."""
+    """Fusion followed by one-class embedding; ``fusion`` is MFF unless given (DRD: :class:`CascadeFusion`)."""
 
-    def __init__(self, spec: TeacherSpec, fusion: nn.Module | None = None) -> None:
+    def __init__(self, spec: TeacherSpec, fusion: nn.Module | None = None, oce_blocks: int | None = None) -> None:
         super().__init__()
         self.fusion = fusion if fusion is not None else MultiScaleFusion(spec.channels)
-        self.embedding = OneClassEmbedding(spec, self.fusion.out_channels)
+        self.embedding = OneClassEmbedding(spec, self.fusion.out_channels, oce_blocks)
         init_resnet_weights(self)
 
     def forward(self, features: list[Tensor]) -> Tensor:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .base import Method
+from .drd import DRD
 from .rd4ad import RD4AD
+from .rdpp import RDPlusPlus
+from .reason import REASON
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (RD4AD,)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (RD4AD, RDPlusPlus, DRD, REASON)}
 
 
-def get_method(name: str) -> Method:
-    """Instantiate a method by name, with a clear error listing the known ones."""
+def get_method(name: str, **options: Any) -> Method:
+    """Instantiate a method by name with its options, with a clear error listing the known ones."""
     try:
-        return METHODS[name]()
+        method_class = METHODS[name]
     except KeyError:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}") from None
+    return method_class(**options)
 
 
 __all__ = ["METHODS", "Method", "get_method"]

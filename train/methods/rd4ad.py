@@ -9,20 +9,13 @@ bottleneck and decoder, lr 0.005, betas (0.5, 0.999), no weight decay, no schedu
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..backbones import TeacherSpec
+from ..graph import InputNormalizer
+from ..losses import flattened_cosine_loss, sum_over_scales
 from ..model import ReverseDistillationNet
 from .base import Method
-
-
-def flattened_cosine_loss(teacher: list[Tensor], student: list[Tensor]) -> Tensor:
-    """Σ over scales of the batch mean of 1 − cos(flatten(T_k), flatten(S_k))."""
-    loss = teacher[0].new_zeros(())
-    for t, s in zip(teacher, student, strict=True):
-        loss = loss + (1.0 - F.cosine_similarity(t.flatten(1), s.flatten(1), dim=1)).mean()
-    return loss
 
 
 class RD4AD(Method):
@@ -36,6 +29,8 @@ class RD4AD(Method):
     def optimizers(self, net: ReverseDistillationNet, lr: float) -> list[torch.optim.Optimizer]:
         return [torch.optim.Adam(net.student_parameters(), lr=lr, betas=(0.5, 0.999))]
 
-    def training_step(self, net: ReverseDistillationNet, images: Tensor) -> dict[str, Tensor]:
-        teacher, student = net(images)
-        return {"loss": flattened_cosine_loss(teacher, student)}
+    def training_step(
+        self, net: ReverseDistillationNet, images: Tensor, normalizer: InputNormalizer
+    ) -> dict[str, Tensor]:
+        teacher, student = net(normalizer(images))
+        return {"loss": sum_over_scales(flattened_cosine_loss, teacher, student)}

@@ -1,0 +1,62 @@
+"""The papers' host-side post-processing, as a reference for the in-graph head.
+
+The official RD-family test scripts take teacher and student features from PyTorch, compute
+``1 − F.cosine_similarity`` per scale, upsample with ``F.interpolate(bilinear, align_corners=True)``, fuse, copy
+to NumPy and smooth with ``scipy.ndimage.gaussian_filter(σ=4)``; the image score is the map's maximum, or DRD's
+refined score. This module does exactly that, in NumPy/SciPy, for two uses:
+
+* the export self-check and the tests, in float64 (so that the reference's own rounding is negligible);
+* the benchmark's "papers' way" runner, in float32 as the papers run it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+
+SIGMA = 4.0
+
+
+def refined_scores(distances: list[np.ndarray], upsampled: list[np.ndarray], scores: np.ndarray) -> np.ndarray:
+    """DRD's detection refinement in NumPy: ``score · (1 + max(M_k*))`` with k* the least-variance upsampled map.
+
+    Args:
+        distances: Per-scale distance maps at native resolution, each (N, h_k, w_k).
+        upsampled: The same maps upsampled, each (N, S, S).
+        scores: (N,) maxima of the smoothed fused maps.
+    """
+    peaks = np.stack([d.reshape(len(d), -1).max(axis=1) for d in distances], axis=1)
+    variances = np.stack([u.reshape(len(u), -1).var(axis=1, ddof=1) for u in upsampled], axis=1)
+    flattest = variances.argmin(axis=1)
+    return scores * (1.0 + peaks[np.arange(len(scores)), flattest])
+
+
+def papers_postprocess(
+    teacher: list[torch.Tensor],
+    student: list[torch.Tensor],
+    image_size: int,
+    *,
+    combine: str = "sum",
+    refinement: bool = False,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher/student features → (smoothed maps (N, S, S), scores (N,)) the way the official scripts compute them."""
+    size = (image_size, image_size)
+    distances, upsampled = [], []
+    with torch.no_grad():
+        for t, s in zip(teacher, student, strict=True):
+            d = 1.0 - F.cosine_similarity(t.to(dtype), s.to(dtype), dim=1)
+            distances.append(d.numpy())
+            upsampled.append(
+                F.interpolate(d.unsqueeze(1), size=size, mode="bilinear", align_corners=True).squeeze(1).numpy()
+            )
+    fused = np.sum(upsampled, axis=0)
+    if combine == "mean":
+        fused = fused / len(upsampled)
+    maps = np.stack([gaussian_filter(m, sigma=SIGMA, mode="reflect") for m in fused])
+    scores = maps.reshape(len(maps), -1).max(axis=1)
+    if refinement:
+        scores = refined_scores(distances, upsampled, scores)
+    return maps, scores

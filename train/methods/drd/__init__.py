@@ -1,0 +1,88 @@
+"""DRD (Ge et al., Neurocomputing 2025): dual reverse distillation.
+
+Network: teacher → cascade fusion (MFCF) + OCE → decoder; the exported map is the *mean* of the three upsampled
+distance maps, and the image score uses DRD's detection refinement inside the graph (switchable, for the ablation).
+
+Training, following the official ``train.py`` and ``funcs.py`` behaviour:
+
+* normal branch: S(I) = D(OCBE(T(I)));
+* pseudo-abnormal branch: PI from self cut-paste (:mod:`.synthesis`), teacher features perturbed with
+  0.1 · N(0, 1) noise, S(PI) = D(OCBE(T̃(PI))); the two branches run separately, so batch norm sees each batch's own
+  statistics;
+* combined KD loss: Σ_k [per-pixel cosine + per-image channel cosine](T_k(I), S_k(I));
+* reconstruction loss: Σ_k channel cosine(T_k(I), S_k(PI)) (restore normal features from the pseudo-abnormal input);
+* segmentation loss: 0.1 · L1 between the mean upsampled distance map of (T̃_k(PI), S_k(PI)) and the soft target.
+  As in the official code, the *noisy* teacher features enter this map (the code aliases them);
+* one Adam, lr 0.005, betas (0.5, 0.999), weight decay 1e-5.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...backbones import TeacherSpec
+from ...components.anomaly_map import cosine_distance_map
+from ...components.bottleneck import CascadeFusion
+from ...graph import InputNormalizer
+from ...losses import channel_cosine_loss, pixel_cosine_loss, sum_over_scales
+from ...model import ReverseDistillationNet
+from ..base import Method, unit_images
+from .synthesis import cut_paste, similarity_target
+
+FEATURE_NOISE = 0.1
+SEGMENTATION_WEIGHT = 0.1
+WEIGHT_DECAY = 1e-5
+
+
+class DRD(Method):
+    """DRD: MFCF fusion, pseudo-abnormal branch, combined KD / reconstruction / segmentation losses.
+
+    Args:
+        refinement: Use the detection refinement in the exported score (default True; False for the ablation).
+    """
+
+    name = "drd"
+    combine = "mean"
+
+    def __init__(self, refinement: bool = True) -> None:
+        super().__init__()
+        self.use_refinement = bool(refinement)
+        self.options = {"refinement": self.use_refinement}
+
+    def graph_options(self) -> dict[str, object]:
+        return {"combine": self.combine, "refinement": self.use_refinement}
+
+    def build(self, spec: TeacherSpec, teacher: torch.nn.Module) -> ReverseDistillationNet:
+        return ReverseDistillationNet(spec, teacher, fusion=CascadeFusion(spec.channels))
+
+    def optimizers(self, net: ReverseDistillationNet, lr: float) -> list[torch.optim.Optimizer]:
+        return [torch.optim.Adam(net.student_parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=WEIGHT_DECAY)]
+
+    def training_step(
+        self, net: ReverseDistillationNet, images: Tensor, normalizer: InputNormalizer
+    ) -> dict[str, Tensor]:
+        clean = normalizer(images)
+        pseudo01, _ = cut_paste(unit_images(images), self.rng)
+        pseudo = normalizer.from_unit(pseudo01)
+        target = similarity_target(pseudo, clean)
+
+        teacher = net.encode(clean)
+        student = net.decode(teacher)
+        noisy_teacher = [
+            t + FEATURE_NOISE * torch.randn(t.shape, generator=self.generator) for t in net.encode(pseudo)
+        ]
+        pseudo_student = net.decode(noisy_teacher)
+
+        kd = sum_over_scales(pixel_cosine_loss, teacher, student) + sum_over_scales(
+            channel_cosine_loss, teacher, student
+        )
+        rec = sum_over_scales(channel_cosine_loss, teacher, pseudo_student)
+        size = images.shape[1:3]
+        pseudo_map = sum(
+            F.interpolate(cosine_distance_map(t, s).unsqueeze(1), size=size, mode="bilinear", align_corners=True)
+            for t, s in zip(noisy_teacher, pseudo_student, strict=True)
+        ).squeeze(1) / len(noisy_teacher)
+        seg = SEGMENTATION_WEIGHT * (pseudo_map - target).abs().mean()
+        return {"loss": kd + rec + seg, "kd": kd, "rec": rec, "seg": seg}
