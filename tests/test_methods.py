@@ -1,0 +1,240 @@
+"""RD++, DRD and REASON: official parameter counts, pseudo-anomaly generators on real images, losses that train,
+the in-graph DRD refinement against its NumPy formula, and export + Detector for every method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.reference import refined_scores
+from sdk.datasets import load_dataset, load_prepared
+from train.backbones import build_teacher, get_teacher_spec
+from train.components.anomaly_map import AnomalyMapHead, cosine_distance_map
+from train.graph import DetectorGraph
+from train.methods import METHODS, get_method
+from train.methods.base import unit_images
+from train.methods.drd.synthesis import cut_paste, similarity_target
+from train.methods.rdpp.ot import sinkhorn_divergence
+from train.methods.rdpp.synthesis import SimplexNoiseAnomaly
+from train.methods.reason.noise import inject_latent_noise
+
+
+def n_params(module: torch.nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+# Official counts (../shared/research/methods.md §1.5). REASON's ResNet-18 OCE has 3 basic blocks: the 2-block OCE
+# (11,015,168) plus one 512→512 basic block (2 · 512·512·9 conv weights + 2 · 1,024 BN) = 15,735,808.
+OFFICIAL = {
+    ("wide_resnet50_2", "rdpp"): (15_486_912, 10_621_952, 48_263_168, 24_917_504),
+    ("wide_resnet50_2", "drd"): (0, 48_372_736, 41_971_712, 24_917_504),
+    ("wide_resnet50_2", "reason"): (15_486_912, 10_621_952, 48_263_168, 24_917_504),
+    ("resnet18", "rdpp"): (968_688, 664_832, 11_015_168, 3_703_168),
+    ("resnet18", "drd"): (0, 3_024_640, 8_393_728, 3_703_168),
+    ("resnet18", "reason"): (968_688, 664_832, 15_735_808, 3_703_168),
+}
+
+
+@pytest.mark.parametrize(("backbone", "method"), sorted(OFFICIAL))
+def test_parameter_counts_equal_official(backbone: str, method: str):
+    net = get_method(method).build(get_teacher_spec(backbone), build_teacher(backbone, pretrained=False))
+    counts = (n_params(net.projection), n_params(net.bottleneck.fusion), n_params(net.bottleneck.embedding),
+              n_params(net.decoder))
+    assert counts == OFFICIAL[(backbone, method)]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])
+def test_every_method_keeps_teacher_shapes(method: str, backbone: str):
+    spec = get_teacher_spec(backbone)
+    net = get_method(method).build(spec, build_teacher(backbone, pretrained=False)).eval()
+    with torch.no_grad():
+        teacher, student = net(torch.randn(2, 3, 128, 128))
+    assert [s.shape for s in student] == [t.shape for t in teacher]
+    assert [t.shape[1] for t in teacher] == list(spec.channels)
+
+
+@pytest.fixture(scope="module")
+def real_batch(bottle_subset: Path) -> torch.Tensor:
+    """Four real bottle training images at 128 px, uint8 NHWC."""
+    ds = load_dataset(str(bottle_subset))
+    return torch.from_numpy(load_prepared(ds.train[:4], 128, progress=False))
+
+
+def test_simplex_noise_lands_only_in_its_box(real_batch):
+    images = unit_images(real_batch)
+    noisy, masks = SimplexNoiseAnomaly(128, seed=0)(images, np.random.default_rng(0))
+    changed = (noisy - images).abs().amax(dim=1) > 0
+    assert masks.any(dim=(1, 2)).all()
+    assert not changed[~masks].any()  # nothing changes outside the box
+    assert changed[masks].float().mean() > 0.9  # noise is non-zero almost everywhere inside it
+    side = masks.sum(dim=(1, 2)).sqrt()
+    assert (side >= 5).all() and (side <= 16).all()  # 10..31 px at 256, scaled to 128
+
+
+def test_cut_paste_changes_the_pasted_region_and_target_follows(real_batch):
+    images = unit_images(real_batch)
+    pseudo, pasted = cut_paste(images, np.random.default_rng(3))
+    changed = (pseudo - images).abs().amax(dim=1) > 0
+    assert pasted.any(dim=(1, 2)).all()
+    assert not changed[~pasted].any()
+    assert changed[pasted].float().mean() > 0.5
+    mean, std = torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1)
+    target = similarity_target((pseudo - mean) / std, (images - mean) / std)
+    assert target[~pasted].abs().max() < 1e-6  # zero where nothing changed
+    assert target[pasted].mean() > 0
+
+
+def test_latent_noise_touches_half_the_batch_inside_one_patch():
+    stem = torch.rand(6, 16, 32, 32)
+    noisy, selected = inject_latent_noise(stem, torch.Generator().manual_seed(0))
+    assert int(selected.sum()) == 3
+    diff = (noisy - stem).abs().amax(dim=1)
+    assert not diff[~selected].any()
+    touched = diff[selected] > 0
+    assert touched.any(dim=(1, 2)).all()
+    assert torch.equal(touched[0], touched[1])  # one shared location
+    assert float((noisy - stem).std()) < 0.015
+
+
+def test_pairwise_ot_is_zero_for_identical_clouds_and_positive_otherwise():
+    x = torch.nn.functional.normalize(torch.rand(3, 16, 8), dim=2)
+    assert sinkhorn_divergence(x, x).abs().max() < 1e-5
+    y = torch.nn.functional.normalize(torch.rand(3, 16, 8) + torch.linspace(0, 2, 8), dim=2)
+    assert (sinkhorn_divergence(x, y) > 1e-3).all()
+
+
+@pytest.fixture(scope="module")
+def small_batch(bottle_subset: Path) -> torch.Tensor:
+    """Four real bottle training images at 64 px (loss tests run many steps)."""
+    ds = load_dataset(str(bottle_subset))
+    return torch.from_numpy(load_prepared(ds.train[4:8], 64, progress=False))
+
+
+def run_steps(method_name: str, batch: torch.Tensor, key: str, steps: int) -> list[dict[str, float]]:
+    """Train a fresh Lite0 model on one real batch for ``steps`` steps, back-propagating ``out[key]``."""
+    torch.manual_seed(0)
+    method = get_method(method_name)
+    net = method.build(get_teacher_spec("efficientnet_lite0"), build_teacher("efficientnet_lite0"))
+    graph = DetectorGraph(net, batch.shape[1], **method.graph_options())
+    optimizers = method.optimizers(net, method.default_lr)
+    net.train()
+    history = []
+    for _ in range(steps):
+        method.setup(0)  # the same pseudo-anomalies at every step: a fixed problem whose losses must go down
+        out = method.training_step(net, batch, graph.normalize)
+        out[key].backward()
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad()
+        history.append({k: float(v.detach()) for k, v in out.items()})
+    return history
+
+
+@pytest.mark.parametrize("method_name", sorted(METHODS))
+def test_total_and_distillation_losses_decrease_over_real_training_steps(method_name: str, small_batch):
+    history = run_steps(method_name, small_batch, "loss", 10)
+    for key in ("loss", "kd") if "kd" in history[0] else ("loss",):
+        first, last = history[0][key], np.mean([h[key] for h in history[-2:]])
+        assert last < first, f"{method_name}: {key} went from {first:.4f} to {last:.4f}"
+
+
+AUXILIARY = [("rdpp", "ssot"), ("rdpp", "recon"), ("rdpp", "contrast"), ("drd", "rec"), ("drd", "seg"),
+             ("reason", "supp")]
+
+
+@pytest.mark.parametrize(("method_name", "key"), AUXILIARY)
+def test_each_auxiliary_loss_decreases_when_trained(method_name: str, key: str, small_batch):
+    """Each extra term reaches trainable parameters: optimising it alone on real images lowers it."""
+    history = run_steps(method_name, small_batch, key, 6)
+    first, last = history[0][key], history[-1][key]
+    if first == 0.0:  # a hinge already satisfied (contrast): it must stay satisfied
+        assert last == 0.0
+    else:
+        assert last < first, f"{method_name}: {key} went from {first:.4f} to {last:.4f}"
+
+
+def test_refinement_in_graph_equals_numpy_formula_per_sample():
+    head = AnomalyMapHead(32, combine="mean", refinement=True)
+    teacher = [torch.rand(3, 8, s, s) for s in (16, 8, 4)]
+    # sample i: scale i is a slightly perturbed copy of the teacher (small, flat distance), the others are random
+    student = [torch.rand_like(t) for t in teacher]
+    for i in range(3):
+        student[i][i] = teacher[i][i] * (1 + 0.1 * torch.rand_like(teacher[i][i]))
+    maps, scores = head(teacher, student)
+    distances = [cosine_distance_map(t, s).numpy().astype(np.float64) for t, s in zip(teacher, student, strict=True)]
+    upsampled = [head.upsample(torch.from_numpy(d)).numpy() for d in distances]
+    expected = refined_scores(distances, upsampled, maps.numpy().reshape(3, -1).max(axis=1))
+    np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-5)
+    variances = np.stack([u.reshape(3, -1).var(axis=1, ddof=1) for u in upsampled], axis=1)
+    assert sorted(variances.argmin(axis=1).tolist()) == [0, 1, 2]  # the three samples chose three scales
+    plain = AnomalyMapHead(32, combine="mean")(teacher, student)[1]
+    assert (scores > plain).all()
+
+
+@pytest.fixture(scope="module", params=["rdpp", "drd", "reason"])
+def method_run(request, bottle_subset: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Each newer method trained for 1 epoch on 16 real images at 128 px, then exported."""
+    from export.onnx import export_onnx
+    from train.trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp(request.param)
+    config = TrainConfig(data=str(bottle_subset), out=str(out), method=request.param, epochs=1, image_size=128,
+                         batch_size=8, max_train_images=16)
+    train(config, progress=False)
+    return request.param, out, export_onnx(out, check_images=4)
+
+
+def test_every_method_exports_with_parity_and_runs_in_the_detector(method_run, bottle_images):
+    from sdk import Detector
+
+    method, _, report = method_run
+    for key in ("onnxruntime_vs_torch_map", "onnxruntime_vs_torch_score", "onnxruntime_vs_reference_map",
+                "onnxruntime_vs_reference_score"):
+        assert report.checks[key] <= 1e-4, key
+    det = Detector(report.path)
+    assert det.metadata.method == method
+    results = det.predict_batch(list(bottle_images.values()))
+    assert all(np.isfinite(r.score) and r.anomaly_map.shape == (128, 128) for r in results)
+    if method == "drd":
+        assert det.metadata.graph_options == {"combine": "mean", "refinement": True}
+        assert all(r.score > float(r.anomaly_map.max()) for r in results)  # (1 + v) · max
+
+
+@pytest.mark.parametrize("method_run", ["drd"], indirect=True)
+def test_drd_ablation_export_recalibrates_on_held_out_images(method_run, tmp_path: Path):
+    from export.onnx import export_onnx
+    from sdk import Detector
+
+    _, run, report = method_run
+    plain = export_onnx(run, tmp_path / "plain.onnx", check_images=2, graph_overrides={"refinement": False})
+    assert plain.metadata.graph_options["refinement"] is False
+    assert plain.metadata.calibration.threshold < report.metadata.calibration.threshold
+    assert plain.metadata.calibration.n_images == report.metadata.calibration.n_images
+    det = Detector(plain.path)
+    result = det(np.full((128, 128, 3), 90, np.uint8))
+    assert result.score == pytest.approx(float(result.anomaly_map.max()), rel=1e-6)
+
+
+def test_training_never_reads_test_images(bottle_subset: Path, tmp_path: Path, monkeypatch):
+    from sdk import datasets
+    from train.trainer import TrainConfig, train
+
+    read: list[str] = []
+    original = datasets.Sample.load_image
+    monkeypatch.setattr(datasets.Sample, "load_image", lambda self: read.append(self.name) or original(self))
+    train(TrainConfig(data=str(bottle_subset), out=str(tmp_path), method="reason", epochs=1, image_size=64,
+                      batch_size=8, max_train_images=8), progress=False)
+    assert read and all(name.startswith("train/good/") for name in read)
+
+
+def test_method_options_are_validated():
+    assert get_method("drd", refinement=False).graph_options()["refinement"] is False
+    assert get_method("reason", suppression_target="teacher").suppression_target == "teacher"
+    with pytest.raises(ValueError, match="suppression_target"):
+        get_method("reason", suppression_target="student")
+    with pytest.raises(ValueError, match="no options"):
+        get_method("rd4ad", refinement=True)
