@@ -13,6 +13,7 @@ TRAIN = [
     "onnxscript>=0.5",
     "scipy>=1.10",
     "scikit-learn>=1.3",
+    "opensimplex>=0.4",
 ]
 EVAL = ["scipy>=1.10", "scikit-learn>=1.3"]
 TRT = ["tensorrt>=10.3", "pycuda>=2024.1"]
