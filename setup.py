@@ -17,7 +17,15 @@ TRAIN = [
 ]
 EVAL = ["scipy>=1.10", "scikit-learn>=1.3"]
 TRT = ["tensorrt>=10.3", "pycuda>=2024.1"]
-DEV = ["pytest>=8", "ruff>=0.6", "elpv-dataset>=1.0", "polygraphy>=0.49", "scikit-image>=0.22"]
+DEV = [
+    "pytest>=8",
+    "ruff>=0.6",
+    "elpv-dataset>=1.0",
+    "polygraphy>=0.49",
+    "onnx-graphsurgeon>=0.5",
+    "scikit-image>=0.22",
+    "tensorrt-rtx-cu13>=1.7",  # TensorRT's ONNX parser and builder on the CPU: a parse/build check in CI
+]
 
 setup(
     name="rdedge",

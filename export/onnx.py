@@ -21,6 +21,7 @@ A failed check raises :class:`ExportCheckError` and leaves any existing file unt
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import tempfile
@@ -32,6 +33,7 @@ import numpy as np
 import onnx
 import torch
 
+from export.precision import PRECISIONS, qdq_summary, quantize_int8
 from export.reference import papers_postprocess
 from sdk.datasets import load_model_dataset, load_prepared, reference_images
 from sdk.fileio import atomic_path
@@ -86,7 +88,33 @@ def to_onnx_model(graph: DetectorGraph, image_size: int, opset: int = DEFAULT_OP
             dynamic_shapes=({0: batch},),
             external_data=False,
         )
-    return program.model_proto
+    model = program.model_proto
+    label_scopes(model)
+    return model
+
+
+SCOPE_PREFIXES = ("normalize", "head")
+"""Top-level modules whose ONNX nodes are renamed ``<scope>/<name>``: TensorRT layer names then show which layers
+are the FP32 pre- and post-processing (pinned to FP32 in weakly typed builds, checked with the engine inspector)."""
+
+
+def label_scopes(model: onnx.ModelProto) -> None:
+    """Prefix pre/post-processing node names with their module scope; drop exporter stack traces (they hold
+    absolute source paths of the exporting machine)."""
+    import ast
+
+    for node in model.graph.node:
+        scopes: list[str] = []
+        for prop in list(node.metadata_props):
+            if prop.key == "pkg.torch.onnx.stack_trace":
+                node.metadata_props.remove(prop)
+            elif prop.key == "pkg.torch.onnx.name_scopes":
+                try:
+                    scopes = list(ast.literal_eval(prop.value))
+                except (ValueError, SyntaxError):
+                    scopes = []
+        if len(scopes) > 1 and scopes[1] in SCOPE_PREFIXES and not node.name.startswith(f"{scopes[1]}/"):
+            node.name = f"{scopes[1]}/{node.name}"
 
 
 def check_against_torch(
@@ -126,6 +154,44 @@ def check_against_torch(
     return checks
 
 
+MIN_MAP_CORRELATION = {"fp16": 0.999, "int8": 0.98}
+"""Smallest accepted Pearson correlation between a reduced-precision graph's maps and the FP32 model's."""
+
+
+def check_reduced_precision(
+    model_path: Path, graph: DetectorGraph, images: np.ndarray, precision: str
+) -> dict[str, Any]:
+    """Compare a FP16/INT8 graph in ONNX Runtime with the FP32 PyTorch model on real images.
+
+    Reports the map correlation, the largest map error relative to the map's range and the largest score error
+    relative to the score; fails on non-finite outputs or a map correlation below :data:`MIN_MAP_CORRELATION`.
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    maps, scores = session.run([OUTPUT_MAP, OUTPUT_SCORE], {INPUT_NAME: images})
+    with torch.no_grad():
+        ref_maps, ref_scores = (t.numpy() for t in graph(torch.from_numpy(images)))
+    if not (np.isfinite(maps).all() and np.isfinite(scores).all()):
+        raise ExportCheckError(f"the {precision} graph produces NaN or infinity on real images")
+    checks = {
+        "n_images": len(images),
+        "precision": precision,
+        "map_correlation_vs_fp32": float(np.corrcoef(maps.ravel(), ref_maps.ravel())[0, 1]),
+        "map_max_error_vs_fp32_range": float(np.abs(maps - ref_maps).max() / np.ptp(ref_maps)),
+        "score_max_relative_error_vs_fp32": max_relative_error(scores, ref_scores),
+        "min_map_correlation": MIN_MAP_CORRELATION[precision],
+    }
+    if checks["map_correlation_vs_fp32"] < MIN_MAP_CORRELATION[precision]:
+        raise ExportCheckError(f"{precision} graph departs from FP32: {checks}")
+    return checks
+
+
+def default_output(checkpoint: Path, precision: str) -> Path:
+    """``RUN_DIR/model.onnx`` for FP32, ``RUN_DIR/model_<precision>.onnx`` otherwise."""
+    return checkpoint.parent / (ONNX_NAME if precision == "fp32" else f"model_{precision}.onnx")
+
+
 def export_onnx(
     run: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -134,6 +200,8 @@ def export_onnx(
     check_images: int = 8,
     tolerance: float = DEFAULT_TOLERANCE,
     graph_overrides: dict[str, Any] | None = None,
+    precision: str = "fp32",
+    calib_images: int = 256,
     progress: bool = False,
 ) -> ExportReport:
     """Export a run (folder or checkpoint) to an ONNX detector, check it, and write it atomically.
@@ -144,6 +212,9 @@ def export_onnx(
         opset: ONNX opset (≥ 17).
         check_images: Real images used by the self-check (at least 1).
         tolerance: Largest relative error accepted by the self-check.
+        precision: ``fp32``, ``fp16`` or ``int8`` (see :mod:`export.precision`). Reduced precisions are checked
+            against the FP32 PyTorch model with :func:`check_reduced_precision` instead of the 1e-4 parity.
+        calib_images: INT8 only: good training images used for calibration (all when fewer).
         graph_overrides: Graph options to change from the trained ones (e.g. ``{"refinement": False}`` for DRD's
             ablation). The score then changes meaning, so the threshold is re-calibrated on the run's same
             held-out good validation images (never on test images).
@@ -156,8 +227,10 @@ def export_onnx(
         raise ValueError(f"opset must be at least 17, got {opset}")
     if check_images < 1:
         raise ValueError("check_images must be at least 1: an export is always checked on real images")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     checkpoint = resolve_checkpoint(run)
-    out_path = Path(out) if out is not None else checkpoint.parent / ONNX_NAME
+    out_path = Path(out) if out is not None else default_output(checkpoint, precision)
     graph, metadata = build_graph_from_checkpoint(checkpoint, graph_overrides)
     if graph_overrides:
         metadata = recalibrate(graph, metadata, progress)
@@ -167,8 +240,22 @@ def export_onnx(
         unchecked = Path(tmp) / "unchecked.onnx"
         onnx.save(model, unchecked)
         checks = check_against_torch(unchecked, graph, images, tolerance)
+        if precision == "fp16":
+            half = copy.deepcopy(graph).half_network()
+            model = to_onnx_model(half, metadata.image_size, opset)
+        elif precision == "int8":
+            dataset = load_model_dataset(metadata)
+            calibration = load_prepared(dataset.train[:calib_images], metadata.image_size, desc="calibration",
+                                        progress=progress)
+            quantize_int8(unchecked, Path(tmp) / "int8.onnx", calibration)
+            model = onnx.load(Path(tmp) / "int8.onnx")
+            checks["qdq"] = qdq_summary(model)
+            checks["calibration_images"] = len(calibration)
+        if precision != "fp32":
+            onnx.save(model, Path(tmp) / "reduced.onnx")
+            checks["reduced_precision"] = check_reduced_precision(Path(tmp) / "reduced.onnx", graph, images, precision)
     metadata = metadata.replace(
-        precision="fp32",
+        precision=precision,
         checks=checks,
         versions={**metadata.versions, "export_torch": torch.__version__, "export_onnx": onnx.__version__},
     )

@@ -97,7 +97,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run folder (or checkpoint file) from `rdedge train`")
-    parser.add_argument("--out", default=None, help="ONNX file to write (default: RUN_DIR/model.onnx)")
+    parser.add_argument("--out", default=None,
+                        help="ONNX file to write (default: RUN_DIR/model.onnx, or model_<precision>.onnx)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+                        help="fp32 (default); fp16 network with FP32 pre/post-processing; int8 Q/DQ")
+    parser.add_argument("--calib-images", type=int, default=256,
+                        help="int8: good training images to calibrate on (default: 256, or all when fewer)")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, at least 17 (default: 18)")
     parser.add_argument("--check-images", type=int, default=8,
                         help="real images for the ONNX Runtime vs PyTorch self-check (default: 8)")
@@ -111,13 +116,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     overrides = {"refinement": False} if args.no_refinement else None
     report = export_onnx(args.run, args.out, opset=args.opset, check_images=args.check_images,
-                         graph_overrides=overrides, progress=not args.quiet)
+                         graph_overrides=overrides, precision=args.precision, calib_images=args.calib_images,
+                         progress=not args.quiet)
     checks = report.checks
     print(f"exported {report.path}")
     print(f"  self-check on {checks['n_images']} real images (tolerance {checks['tolerance']:g}):")
     for key, value in checks.items():
         if key.startswith("onnxruntime"):
-            print(f"    {key}: max relative error {value:.2e}")
+            print(f"    fp32 {key}: max relative error {value:.2e}")
+    reduced = checks.get("reduced_precision")
+    if reduced:
+        print(f"    {reduced['precision']} vs fp32: map correlation {reduced['map_correlation_vs_fp32']:.5f}, "
+              f"max map error {reduced['map_max_error_vs_fp32_range']:.2%} of the map range, "
+              f"max score error {reduced['score_max_relative_error_vs_fp32']:.2%}")
     return 0
 
 
@@ -219,6 +230,33 @@ def overlay_name(path: Path, used: set[str]) -> str:
     return name
 
 
+# ------------------------------------------------------------------------------------------- build-engine
+
+
+def add_build_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="rdedge ONNX (model.onnx, model_fp16.onnx or model_int8.onnx)")
+    parser.add_argument("--out", default=None, help="engine file (default: <model>_<precision>.engine beside it)")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
+                        help="engine precision (default: the ONNX's; TensorRT 11 requires them equal)")
+    parser.add_argument("--max-batch", type=int, default=8, help="largest batch of the profile (default: 8)")
+    parser.add_argument("--opt-batch", type=int, default=1, help="batch the profile is tuned for (default: 1)")
+    parser.add_argument("--workspace", type=float, default=2.0, help="builder workspace in GB (default: 2)")
+    parser.add_argument("--dla", type=int, default=None, metavar="CORE",
+                        help="Jetson: build for this DLA core, with GPU fallback")
+    parser.add_argument("--cache-dir", default=None,
+                        help="timing-cache folder (default: $RDEDGE_CACHE_DIR or ~/.cache/rdedge)")
+
+
+def cmd_build_engine(args: argparse.Namespace) -> int:
+    from export.tensorrt import build_engine
+
+    path = build_engine(args.model, args.out, precision=args.precision, max_batch=args.max_batch,
+                        opt_batch=args.opt_batch, workspace_gb=args.workspace, dla_core=args.dla,
+                        cache_dir=args.cache_dir)
+    print(f"engine written to {path}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- bench, demo
 
 
@@ -266,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("export", "Export a trained run to one self-checked ONNX detector graph.", add_export_arguments, cmd_export)
     add("evaluate", "Image/pixel AUROC, AUPRO and F1 of an exported model on a test set.", add_evaluate_arguments,
         cmd_evaluate)
+    add("build-engine", "Build a TensorRT engine from an rdedge ONNX, on the machine that will run it.",
+        add_build_engine_arguments, cmd_build_engine)
     add("predict", "Score images or folders; optionally write heat-map overlays.", add_predict_arguments, cmd_predict)
     add("bench", "Latency/throughput of the ONNX model vs PyTorch+SciPy (the papers' way).", add_bench_arguments,
         cmd_bench)

@@ -13,7 +13,7 @@ import pytest
 from sdk.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["train", "export", "evaluate", "predict", "bench", "demo"]
+COMMANDS = ["train", "export", "build-engine", "evaluate", "predict", "bench", "demo"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -30,7 +30,8 @@ class InputNormalizer(nn.Module):
         self.register_buffer("std", s, persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
-        return images.permute(0, 3, 1, 2).float() * self.scale + self.shift
+        # Cast before the transpose: TensorRT accepts a UInt8 tensor only as the input of a Cast.
+        return images.float().permute(0, 3, 1, 2) * self.scale + self.shift
 
     def from_unit(self, images: Tensor) -> Tensor:
         """Normalise (N, 3, H, W) float images in [0, 1] (training-time synthesised images)."""
@@ -62,7 +63,18 @@ class DetectorGraph(nn.Module):
         self.normalize = InputNormalizer(net.spec.mean, net.spec.std)
         self.net = net
         self.head = AnomalyMapHead(image_size, sigma=sigma, combine=combine, refinement=refinement)
+        self.compute_dtype = torch.float32
+
+    def half_network(self) -> DetectorGraph:
+        """Run teacher, projection, bottleneck and decoder in FP16; normalisation and the head stay FP32.
+
+        The head casts the features back to FP32 before the cosine distance (a 1024-channel sum of squares can
+        overflow FP16), so an export of this graph is an FP16 network with FP32 pre- and post-processing.
+        """
+        self.net.half()
+        self.compute_dtype = torch.float16
+        return self
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        teacher, student = self.net(self.normalize(images))
+        teacher, student = self.net(self.normalize(images).to(self.compute_dtype))
         return self.head(teacher, student)

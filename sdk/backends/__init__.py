@@ -16,6 +16,7 @@ from .base import Backend
 
 BACKENDS: dict[str, str] = {
     ".onnx": "sdk.backends.onnxruntime:OnnxRuntimeBackend",
+    ".engine": "sdk.backends.tensorrt:TensorRTBackend",
 }
 """File suffix → ``module:class`` of the backend that runs it."""
 

@@ -1,0 +1,113 @@
+"""First-GPU-host check: build the FP32, FP16 and INT8 engines, compare each with ONNX Runtime through Polygraphy on
+real images, time them host-to-host at batch 1 and 8, and write ``benchmarks/results/gpu_check-<gpu>.md``.
+
+Run on the target machine (discrete GPU or Jetson), inside an environment with TensorRT, pycuda and polygraphy::
+
+    python -m benchmarks.gpu_check RUN_DIR [--dla 0]
+
+Protocol: for each precision, ``rdedge export --precision P`` (skipped when the file exists), ``rdedge
+build-engine``, then Polygraphy's ``Comparator`` runs the ONNX in ONNX Runtime (CPU) and the engine's plan in
+TensorRT on the same real validation images and reports per-output errors; latency is ``Detector.predict_batch``
+on the engine (page-locked copy in, ``execute_async_v3``, copy out, synchronise), 20 warm-up then 200 timed calls,
+median and p99.
+
+**This script has never run in this repository's CI (no GPU there).** Its numbers are the first real evidence of
+TensorRT behaviour; until they exist, nothing about TensorRT numerics or latency is claimed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sdk.fileio import write_text_atomic
+
+from .latency import RESULTS_DIR, summarize, time_calls
+
+
+def compare_with_polygraphy(onnx_path: Path, engine_path: Path, images: np.ndarray) -> dict[str, Any]:
+    """Polygraphy Comparator: ONNX Runtime vs the engine's TensorRT plan, one feed per real image."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+    from polygraphy.comparator import Comparator, CompareFunc
+
+    from sdk.backends.engine_file import read_engine_header
+
+    _, _, offset = read_engine_header(engine_path)
+    plan = engine_path.read_bytes()[offset:]
+    feeds = [{"image": images[i : i + 1]} for i in range(len(images))]
+    runners = [OnnxrtRunner(SessionFromOnnx(str(onnx_path))), TrtRunner(EngineFromBytes(plan))]
+    results = Comparator.run(runners, data_loader=feeds)
+    accuracy = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(rtol=1e-2, atol=1e-3))
+    errors: dict[str, float] = {}
+    onnx_outputs, trt_outputs = results[0][1], results[1][1]
+    for name in ("anomaly_map", "score"):
+        diffs = [np.abs(a[name] - b[name]).max() / max(np.abs(a[name]).max(), 1e-6)
+                 for a, b in zip(onnx_outputs, trt_outputs, strict=True)]
+        errors[f"{name}_max_error_vs_onnx_max"] = float(max(diffs))
+    return {"polygraphy_passed": bool(accuracy), **errors}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="run folder with checkpoint.pt")
+    parser.add_argument("--dla", type=int, default=None, help="Jetson: also target this DLA core")
+    parser.add_argument("--iterations", type=int, default=200, help="timed calls per configuration (default: 200)")
+    args = parser.parse_args(argv)
+
+    from export.onnx import default_output, export_onnx
+    from export.tensorrt import build_engine, cuda_device_info
+    from sdk import Detector
+    from sdk.datasets import reference_images
+    from train.checkpoint import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(args.run)
+    gpu_name, capability = cuda_device_info()
+    rows = []
+    for precision in ("fp32", "fp16", "int8"):
+        onnx_path = default_output(checkpoint, precision)
+        if not onnx_path.exists():
+            export_onnx(checkpoint, onnx_path, precision=precision)
+        engine = build_engine(onnx_path, precision=precision, max_batch=8, dla_core=args.dla)
+        detector = Detector(engine)
+        images = reference_images(detector.metadata, 8)
+        comparison = compare_with_polygraphy(onnx_path, engine, images)
+        latency = {}
+        for bs in (1, 8):
+            batch = list(np.resize(images, (bs, *images.shape[1:])))
+            latency[bs] = summarize(
+                time_calls(lambda batch=batch, det=detector: det.predict_batch(batch, rgb=True), 20,
+                           args.iterations), bs)
+        rows.append({"precision": precision, "engine": str(engine), **comparison, "latency": latency})
+        print(json.dumps(rows[-1]), flush=True)
+
+    lines = [
+        f"# GPU check: {gpu_name} (compute capability {capability})",
+        "",
+        f"{datetime.date.today().isoformat()}; `python -m benchmarks.gpu_check {args.run}`; host-to-host latency "
+        f"(copy in, infer, copy out), 20 warm-up + {args.iterations} timed calls.",
+        "",
+        "| precision | Polygraphy vs ONNX Runtime | map max err / max | score max err / max | b1 median ms |"
+        " b1 p99 ms | b8 median ms | b8 images/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        b1, b8 = r["latency"][1], r["latency"][8]
+        lines.append(
+            f"| {r['precision']} | {'passed' if r['polygraphy_passed'] else 'FAILED'} | "
+            f"{r['anomaly_map_max_error_vs_onnx_max']:.2e} | {r['score_max_error_vs_onnx_max']:.2e} | "
+            f"{b1['median_ms']:.3f} | {b1['p99_ms']:.3f} | {b8['median_ms']:.3f} | {b8['images_per_s']:.0f} |"
+        )
+    out = RESULTS_DIR / f"gpu_check-{gpu_name.replace(' ', '_')}.md"
+    write_text_atomic(out, "\n".join(lines) + "\n")
+    print("\n".join(lines) + f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

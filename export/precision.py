@@ -1,0 +1,113 @@
+"""Reduced-precision variants of the exported detector graph: FP16 and INT8 (explicit Q/DQ).
+
+* **fp16**: the PyTorch network (teacher, projection, bottleneck, decoder) is converted to half precision and
+  exported; input normalisation and the anomaly-map head stay FP32 (the head casts features up before the cosine
+  distance), so inputs and outputs are unchanged. This is the graph TensorRT 11's strongly typed builder needs for
+  FP16, and what TensorRT 10 builds as is.
+* **int8**: onnxruntime's ``quantize_static`` in QDQ format on the FP32 graph, calibrated on good *training*
+  images (never validation or test images): symmetric per-channel INT8 weights, symmetric per-tensor INT8
+  activations (zero points 0, as TensorRT requires), biases left in float (TensorRT's parser rejects INT32 bias
+  Q/DQ), and only the network's ``Conv``/``ConvTranspose`` quantized: every ``normalize/*`` and ``head/*`` node
+  (cosine, resize, the blur's convolutions, max) is excluded by name and stays FP32. ConvTranspose weights are
+  quantized per channel on axis 0: TensorRT has been reported not to support per-output-channel (axis 1)
+  deconvolution scales — unverified here without a GPU.
+
+The non-quantized remainder of the INT8 graph is FP32, so onnxruntime's default graph optimisations (which fuse
+Q/DQ pairs into integer kernels) are correct on it; the FP16-remainder variant that onnxruntime mis-optimises is
+not produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from sdk.metadata import INPUT_NAME
+
+PRECISIONS = ("fp32", "fp16", "int8")
+QUANTIZED_OP_TYPES = ["Conv", "ConvTranspose"]
+FP32_SCOPES = ("normalize/", "head/")
+"""Node-name prefixes of the pre- and post-processing (see ``export.onnx.label_scopes``), never quantized."""
+
+
+class _ImageReader:
+    """onnxruntime calibration data reader over prepared uint8 images, in batches."""
+
+    def __init__(self, images: np.ndarray, batch_size: int = 8) -> None:
+        self._batches: Iterator[np.ndarray] = (
+            images[i : i + batch_size] for i in range(0, len(images), batch_size)
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+    def rewind(self) -> None:  # pragma: no cover - part of the reader protocol, unused by quantize_static
+        raise NotImplementedError
+
+
+def quantize_int8(fp32_model: Path, out: Path, calibration_images: np.ndarray, method: str = "minmax") -> None:
+    """Write an INT8 Q/DQ model calibrated on ``calibration_images`` ((N, S, S, 3) uint8 good training images).
+
+    Args:
+        fp32_model: The FP32 detector graph.
+        out: Destination (written directly; the caller handles atomicity).
+        calibration_images: Prepared good training images.
+        method: Calibration method: ``minmax``, ``entropy`` or ``percentile``.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    # The head's Gaussian blur is a Conv too: exclude the pre/post-processing nodes by name, not only by type.
+    excluded = [n.name for n in onnx.load(str(fp32_model)).graph.node if n.name.startswith(FP32_SCOPES)]
+    quantize_static(
+        str(fp32_model),
+        str(out),
+        _ImageReader(calibration_images),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=QUANTIZED_OP_TYPES,
+        nodes_to_exclude=excluded,
+        calibrate_method=methods[method],
+        extra_options={
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QuantizeBias": False,
+            "AddQDQPairToWeight": True,
+            "DedicatedQDQPair": True,
+            "OpTypesToExcludeOutputQuantization": QUANTIZED_OP_TYPES,
+            "QDQOpTypePerChannelSupportToAxis": {"ConvTranspose": 0},
+        },
+    )
+
+
+def qdq_summary(model: onnx.ModelProto) -> dict[str, object]:
+    """Where Q/DQ landed and how: counts, which op types consume dequantized tensors, zero points, bias dtypes."""
+    from onnx import numpy_helper
+
+    initializers = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, int] = {}
+    zero_points_nonzero = 0
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2:
+            zp = initializers.get(node.input[2])
+            if zp is not None and np.any(numpy_helper.to_array(zp) != 0):
+                zero_points_nonzero += 1
+        for name in node.input:
+            producer = producers.get(name)
+            if producer is not None and producer.op_type == "DequantizeLinear":
+                consumers[node.op_type] = consumers.get(node.op_type, 0) + 1
+    ops = [n.op_type for n in model.graph.node]
+    return {
+        "quantize_linear": ops.count("QuantizeLinear"),
+        "dequantize_linear": ops.count("DequantizeLinear"),
+        "dequantized_consumers": consumers,
+        "nonzero_zero_points": zero_points_nonzero,
+    }

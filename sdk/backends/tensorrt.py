@@ -1,0 +1,172 @@
+"""TensorRT backend: runs an rdedge ``.engine`` with TensorRT and pycuda.
+
+Design (TensorRT 10.x and 11.x name-based API):
+
+* the engine header is read and checked against this machine's TensorRT version and GPU *before* TensorRT
+  deserializes anything (:func:`sdk.backends.engine_file.check_compatible`);
+* one execution context and one CUDA stream; I/O tensors looked up by name (``image``, ``anomaly_map``, ``score``);
+* page-locked host buffers and device buffers allocated once per batch size and reused; asynchronous copies in,
+  ``execute_async_v3``, asynchronous copies out, one synchronisation;
+* batches larger than the engine's profile maximum are split;
+* optional CUDA-graph capture per batch size (``cuda_graph=True``), through cuda-python's runtime API on the same
+  stream.
+
+Thread safety: calls are serialised with a lock (one context, one stream, shared buffers). Use one Detector per
+thread for parallel inference.
+
+**Unverified on a GPU in this repository's CI** (no GPU there): the TensorRT and CUDA calls follow the documented
+API; ``tests/test_tensorrt_backend.py`` drives this module through a labelled fake of the TensorRT/pycuda seam.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelLoadError
+from ..metadata import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE
+from .base import Backend
+from .engine_file import check_compatible, io_buffer_shapes, read_engine_header
+
+
+def import_runtime() -> tuple[ModuleType, ModuleType]:
+    """Import ``tensorrt`` and ``pycuda.driver`` lazily, with install instructions when missing."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise ModelLoadError(
+            "running .engine files needs TensorRT: on Jetson use JetPack's python3-libnvinfer; on a discrete GPU "
+            "`pip install 'rdedge[trt]'` (see the README's TensorRT sections)"
+        ) from exc
+    try:
+        import pycuda.driver as cuda
+    except ImportError as exc:
+        raise ModelLoadError("running .engine files needs pycuda: `pip install pycuda` (builds against CUDA)") from exc
+    return tensorrt, cuda
+
+
+class _Buffers:
+    """Page-locked host and device buffers of one batch size."""
+
+    def __init__(self, cuda: ModuleType, image_size: int, batch: int) -> None:
+        self.host: dict[str, np.ndarray] = {}
+        self.device: dict[str, Any] = {}
+        for name, (shape, dtype) in io_buffer_shapes(image_size, batch).items():
+            self.host[name] = cuda.pagelocked_empty(shape, dtype)
+            self.device[name] = cuda.mem_alloc(self.host[name].nbytes)
+        self.graph_exec: Any = None
+
+
+class TensorRTBackend(Backend):
+    """Run an rdedge ``.engine``.
+
+    Args:
+        path: Engine written by ``rdedge build-engine``.
+        device: CUDA device index.
+        cuda_graph: Capture one CUDA graph per batch size and replay it (lower launch overhead).
+
+    Raises:
+        ModelLoadError: Not an rdedge engine, built for another TensorRT/GPU, or TensorRT/pycuda missing.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, device: int = 0, cuda_graph: bool = False) -> None:
+        self.path = Path(path)
+        self.metadata, self.engine_info, offset = read_engine_header(self.path)
+        trt, cuda = import_runtime()
+        self._trt, self._cuda = trt, cuda
+        cuda.init()
+        dev = cuda.Device(device)
+        major, minor = dev.compute_capability()
+        check_compatible(self.engine_info, trt.__version__, dev.name(), f"{major}.{minor}", self.path)
+        self._context_cuda = dev.retain_primary_context()
+        self._context_cuda.push()
+        try:
+            self._logger = trt.Logger(trt.Logger.WARNING)
+            self._runtime = trt.Runtime(self._logger)
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                self._engine = self._runtime.deserialize_cuda_engine(f.read())
+            if self._engine is None:
+                raise ModelLoadError(f"TensorRT could not deserialize {self.path} (see the messages above)")
+            names = {self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)}
+            if names != {INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE}:
+                raise ModelLoadError(f"{self.path} has I/O tensors {sorted(names)}, not rdedge's")
+            self._context = self._engine.create_execution_context()
+            self._stream = cuda.Stream()
+        finally:
+            self._context_cuda.pop()
+        self._buffers: dict[int, _Buffers] = {}
+        self._lock = threading.Lock()
+        self._cuda_graph = cuda_graph
+
+    @property
+    def name(self) -> str:
+        return "tensorrt"
+
+    @property
+    def max_batch(self) -> int:
+        return self.engine_info.max_batch
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        maps, scores = [], []
+        for start in range(0, len(batch), self.max_batch):
+            m, s = self._infer_chunk(batch[start : start + self.max_batch])
+            maps.append(m)
+            scores.append(s)
+        return np.concatenate(maps), np.concatenate(scores)
+
+    def _infer_chunk(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = len(batch)
+        with self._lock:
+            self._context_cuda.push()
+            try:
+                buffers = self._buffers.get(n)
+                if buffers is None:
+                    buffers = self._buffers[n] = _Buffers(self._cuda, self.metadata.image_size, n)
+                np.copyto(buffers.host[INPUT_NAME], batch)
+                self._bind(buffers, n)
+                self._cuda.memcpy_htod_async(buffers.device[INPUT_NAME], buffers.host[INPUT_NAME], self._stream)
+                if self._cuda_graph:
+                    self._launch_graph(buffers)
+                elif not self._context.execute_async_v3(self._stream.handle):
+                    raise RuntimeError("TensorRT execution failed")
+                for name in (OUTPUT_MAP, OUTPUT_SCORE):
+                    self._cuda.memcpy_dtoh_async(buffers.host[name], buffers.device[name], self._stream)
+                self._stream.synchronize()
+                return buffers.host[OUTPUT_MAP].copy(), buffers.host[OUTPUT_SCORE].copy()
+            finally:
+                self._context_cuda.pop()
+
+    def _bind(self, buffers: _Buffers, n: int) -> None:
+        size = self.metadata.image_size
+        self._context.set_input_shape(INPUT_NAME, (n, size, size, 3))
+        for name, allocation in buffers.device.items():
+            self._context.set_tensor_address(name, int(allocation))
+
+    def _launch_graph(self, buffers: _Buffers) -> None:
+        """Capture the enqueue of this batch size once (after one normal run), then replay it."""
+        from cuda.bindings import runtime as cudart
+
+        stream = self._stream.handle
+        if buffers.graph_exec is None:
+            if not self._context.execute_async_v3(stream):  # first run outside capture: TensorRT lazy setup
+                raise RuntimeError("TensorRT execution failed")
+            _check(cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal))
+            self._context.execute_async_v3(stream)
+            graph = _check(cudart.cudaStreamEndCapture(stream))
+            buffers.graph_exec = _check(cudart.cudaGraphInstantiate(graph, 0))
+            return
+        _check(cudart.cudaGraphLaunch(buffers.graph_exec, stream))
+
+
+def _check(result: tuple[Any, ...]) -> Any:
+    """Unwrap a cuda-python ``(error, value...)`` result, raising on an error code."""
+    error, *values = result
+    if int(error) != 0:
+        raise RuntimeError(f"CUDA runtime error {error}")
+    return values[0] if len(values) == 1 else tuple(values)

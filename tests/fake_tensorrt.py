@@ -1,0 +1,140 @@
+"""FAKE of the TensorRT + pycuda seam — for tests only, because neither can run without an NVIDIA GPU.
+
+It stands in for exactly the calls ``sdk.backends.tensorrt`` makes (name-based TensorRT 10/11 API, pycuda buffers
+and async copies). The "engine" bytes are an rdedge ONNX model and ``execute_async_v3`` runs it with onnxruntime on
+the fake device memory, so the backend's data flow (header checks, buffer allocation per batch size, copies, tensor
+names, batch splitting) is exercised with real numbers. It proves nothing about TensorRT itself.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+
+_MEMORY: dict[int, np.ndarray] = {}
+ALLOCATIONS: list[int] = []
+
+
+class _Allocation:
+    def __init__(self, nbytes: int) -> None:
+        self.buffer = np.zeros(nbytes, dtype=np.uint8)
+        self.address = 0x1000 + 0x100000 * len(_MEMORY)
+        _MEMORY[self.address] = self.buffer
+        ALLOCATIONS.append(nbytes)
+
+    def __int__(self) -> int:
+        return self.address
+
+
+class _Context:
+    def push(self) -> None:
+        pass
+
+    def pop(self) -> None:
+        pass
+
+
+class _Device:
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def name(self) -> str:
+        return FAKE_GPU_NAME
+
+    def compute_capability(self) -> tuple[int, int]:
+        return FAKE_CAPABILITY
+
+    def retain_primary_context(self) -> _Context:
+        return _Context()
+
+
+class _Stream:
+    handle = 0
+
+    def synchronize(self) -> None:
+        pass
+
+
+def _htod(dev: _Allocation, host: np.ndarray, stream: _Stream) -> None:
+    dev.buffer[: host.nbytes] = host.reshape(-1).view(np.uint8)
+
+
+def _dtoh(host: np.ndarray, dev: _Allocation, stream: _Stream) -> None:
+    host.reshape(-1).view(np.uint8)[:] = dev.buffer[: host.nbytes]
+
+
+FAKE_GPU_NAME = "Fake GPU"
+FAKE_CAPABILITY = (8, 7)
+FAKE_TRT_VERSION = "10.3.0.30"
+
+cuda = types.SimpleNamespace(
+    init=lambda: None,
+    Device=_Device,
+    pagelocked_empty=lambda shape, dtype: np.empty(shape, dtype),
+    mem_alloc=_Allocation,
+    memcpy_htod_async=_htod,
+    memcpy_dtoh_async=_dtoh,
+    Stream=_Stream,
+)
+
+
+class _ExecutionContext:
+    def __init__(self, model_bytes: bytes) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.addresses: dict[str, int] = {}
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def set_tensor_address(self, name: str, address: int) -> bool:
+        self.addresses[name] = address
+        return True
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        shape = self.shapes["image"]
+        n = int(np.prod(shape))
+        image = _MEMORY[self.addresses["image"]][:n].reshape(shape)
+        maps, scores = self.session.run(["anomaly_map", "score"], {"image": image})
+        for name, value in (("anomaly_map", maps), ("score", scores)):
+            raw = np.ascontiguousarray(value, dtype=np.float32).reshape(-1).view(np.uint8)
+            _MEMORY[self.addresses[name]][: raw.size] = raw
+        return True
+
+
+class _Engine:
+    num_io_tensors = 3
+
+    def __init__(self, model_bytes: bytes) -> None:
+        self.model_bytes = model_bytes
+
+    def get_tensor_name(self, index: int) -> str:
+        return ("image", "anomaly_map", "score")[index]
+
+    def create_execution_context(self) -> _ExecutionContext:
+        return _ExecutionContext(self.model_bytes)
+
+
+class _Runtime:
+    DESERIALIZED = 0
+
+    def __init__(self, logger: object) -> None:
+        pass
+
+    def deserialize_cuda_engine(self, data: bytes) -> _Engine:
+        _Runtime.DESERIALIZED += 1
+        return _Engine(data)
+
+
+class _Logger:
+    WARNING = 2
+
+    def __init__(self, level: int) -> None:
+        pass
+
+
+tensorrt = types.SimpleNamespace(__version__=FAKE_TRT_VERSION, Logger=_Logger, Runtime=_Runtime)

@@ -1,0 +1,192 @@
+"""TensorRT path without a GPU: build decisions, engine files, compatibility checks, buffer sizing, backend
+selection, and the backend's data flow through a labelled FAKE of the TensorRT/pycuda seam (tests/fake_tensorrt.py).
+
+What these tests cannot show: that TensorRT builds and runs these engines with the right numbers. That needs a GPU
+(tests marked ``gpu`` and ``benchmarks/gpu_check.py``)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.tensorrt import EngineBuildError, plan_build, timing_cache_path, version_tuple
+from sdk import Detector, ModelLoadError
+from sdk.backends.engine_file import (
+    EngineInfo,
+    buffer_bytes,
+    check_compatible,
+    io_buffer_shapes,
+    read_engine_header,
+    write_engine_file,
+)
+
+from . import fake_tensorrt
+
+
+def test_version_parsing():
+    assert version_tuple("10.3.0.30") == (10, 3)
+    assert version_tuple("11.4.1") == (11, 4)
+    assert version_tuple("11") == (11, 0)
+
+
+@pytest.mark.parametrize(
+    ("version", "onnx_precision", "precision", "dla", "typed", "flags", "pinned"),
+    [
+        ("10.3.0.30", "fp32", "fp32", False, True, (), False),
+        ("10.3.0.30", "fp16", "fp16", False, True, (), False),
+        ("10.3.0.30", "int8", "int8", False, True, (), False),
+        ("10.3.0.30", "fp32", "fp16", False, False, ("FP16", "OBEY_PRECISION_CONSTRAINTS"), True),
+        ("10.3.0.30", "fp16", "fp16", True, False, ("FP16", "GPU_FALLBACK", "OBEY_PRECISION_CONSTRAINTS"), True),
+        ("10.3.0.30", "int8", "int8", True, False,
+         ("FP16", "INT8", "GPU_FALLBACK", "OBEY_PRECISION_CONSTRAINTS"), True),
+        ("11.4.1", "fp16", "fp16", False, True, (), False),
+        ("11.4.1", "int8", "int8", True, True, (), False),
+    ],
+)
+def test_build_plans(version, onnx_precision, precision, dla, typed, flags, pinned):
+    plan = plan_build(version, onnx_precision, precision, dla)
+    assert (plan.strongly_typed, plan.builder_flags, plan.pin_postprocess_fp32, plan.dla) == (typed, flags, pinned,
+                                                                                              dla)
+    if typed and version.startswith("10."):
+        assert plan.network_flags == ("STRONGLY_TYPED",)
+
+
+@pytest.mark.parametrize(
+    ("version", "onnx_precision", "precision", "message"),
+    [
+        ("8.6.1", "fp32", "fp32", "too old"),
+        ("10.3.0", "fp32", "int8", "--precision int8"),
+        ("10.3.0", "int8", "fp16", "build it with --precision int8"),
+        ("11.4.1", "fp32", "fp16", "rdedge export RUN_DIR --precision fp16"),
+        ("10.3.0", "fp32", "fp32", None),
+    ],
+)
+def test_build_plan_refusals(version, onnx_precision, precision, message):
+    if message is None:
+        with pytest.raises(EngineBuildError, match="DLA runs FP16 or INT8 only"):
+            plan_build(version, onnx_precision, precision, dla=True)
+        return
+    with pytest.raises(EngineBuildError, match=message):
+        plan_build(version, onnx_precision, precision)
+
+
+def test_timing_cache_is_keyed_by_version_and_capability(tmp_path):
+    a = timing_cache_path("10.3.0.30", "8.7", str(tmp_path))
+    assert a == tmp_path / "trt-10.3.0.30-sm87.timing"
+    assert timing_cache_path("10.3.0.30", "9.0", str(tmp_path)) != a
+
+
+def _info(**changes) -> EngineInfo:
+    base = {"tensorrt_version": fake_tensorrt.FAKE_TRT_VERSION, "gpu_name": fake_tensorrt.FAKE_GPU_NAME,
+            "compute_capability": "8.7", "precision": "fp32", "max_batch": 4}
+    return EngineInfo(**{**base, **changes})
+
+
+def test_engine_file_round_trip_and_corruptions(tiny_onnx: Path, tmp_path: Path):
+    meta = Detector(tiny_onnx).metadata
+    path = tmp_path / "m.engine"
+    write_engine_file(path, meta, _info(), b"PLAN-BYTES")
+    got_meta, got_info, offset = read_engine_header(path)
+    assert got_meta == meta and got_info == _info()
+    assert path.read_bytes()[offset:] == b"PLAN-BYTES"
+    (tmp_path / "bare.engine").write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelLoadError, match="build-engine"):
+        read_engine_header(tmp_path / "bare.engine")
+    data = path.read_bytes()
+    (tmp_path / "cut.engine").write_bytes(data[:30])
+    with pytest.raises(ModelLoadError, match="truncated"):
+        read_engine_header(tmp_path / "cut.engine")
+    (tmp_path / "empty.engine").write_bytes(data[:offset])
+    with pytest.raises(ModelLoadError, match="no engine"):
+        read_engine_header(tmp_path / "empty.engine")
+    newer = bytearray(data)
+    newer[8] = 9
+    (tmp_path / "newer.engine").write_bytes(bytes(newer))
+    with pytest.raises(ModelLoadError, match="format 9"):
+        read_engine_header(tmp_path / "newer.engine")
+
+
+def test_stale_engines_are_refused_with_rebuild_instructions():
+    info = _info(precision="fp16", max_batch=8)
+    check_compatible(info, "10.3.0.99", fake_tensorrt.FAKE_GPU_NAME, "8.7")  # build number does not matter
+    with pytest.raises(ModelLoadError, match=re.escape("TensorRT 10.3.0.30, this machine has 10.4.0")) as err:
+        check_compatible(info, "10.4.0.1", fake_tensorrt.FAKE_GPU_NAME, "8.7")
+    assert "rdedge build-engine MODEL.onnx --precision fp16 --max-batch 8" in str(err.value)
+    with pytest.raises(ModelLoadError, match=re.escape("compute capability 8.7")):
+        check_compatible(info, "10.3.0.30", "NVIDIA H100", "9.0")
+    with pytest.raises(ModelLoadError, match="built on Fake GPU"):
+        check_compatible(info, "10.3.0.30", "Other GPU", "8.7")
+
+
+def test_buffer_sizing():
+    shapes = io_buffer_shapes(256, 8)
+    assert shapes["image"] == ((8, 256, 256, 3), "uint8")
+    assert shapes["anomaly_map"] == ((8, 256, 256), "float32")
+    assert buffer_bytes(256, 8) == {"image": 8 * 256 * 256 * 3, "anomaly_map": 8 * 256 * 256 * 4, "score": 32}
+    with pytest.raises(ValueError):
+        io_buffer_shapes(256, 0)
+
+
+def test_engine_suffix_selects_tensorrt_and_says_what_is_missing(tiny_onnx: Path, tmp_path: Path):
+    path = tmp_path / "m.engine"
+    write_engine_file(path, Detector(tiny_onnx).metadata, _info(), b"plan")
+    with pytest.raises(ModelLoadError, match="needs TensorRT"):
+        Detector(path)
+
+
+def test_import_sdk_needs_neither_tensorrt_nor_pycuda():
+    code = ("import sys, sdk, sdk.backends, sdk.backends.engine_file; "
+            "assert not {'tensorrt', 'pycuda', 'torch'} & set(sys.modules), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+@pytest.fixture
+def fake_engine(tiny_onnx: Path, tmp_path: Path, monkeypatch) -> Path:
+    """An rdedge engine whose 'plan' is the ONNX model, run through the FAKE seam."""
+    import sdk.backends.tensorrt as backend
+
+    monkeypatch.setattr(backend, "import_runtime", lambda: (fake_tensorrt.tensorrt, fake_tensorrt.cuda))
+    path = tmp_path / "fake.engine"
+    write_engine_file(path, Detector(tiny_onnx).metadata, _info(max_batch=4), tiny_onnx.read_bytes())
+    return path
+
+
+def test_tensorrt_backend_data_flow_matches_onnx_runtime(fake_engine: Path, tiny_onnx: Path, bottle_images):
+    fake_tensorrt.ALLOCATIONS.clear()
+    trt_det, onnx_det = Detector(fake_engine), Detector(tiny_onnx)
+    assert trt_det.backend.name == "tensorrt"
+    images = list(bottle_images.values()) * 5  # 10 images: split into chunks of max_batch 4 (4, 4, 2)
+    for got, want in zip(trt_det.predict_batch(images), onnx_det.predict_batch(images), strict=True):
+        np.testing.assert_allclose(got.anomaly_map, want.anomaly_map, rtol=1e-6)
+        assert got.score == pytest.approx(want.score, rel=1e-6)
+    allocated = len(fake_tensorrt.ALLOCATIONS)
+    assert allocated == 2 * 3  # batch sizes 4 and 2, three tensors each
+    trt_det.predict_batch(images)
+    assert len(fake_tensorrt.ALLOCATIONS) == allocated  # buffers are reused, never reallocated
+
+
+def test_tensorrt_backend_refuses_a_foreign_engine_before_deserializing(tiny_onnx: Path, tmp_path: Path,
+                                                                       monkeypatch):
+    import sdk.backends.tensorrt as backend
+
+    monkeypatch.setattr(backend, "import_runtime", lambda: (fake_tensorrt.tensorrt, fake_tensorrt.cuda))
+    path = tmp_path / "old.engine"
+    write_engine_file(path, Detector(tiny_onnx).metadata, _info(tensorrt_version="10.0.1.6"), b"x")
+    before = fake_tensorrt._Runtime.DESERIALIZED
+    with pytest.raises(ModelLoadError, match="Rebuild it on this machine"):
+        Detector(path)
+    assert fake_tensorrt._Runtime.DESERIALIZED == before
+
+
+def test_engine_header_is_plain_json(tiny_onnx: Path, tmp_path: Path):
+    path = tmp_path / "m.engine"
+    write_engine_file(path, Detector(tiny_onnx).metadata, _info(), b"plan")
+    _, _, offset = read_engine_header(path)
+    header = json.loads(path.read_bytes()[20:offset])
+    assert header["engine"]["compute_capability"] == "8.7" and header["model"]["image_size"] == 128
