@@ -103,6 +103,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fp32 (default); fp16 network with FP32 pre/post-processing; int8 Q/DQ")
     parser.add_argument("--calib-images", type=int, default=256,
                         help="int8: good training images to calibrate on (default: 256, or all when fewer)")
+    parser.add_argument("--calib-method", choices=["percentile", "entropy", "minmax"], default="percentile",
+                        help="int8: activation range calibration (default: percentile)")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, at least 17 (default: 18)")
     parser.add_argument("--check-images", type=int, default=8,
                         help="real images for the ONNX Runtime vs PyTorch self-check (default: 8)")
@@ -117,6 +119,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     overrides = {"refinement": False} if args.no_refinement else None
     report = export_onnx(args.run, args.out, opset=args.opset, check_images=args.check_images,
                          graph_overrides=overrides, precision=args.precision, calib_images=args.calib_images,
+                         calib_method=args.calib_method,
                          progress=not args.quiet)
     checks = report.checks
     print(f"exported {report.path}")

@@ -74,7 +74,7 @@ def test_int8_qdq_is_symmetric_per_channel_and_spares_the_post_processing(precis
                 assert not node.name.startswith(("head/", "normalize/")), node.name
     meta = Detector(precision_models["int8"]).metadata
     assert meta.precision == "int8" and meta.checks["calibration_images"] == 16
-    assert meta.checks["reduced_precision"]["map_correlation_vs_fp32"] >= 0.98
+    assert meta.checks["reduced_precision"]["map_correlation_vs_fp32"] >= 0.95
 
 
 def test_reduced_precisions_score_real_images_like_fp32(precision_models, bottle_images):
