@@ -34,9 +34,13 @@ FP32_SCOPES = ("normalize/", "head/")
 
 
 class _ImageReader:
-    """onnxruntime calibration data reader over prepared uint8 images, in batches."""
+    """onnxruntime calibration data reader over prepared uint8 images.
 
-    def __init__(self, images: np.ndarray, batch_size: int = 8) -> None:
+    One image per step: onnxruntime's histogram collectors (percentile, entropy) stack the per-step activations
+    and fail on a last batch of another size.
+    """
+
+    def __init__(self, images: np.ndarray, batch_size: int = 1) -> None:
         self._batches: Iterator[np.ndarray] = (
             images[i : i + batch_size] for i in range(0, len(images), batch_size)
         )
