@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -53,43 +54,64 @@ class _ImageReader:
         raise NotImplementedError
 
 
-def quantize_int8(fp32_model: Path, out: Path, calibration_images: np.ndarray, method: str = "percentile") -> None:
+def int8_quantization_options(fp32_model: Path, method: str = "percentile") -> dict[str, Any]:
+    """Keyword arguments of onnxruntime's ``quantize_static`` for the shipped INT8 layout (see the module text).
+
+    Args:
+        fp32_model: The FP32 detector graph (its ``normalize/*`` and ``head/*`` nodes are excluded by name).
+        method: Calibration method: ``percentile`` (99.999th percentile of |activation|, onnxruntime's default
+            percentile), ``entropy`` or ``minmax``.
+
+    Returns:
+        Everything but the model paths and the calibration reader; ``benchmarks.int8_cpu`` varies these.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    # The head's Gaussian blur is a Conv too: exclude the pre/post-processing nodes by name, not only by type.
+    excluded = [n.name for n in onnx.load(str(fp32_model)).graph.node if n.name.startswith(FP32_SCOPES)]
+    return {
+        "quant_format": QuantFormat.QDQ,
+        "activation_type": QuantType.QInt8,
+        "weight_type": QuantType.QInt8,
+        "per_channel": True,
+        "op_types_to_quantize": list(QUANTIZED_OP_TYPES),
+        "nodes_to_exclude": excluded,
+        "calibrate_method": methods[method],
+        "extra_options": {
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QuantizeBias": False,
+            "AddQDQPairToWeight": True,
+            "DedicatedQDQPair": True,
+            "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES),
+            "QDQOpTypePerChannelSupportToAxis": {"ConvTranspose": 0},
+        },
+    }
+
+
+def quantize_int8(
+    fp32_model: Path,
+    out: Path,
+    calibration_images: np.ndarray,
+    method: str = "percentile",
+    options: dict[str, Any] | None = None,
+) -> None:
     """Write an INT8 Q/DQ model calibrated on ``calibration_images`` ((N, S, S, 3) uint8 good training images).
 
     Args:
         fp32_model: The FP32 detector graph.
         out: Destination (written directly; the caller handles atomicity).
         calibration_images: Prepared good training images.
-        method: Calibration method: ``percentile`` (99.999th percentile of |activation|, onnxruntime's default
-            percentile), ``entropy`` or ``minmax``.
+        method: Calibration method: ``percentile``, ``entropy`` or ``minmax``.
+        options: ``quantize_static`` arguments; default ``int8_quantization_options(fp32_model, method)``.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import quantize_static
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
-    # The head's Gaussian blur is a Conv too: exclude the pre/post-processing nodes by name, not only by type.
-    excluded = [n.name for n in onnx.load(str(fp32_model)).graph.node if n.name.startswith(FP32_SCOPES)]
-    quantize_static(
-        str(fp32_model),
-        str(out),
-        _ImageReader(calibration_images),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=QUANTIZED_OP_TYPES,
-        nodes_to_exclude=excluded,
-        calibrate_method=methods[method],
-        extra_options={
-            "ActivationSymmetric": True,
-            "WeightSymmetric": True,
-            "QuantizeBias": False,
-            "AddQDQPairToWeight": True,
-            "DedicatedQDQPair": True,
-            "OpTypesToExcludeOutputQuantization": QUANTIZED_OP_TYPES,
-            "QDQOpTypePerChannelSupportToAxis": {"ConvTranspose": 0},
-        },
-    )
+    if options is None:
+        options = int8_quantization_options(fp32_model, method)
+    quantize_static(str(fp32_model), str(out), _ImageReader(calibration_images), **options)
 
 
 def qdq_summary(model: onnx.ModelProto) -> dict[str, object]:

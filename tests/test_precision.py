@@ -123,3 +123,33 @@ def test_polygraphy_lint_passes(precision_models, precision):
     result = subprocess.run([polygraphy, "check", "lint", str(precision_models[precision])], capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_int8_cpu_benchmark_rewrites_signed_pairs_to_unsigned_without_changing_values(tiny_onnx, tmp_path):
+    """benchmarks.int8_cpu: the all-ops layout quantizes real images; its UINT8 rewrite dequantizes identically."""
+    import onnxruntime as ort
+
+    from benchmarks.int8_cpu import signed_pairs_as_unsigned, variant_options
+    from export.precision import quantize_int8
+    from sdk.datasets import load_model_dataset, load_prepared
+
+    metadata = Detector(tiny_onnx).metadata
+    images = load_prepared(load_model_dataset(metadata).train[:4], metadata.image_size, progress=False)
+    signed = tmp_path / "s8.onnx"
+    quantize_int8(tiny_onnx, signed, images, options=variant_options(tiny_onnx, "minmax")["all-ops s8"])
+    model = onnx.load(str(signed))
+    assert {n.op_type for n in model.graph.node if any(i.endswith("DequantizeLinear_Output") for i in n.input)} >= {
+        "Relu", "Add"}  # not only convolution inputs
+    rewritten = signed_pairs_as_unsigned(model)
+    assert rewritten > 0
+    inits = {i.name: i for i in model.graph.initializer}
+    weight_q = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
+    assert weight_q and all(inits[n.input[2]].data_type == onnx.TensorProto.INT8 for n in weight_q)
+    unsigned = tmp_path / "u8.onnx"
+    onnx.save(model, unsigned)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the graphs as written
+    outputs = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]).run(None, {"image": images})
+               for p in (signed, unsigned)]
+    for a, b in zip(*outputs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
