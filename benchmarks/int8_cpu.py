@@ -160,6 +160,10 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         "The anomaly-map head (cosine, upsampling, 33-tap blur, max) and the input normalisation stay FP32 in every "
         "variant, so they bound the speed-up from above whatever the network's precision.",
         "",
+        "Why: on x86, onnxruntime runs a convolution in INT8 only when its output is quantized too and its "
+        "activations are unsigned (U8S8 kernels; a signed Q/DQ pair is converted to unsigned only when its `Q` has "
+        "a single consumer). The TensorRT-compatible layouts (symmetric INT8, zero points 0) cannot give it both.",
+        "",
     ]
     return "\n".join(lines)
 

@@ -26,3 +26,11 @@ class ModelLoadError(RdedgeError):
 
 class DatasetError(RdedgeError, ValueError):
     """A dataset specification or folder that cannot be read."""
+
+
+class SourceError(RdedgeError, OSError):
+    """A video source (camera, file, stream, pipeline) that cannot be opened."""
+
+
+class InferenceError(RdedgeError, RuntimeError):
+    """The runtime returned something unusable (non-finite scores or maps): the model or engine is broken."""
