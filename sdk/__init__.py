@@ -8,20 +8,36 @@ Needs only numpy, OpenCV and a runtime; never PyTorch.
 """
 
 from .detector import Detector, Result
-from .errors import DatasetError, ImageReadError, InvalidInputError, ModelLoadError, RdedgeError
+from .errors import (
+    DatasetError,
+    ImageReadError,
+    InferenceError,
+    InvalidInputError,
+    ModelLoadError,
+    RdedgeError,
+    SourceError,
+)
 from .metadata import ModelMetadata, ScoreCalibration
+from .stream import Backoff, Stream, StreamResult, csi_pipeline, usb_pipeline
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backoff",
     "DatasetError",
     "Detector",
     "ImageReadError",
+    "InferenceError",
     "InvalidInputError",
     "ModelLoadError",
     "ModelMetadata",
     "RdedgeError",
     "Result",
     "ScoreCalibration",
+    "SourceError",
+    "Stream",
+    "StreamResult",
     "__version__",
+    "csi_pipeline",
+    "usb_pipeline",
 ]

@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 
 from .backends import Backend, load_backend
-from .errors import InvalidInputError
+from .errors import InferenceError, InvalidInputError
 from .image import read_image, resize_square, to_rgb_uint8
 from .metadata import ModelMetadata
+from .stream import Source, Stream
 
 ImageLike = np.ndarray | str | os.PathLike[str]
 
@@ -80,7 +81,10 @@ class Detector:
     Raises:
         ModelLoadError: The file cannot be loaded.
 
-    Thread safety: onnxruntime sessions may be called from several threads; the detector keeps no per-call state.
+    Thread safety: one Detector may be called from several threads and gives the same results as from one. It
+    keeps no per-call state (the threshold is read once per call); onnxruntime sessions run calls concurrently,
+    the TensorRT backend serialises them with a lock (one execution context). For parallel TensorRT inference,
+    use one Detector per thread.
     """
 
     def __init__(self, model: str | os.PathLike[str], *, threshold: float | None = None, **backend_options: Any):
@@ -149,6 +153,11 @@ class Detector:
             input_sizes.append((int(array.shape[0]), int(array.shape[1])))
             batch[i] = resize_square(array, size)
         maps, scores = self.backend.infer(batch)
+        if not (np.isfinite(scores).all() and np.isfinite(maps).all()):
+            raise InferenceError(
+                f"{self.backend.name} returned non-finite scores or anomaly maps for {self.backend.path}: the model "
+                "or engine is broken (re-export it; for an engine, rebuild it with rdedge build-engine)"
+            )
         latency_ms = (time.perf_counter() - start) * 1000.0 / len(images)
         return [
             Result(
@@ -175,6 +184,25 @@ class Detector:
         if chunk:
             results += self.predict_batch(chunk, rgb=rgb)
         return results
+
+    def stream(self, source: Source | Sequence[Source], **options: Any) -> Stream:
+        """Score the frames of a camera, video file, URL or GStreamer pipeline (or several, batched).
+
+        Example:
+            >>> with det.stream("rtsp://camera/stream", overlay=True) as frames:
+            ...     for item in frames:
+            ...         print(item.frame_index, item.score, item.is_anomaly)
+
+        Args:
+            source: One source or a sequence of sources (see :mod:`sdk.stream`).
+            **options: :class:`sdk.stream.Stream` options: ``mode`` (``latest``/``every``/``auto``), ``overlay``,
+                ``keep_frames``, ``max_batch``, ``max_frames``, ``backoff``, ``rgb``.
+
+        Returns:
+            A :class:`sdk.stream.Stream`: iterate over it for :class:`sdk.stream.StreamResult` objects; use it in
+            a ``with`` block so that its reader threads stop when the block is left.
+        """
+        return Stream(self, source, **options)
 
     def warmup(self, iterations: int = 3, batch_size: int = 1) -> None:
         """Run the model a few times on blank input, so that the first real call is not slowed by initialisation."""

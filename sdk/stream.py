@@ -1,0 +1,540 @@
+"""Score frames from cameras, video files, network streams and GStreamer pipelines as they arrive.
+
+``Detector.stream(source)`` returns a :class:`Stream`: an iterator of :class:`StreamResult` and a context manager.
+
+* **Sources.** A camera index (``0``), a video file, a URL (``rtsp://``, ``http://``, ``udp://``, ...) or a
+  GStreamer pipeline string (anything containing ``!``; needs OpenCV built with GStreamer, as on JetPack).
+  :func:`csi_pipeline` and :func:`usb_pipeline` build the Jetson CSI (``nvarguscamerasrc``) and USB (``v4l2src``)
+  pipelines. Several sources may be given at once: each inference call then batches the frames that are ready.
+* **Two reading modes.** ``latest`` (default for live sources): a reader thread keeps only the newest frame, so
+  inference never works on a stale frame; frames replaced before they were scored are counted as dropped.
+  ``every`` (default for files): a reader thread decodes ahead into a short queue and waits when it is full, so
+  every frame is scored.
+* **Reconnection.** When a live source stops delivering (camera unplugged, network cut), the reader releases it
+  and reopens it with exponential back-off (:class:`Backoff`) until it comes back or ``max_attempts`` is spent;
+  results already produced are never lost and frame indices keep counting. A file simply ends.
+* **Accounting.** For every source, ``read == processed + dropped`` once the stream is closed (frames left
+  unscored at close, and frames that cannot be used, count as dropped). :attr:`Stream.stats` gives the counters.
+* **Clean stop.** Leaving the ``with`` block (or :meth:`Stream.close`) stops and joins every reader thread and
+  releases every capture, also when the loop is left by an exception.
+
+Frames that cannot be used (empty, wrong dtype) are skipped and counted, never raised: one bad frame must not stop
+a production line. Errors opening a source for the first time are raised, since that is a configuration mistake.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import cv2
+import numpy as np
+
+from .errors import RdedgeError, SourceError
+from .image import to_rgb_uint8
+
+if TYPE_CHECKING:
+    from .detector import Detector, Result
+
+LOG = logging.getLogger("rdedge.stream")
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mjpg")
+Source = int | str | os.PathLike[str]
+
+
+class Capture(Protocol):
+    """What a reader needs from an opened source (``cv2.VideoCapture`` has it)."""
+
+    def isOpened(self) -> bool: ...  # OpenCV's name
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+    def release(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------------ sources
+
+
+def is_live(source: Source) -> bool:
+    """Whether a source is live (camera, URL, GStreamer pipeline) rather than a file that can be read to its end."""
+    if isinstance(source, int):
+        return True
+    text = os.fspath(source)
+    return text.isdigit() or text.lower().startswith(URL_SCHEMES) or "!" in text
+
+
+def describe(source: Source) -> str:
+    """A short, stable id for a source, used as ``StreamResult.source_id`` (credentials in URLs are hidden)."""
+    if isinstance(source, int):
+        return f"camera:{source}"
+    text = os.fspath(source)
+    if text.lower().startswith(URL_SCHEMES) and "@" in text.split("/", 3)[2]:
+        scheme, rest = text.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return text
+
+
+def open_capture(source: Source, *, timeout_s: float = 5.0) -> cv2.VideoCapture:
+    """Open a source with OpenCV: the camera index, GStreamer pipeline or file/URL backend as appropriate.
+
+    Network sources get open and read time-outs (FFmpeg backend), so a dead stream is noticed within
+    ``timeout_s`` instead of blocking for minutes.
+    """
+    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
+        return cv2.VideoCapture(int(source))
+    text = os.fspath(source)
+    if "!" in text:
+        return cv2.VideoCapture(text, cv2.CAP_GSTREAMER)
+    if text.lower().startswith(URL_SCHEMES):
+        ms = int(timeout_s * 1000)
+        return cv2.VideoCapture(text, cv2.CAP_FFMPEG,
+                                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+    return cv2.VideoCapture(text)
+
+
+def csi_pipeline(sensor_id: int = 0, width: int = 1920, height: int = 1080, fps: int = 30, flip: int = 0,
+                 output_width: int | None = None, output_height: int | None = None) -> str:
+    """GStreamer pipeline for a Jetson CSI camera (``nvarguscamerasrc``), delivering BGR frames to OpenCV.
+
+    The ISP works in NVMM memory; ``nvvidconv`` converts (and optionally scales and flips) to BGRx, and the appsink
+    keeps only the newest buffer (``drop=true max-buffers=1``), matching the stream's latest-frame mode.
+    """
+    ow, oh = output_width or width, output_height or height
+    return (
+        f"nvarguscamerasrc sensor-id={sensor_id} ! "
+        f"video/x-raw(memory:NVMM), width=(int){width}, height=(int){height}, framerate=(fraction){fps}/1, "
+        f"format=(string)NV12 ! nvvidconv flip-method={flip} ! "
+        f"video/x-raw, width=(int){ow}, height=(int){oh}, format=(string)BGRx ! videoconvert ! "
+        "video/x-raw, format=(string)BGR ! appsink drop=true max-buffers=1 sync=false"
+    )
+
+
+def usb_pipeline(device: str = "/dev/video0", width: int = 1280, height: int = 720, fps: int = 30,
+                 mjpeg: bool = False) -> str:
+    """GStreamer pipeline for a USB (UVC) camera through ``v4l2src``, delivering BGR frames to OpenCV.
+
+    Args:
+        device: The V4L2 device node.
+        width: Capture width.
+        height: Capture height.
+        fps: Frame rate asked of the camera.
+        mjpeg: Ask the camera for MJPEG (most UVC cameras give high resolutions at full rate only so) and decode it.
+    """
+    caps = f"width=(int){width}, height=(int){height}, framerate=(fraction){fps}/1"
+    decode = f"image/jpeg, {caps} ! jpegdec" if mjpeg else f"video/x-raw, {caps}"
+    return (f"v4l2src device={device} ! {decode} ! videoconvert ! video/x-raw, format=(string)BGR ! "
+            "appsink drop=true max-buffers=1 sync=false")
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnection schedule for live sources: wait ``initial_s``, then multiply by ``factor`` up to ``max_s``.
+
+    Attributes:
+        initial_s: First wait after a failure.
+        factor: Growth of the wait after each failed attempt.
+        max_s: Longest wait.
+        max_attempts: Failed attempts in a row before the source is given up (``None``: never give up).
+    """
+
+    initial_s: float = 0.5
+    factor: float = 2.0
+    max_s: float = 10.0
+    max_attempts: int | None = None
+
+    def delays(self) -> Iterator[float]:
+        """The successive waits."""
+        delay, attempt = self.initial_s, 0
+        while self.max_attempts is None or attempt < self.max_attempts:
+            yield delay
+            delay = min(delay * self.factor, self.max_s)
+            attempt += 1
+
+
+@dataclass
+class SourceStats:
+    """Counters of one source. Once its stream is closed, ``read == processed + dropped``.
+
+    Attributes:
+        source_id: The source's id.
+        read: Frames delivered by the source.
+        processed: Frames scored.
+        dropped: Frames not scored: replaced by a newer one (latest mode), unusable, or left at close.
+        invalid: Of the dropped, frames that could not be used (empty, wrong type).
+        reconnects: Successful reopenings after the source stopped delivering.
+        finished: Whether the source has ended (file end, or given up after ``max_attempts``).
+        error: Why the source was given up, if it was.
+    """
+
+    source_id: str
+    read: int = 0
+    processed: int = 0
+    dropped: int = 0
+    invalid: int = 0
+    reconnects: int = 0
+    finished: bool = False
+    error: str | None = None
+
+
+@dataclass
+class Frame:
+    """One frame as read: the image, its index in its source (0-based, across reconnections) and capture time."""
+
+    image: np.ndarray
+    index: int
+    timestamp: float
+
+
+class FrameReader:
+    """Reads one source on a background thread, in ``latest`` or ``every`` mode (see the module text).
+
+    Args:
+        source: Camera index, file, URL or GStreamer pipeline.
+        mode: ``latest`` or ``every``.
+        live: Whether the source is live (reconnect on failure) or a file (end on failure).
+        backoff: Reconnection schedule for live sources.
+        opener: Opens the source; :func:`open_capture` by default (a seam for other capture libraries).
+        queue_size: Frames decoded ahead in ``every`` mode.
+    """
+
+    def __init__(self, source: Source, *, mode: str, live: bool, backoff: Backoff | None = None,
+                 opener: Callable[[Source], Capture] = open_capture, queue_size: int = 4,
+                 on_change: Callable[[], None] | None = None) -> None:
+        if mode not in ("latest", "every"):
+            raise ValueError(f"mode must be 'latest' or 'every', got {mode!r}")
+        self.source = source
+        self.mode = mode
+        self.live = live
+        self.backoff = backoff or Backoff()
+        self.stats = SourceStats(describe(source))
+        self._opener = opener
+        self._lock = threading.Lock()
+        self._latest: Frame | None = None
+        self._queue: queue.Queue[Frame] = queue.Queue(maxsize=max(1, queue_size))
+        self._stop = threading.Event()
+        self._capture: Capture | None = None
+        self._thread: threading.Thread | None = None
+        self._on_change = on_change or (lambda: None)
+
+    def start(self) -> None:
+        """Open the source (raising :class:`SourceError` when it cannot be opened at all) and start reading."""
+        self._capture = self._open()
+        if self._capture is None:
+            raise SourceError(f"cannot open video source {self.stats.source_id!r}")
+        self._thread = threading.Thread(target=self._run, name=f"rdedge-reader-{self.stats.source_id}", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> Capture | None:
+        try:
+            capture = self._opener(self.source)
+        except Exception as exc:  # any opener failure means "not available now"
+            LOG.warning("opening %s failed: %s", self.stats.source_id, exc)
+            return None
+        if capture is None or not capture.isOpened():
+            if capture is not None:
+                capture.release()
+            return None
+        return capture
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                ok, image = self._capture.read() if self._capture is not None else (False, None)
+                if ok and image is not None:
+                    self._deliver(image)
+                    continue
+                if not self.live:
+                    break  # end of file
+                if not self._reconnect():
+                    break
+        finally:
+            if self._capture is not None:
+                self._capture.release()
+                self._capture = None
+            with self._lock:
+                self.stats.finished = True
+            self._on_change()
+
+    def _reconnect(self) -> bool:
+        LOG.warning("%s stopped delivering frames; reconnecting", self.stats.source_id)
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+        for delay in self.backoff.delays():
+            if self._stop.wait(delay):
+                return False
+            self._capture = self._open()
+            if self._capture is not None:
+                with self._lock:
+                    self.stats.reconnects += 1
+                LOG.warning("%s reconnected", self.stats.source_id)
+                return True
+        with self._lock:
+            self.stats.error = f"gave up after {self.backoff.max_attempts} reconnection attempts"
+        LOG.error("%s: %s", self.stats.source_id, self.stats.error)
+        return False
+
+    def _deliver(self, image: np.ndarray) -> None:
+        with self._lock:
+            frame = Frame(image, self.stats.read, time.time())
+            self.stats.read += 1
+            if self.mode == "latest":
+                if self._latest is not None:
+                    self.stats.dropped += 1
+                self._latest = frame
+        if self.mode == "latest":
+            self._on_change()
+            return
+        while not self._stop.is_set():  # every-frame mode: wait for room, never drop
+            try:
+                self._queue.put(frame, timeout=0.1)
+            except queue.Full:
+                continue
+            self._on_change()
+            return
+        with self._lock:
+            self.stats.dropped += 1  # stopping: the frame was read but will not be scored
+
+    def take(self) -> Frame | None:
+        """The next frame to score, without waiting; ``None`` when none is ready."""
+        if self.mode == "every":
+            try:
+                return self._queue.get_nowait()
+            except queue.Empty:
+                return None
+        with self._lock:
+            frame, self._latest = self._latest, None
+            return frame
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the source has ended and every frame it read has been taken."""
+        with self._lock:
+            pending = self._latest is not None if self.mode == "latest" else not self._queue.empty()
+            return self.stats.finished and not pending
+
+    def record(self, *, processed: int = 0, invalid: int = 0) -> int:
+        """Count frames taken and scored (``processed``) or found unusable (``invalid``); returns ``dropped``."""
+        with self._lock:
+            self.stats.processed += processed
+            self.stats.invalid += invalid
+            self.stats.dropped += invalid
+            return self.stats.dropped
+
+    def stop(self, join_timeout: float = 10.0) -> None:
+        """Stop reading, join the thread, release the source and count any frame left unscored as dropped."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(join_timeout)
+            if self._thread.is_alive():
+                LOG.error("reader thread of %s did not stop within %.0f s", self.stats.source_id, join_timeout)
+        with self._lock:
+            left = (self._latest is not None) + self._queue.qsize()
+            self._latest = None
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self.stats.dropped += left
+
+    @property
+    def alive(self) -> bool:
+        """Whether the reader thread is running."""
+        return self._thread is not None and self._thread.is_alive()
+
+
+# ------------------------------------------------------------------------------------------------- stream
+
+
+@dataclass
+class StreamResult:
+    """A scored frame, with what line code needs to log and trace it.
+
+    Attributes:
+        result: The detector's :class:`~sdk.detector.Result` (score, verdict, maps).
+        source_id: Which source the frame came from.
+        frame_index: The frame's index in its source (0-based; keeps counting across reconnections).
+        timestamp: Capture time (``time.time()`` when the frame was read).
+        latency_ms: From capture to result (waiting, pre-processing, inference).
+        dropped: Frames of this source dropped so far.
+        frame: The frame as read (BGR), when asked for (``keep_frames`` or ``overlay``).
+        overlay: The annotated frame (heat map, mask contours, score and verdict), when asked for.
+    """
+
+    result: Result
+    source_id: str
+    frame_index: int
+    timestamp: float
+    latency_ms: float
+    dropped: int
+    frame: np.ndarray | None = field(default=None, repr=False)
+    overlay: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def score(self) -> float:
+        """Raw image score."""
+        return self.result.score
+
+    @property
+    def is_anomaly(self) -> bool:
+        """Verdict at the threshold in force."""
+        return self.result.is_anomaly
+
+    def as_record(self) -> dict[str, Any]:
+        """A flat, JSON- and CSV-friendly record of this result."""
+        r = self.result
+        return {
+            "source": self.source_id, "frame": self.frame_index, "timestamp": round(self.timestamp, 6),
+            "score": r.score, "normalized_score": r.normalized_score, "is_anomaly": r.is_anomaly,
+            "threshold": r.threshold, "latency_ms": round(self.latency_ms, 3),
+            "inference_ms": round(r.latency_ms, 3), "dropped": self.dropped,
+        }
+
+
+class Stream:
+    """Iterate over scored frames of one or more sources (see the module text). Use as a context manager.
+
+    Args:
+        detector: The detector that scores the frames.
+        sources: One source, or a sequence of sources batched together.
+        mode: ``latest``, ``every`` or ``auto`` (``latest`` for live sources, ``every`` for files).
+        max_batch: Frames per inference call at most (default: the number of sources).
+        overlay: Make an annotated frame for each result.
+        keep_frames: Attach the frame as read to each result.
+        rgb: Whether frames are RGB (OpenCV sources give BGR).
+        backoff: Reconnection schedule for live sources.
+        max_frames: Stop after this many results (``None``: until every source ends).
+        opener: Opens a source (default :func:`open_capture`).
+        queue_size: Frames decoded ahead per source in ``every`` mode.
+    """
+
+    def __init__(self, detector: Detector, sources: Source | Sequence[Source], *, mode: str = "auto",
+                 max_batch: int | None = None, overlay: bool = False, keep_frames: bool = False, rgb: bool = False,
+                 backoff: Backoff | None = None, max_frames: int | None = None,
+                 opener: Callable[[Source], Capture] = open_capture, queue_size: int = 4) -> None:
+        if mode not in ("auto", "latest", "every"):
+            raise ValueError(f"mode must be 'auto', 'latest' or 'every', got {mode!r}")
+        if isinstance(sources, (str, int, os.PathLike)):
+            sources = [sources]
+        if not sources:
+            raise ValueError("at least one source is needed")
+        for s in sources:
+            if not isinstance(s, int) and not is_live(s) and not Path(os.fspath(s)).is_file():
+                raise SourceError(f"video file not found: {os.fspath(s)}")
+        self.detector = detector
+        self._arrived = threading.Event()
+        self.readers = [
+            FrameReader(s, mode=("latest" if is_live(s) else "every") if mode == "auto" else mode, live=is_live(s),
+                        backoff=backoff, opener=opener, queue_size=queue_size, on_change=self._arrived.set)
+            for s in sources
+        ]
+        self.max_batch = max_batch or len(self.readers)
+        self.overlay = overlay
+        self.keep_frames = keep_frames or overlay
+        self.rgb = rgb
+        self.max_frames = max_frames
+        self._started = False
+        self._closed = False
+        self._produced = 0
+        self._next = 0
+
+    def __enter__(self) -> Stream:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Open every source and start the reader threads (done by ``with`` or the first iteration)."""
+        if self._started:
+            return
+        self._started = True
+        try:
+            for reader in self.readers:
+                reader.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop and join every reader thread and release the sources. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        for reader in self.readers:
+            reader.stop()
+
+    @property
+    def stats(self) -> list[SourceStats]:
+        """The counters of each source."""
+        return [r.stats for r in self.readers]
+
+    def __iter__(self) -> Iterator[StreamResult]:
+        self.start()
+        try:
+            while not self._closed and (self.max_frames is None or self._produced < self.max_frames):
+                frames = self._gather()
+                if frames is None:
+                    return
+                yield from self._score(frames)
+        finally:
+            self.close()
+
+    def _gather(self) -> list[tuple[FrameReader, Frame]] | None:
+        """Frames ready to score, round-robin over the sources; ``None`` once every source is exhausted."""
+        while True:
+            self._arrived.clear()  # before looking: a frame arriving from now on wakes the wait below
+            batch: list[tuple[FrameReader, Frame]] = []
+            limit = self.max_batch
+            if self.max_frames is not None:
+                limit = min(limit, self.max_frames - self._produced)
+            n = len(self.readers)
+            for k in range(n):
+                reader = self.readers[(self._next + k) % n]
+                frame = reader.take()
+                while frame is not None:
+                    batch.append((reader, frame))
+                    if len(batch) >= limit or len(self.readers) > 1:
+                        break  # several sources: one frame each per call, so no source starves the others
+                    frame = reader.take()
+                if len(batch) >= limit:
+                    break
+            self._next = (self._next + 1) % n
+            if batch:
+                return batch
+            if all(r.exhausted for r in self.readers):
+                return None
+            self._arrived.wait(0.5)
+
+    def _score(self, frames: list[tuple[FrameReader, Frame]]) -> list[StreamResult]:
+        usable: list[tuple[FrameReader, Frame, np.ndarray]] = []
+        for reader, frame in frames:
+            try:
+                usable.append((reader, frame, to_rgb_uint8(frame.image, rgb=self.rgb)))
+            except RdedgeError as exc:
+                LOG.warning("%s frame %d skipped: %s", reader.stats.source_id, frame.index, exc)
+                reader.record(invalid=1)
+        if not usable:
+            return []
+        results = self.detector.predict_batch([rgb for _, _, rgb in usable], rgb=True)
+        done = time.time()
+        out = []
+        for (reader, frame, rgb), result in zip(usable, results, strict=True):
+            dropped = reader.record(processed=1)
+            item = StreamResult(result, reader.stats.source_id, frame.index, frame.timestamp,
+                                (done - frame.timestamp) * 1000.0, dropped,
+                                frame=frame.image if self.keep_frames else None)
+            if self.overlay:
+                from .visualize import overlay
+
+                item.overlay = overlay(rgb, result, rgb=True)
+            out.append(item)
+        self._produced += len(out)
+        return out

@@ -1,0 +1,292 @@
+"""Streams: real video files and a real loopback network stream (MJPEG over HTTP on 127.0.0.1) through
+``Detector.stream``; reconnection, frame accounting, batching across sources, overlays, clean stop, threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from benchmarks.soak import bottle_frames, soak, write_video
+from sdk import Backoff, Detector, SourceError
+from sdk.image import list_images
+from sdk.stream import Stream, csi_pipeline, describe, is_live, usb_pipeline
+
+
+@pytest.fixture(scope="module")
+def det(tiny_onnx: Path) -> Detector:
+    return Detector(tiny_onnx)
+
+
+@pytest.fixture(scope="module")
+def frames(bottle_subset: Path) -> list[np.ndarray]:
+    return bottle_frames(bottle_subset, 96)
+
+
+@pytest.fixture(scope="module")
+def video(frames, tmp_path_factory) -> Path:
+    return write_video(frames, tmp_path_factory.mktemp("video") / "bottle.avi", 24)
+
+
+def reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("rdedge-reader")]
+
+
+def decoded(video: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(video))
+    out = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return out
+        out.append(frame)
+
+
+def test_every_frame_mode_scores_each_frame_in_order_like_single_calls(det: Detector, video: Path):
+    with det.stream(video) as stream:  # a file: every-frame mode by default
+        results = list(stream)
+    expected = det.predict_batch(decoded(video))
+    assert [r.frame_index for r in results] == list(range(24))
+    assert {r.source_id for r in results} == {str(video)}
+    np.testing.assert_allclose([r.score for r in results], [e.score for e in expected], rtol=1e-5)
+    assert all(r.latency_ms > 0 and r.dropped == 0 for r in results)
+    assert [r.timestamp for r in results] == sorted(r.timestamp for r in results)
+    stats = stream.stats[0]
+    assert (stats.read, stats.processed, stats.dropped, stats.finished) == (24, 24, 0, True)
+    assert not reader_threads()
+
+
+def test_latest_frame_mode_drops_frames_and_counts_every_one(det: Detector, video: Path):
+    with det.stream(video, mode="latest") as stream:
+        results = list(stream)
+    stats = stream.stats[0]
+    assert stats.read == 24 and stats.read == stats.processed + stats.dropped
+    assert stats.processed == len(results) >= 1
+    indices = [r.frame_index for r in results]
+    assert indices == sorted(set(indices))
+    assert not reader_threads()
+
+
+def test_leaving_the_loop_early_stops_the_reader_and_accounts_the_rest(det: Detector, video: Path):
+    with det.stream(video) as stream:
+        for i, _ in enumerate(stream):
+            if i == 2:
+                break
+    assert not reader_threads()
+    stats = stream.stats[0]
+    assert stats.processed == 3 and stats.read == stats.processed + stats.dropped
+
+
+def test_an_exception_in_line_code_still_stops_the_stream(det: Detector, video: Path):
+    with pytest.raises(KeyError), det.stream(video) as stream:
+        for _ in stream:
+            raise KeyError("line code failed")
+    assert not reader_threads()
+
+
+def test_max_frames_and_overlays(det: Detector, video: Path):
+    with det.stream(video, max_frames=5, overlay=True) as stream:
+        results = list(stream)
+    assert len(results) == 5
+    for r in results:
+        assert r.overlay is not None and r.overlay.shape == r.frame.shape and r.overlay.dtype == np.uint8
+        assert np.abs(r.overlay.astype(int) - r.frame.astype(int)).mean() > 1.0  # heat map drawn
+    with det.stream(video, max_frames=1) as stream:
+        plain = next(iter(stream))
+    assert plain.overlay is None and plain.frame is None  # only when asked
+
+
+def test_several_sources_share_one_inference_call(det: Detector, video: Path, frames, tmp_path: Path):
+    other = write_video(frames[::-1], tmp_path / "other.avi", 10)
+    batch_sizes = []
+    infer = det.backend.infer
+
+    def spy(batch):  # records the batch size, then runs the real backend
+        batch_sizes.append(len(batch))
+        return infer(batch)
+
+    det.backend.infer = spy
+    try:
+        with det.stream([video, other]) as stream:
+            results = list(stream)
+    finally:
+        det.backend.infer = infer
+    by_source = {s: [r.frame_index for r in results if r.source_id == s] for s in (str(video), str(other))}
+    assert by_source == {str(video): list(range(24)), str(other): list(range(10))}
+    assert max(batch_sizes) == 2 and sum(batch_sizes) == 34
+
+
+class _ScriptedCapture:
+    """Stands in for ``cv2.VideoCapture`` at the ``opener`` seam, to deliver frames no real camera file holds."""
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        self.frames = list(frames)
+
+    def isOpened(self) -> bool:  # OpenCV's name
+        return True
+
+    def read(self):
+        return (True, self.frames.pop(0)) if self.frames else (False, None)
+
+    def release(self) -> None:
+        pass
+
+
+def test_unusable_frames_are_skipped_counted_and_never_stop_the_stream(det: Detector, frames, video: Path):
+    script = [frames[0], np.zeros((0, 0, 3), np.uint8), frames[1], np.full((8, 8, 3), np.nan, np.float32),
+              np.zeros((4, 4, 3), np.int64), frames[2]]
+    with Stream(det, video, mode="every", opener=lambda _: _ScriptedCapture(script)) as stream:
+        results = list(stream)
+    assert [r.frame_index for r in results] == [0, 2, 5]
+    stats = stream.stats[0]
+    assert (stats.read, stats.processed, stats.invalid, stats.dropped) == (6, 3, 3, 3)
+    assert all(np.isfinite(r.score) for r in results)
+
+
+def test_sources_that_cannot_be_opened_raise_source_error(det: Detector, tmp_path: Path):
+    with pytest.raises(SourceError, match="not found"):
+        det.stream(tmp_path / "missing.mp4")
+    not_a_video = tmp_path / "notes.avi"
+    not_a_video.write_text("not a video")
+    with pytest.raises(SourceError, match="cannot open"), det.stream(not_a_video):
+        pass
+    assert not reader_threads()
+
+
+def test_source_kinds_and_pipelines():
+    assert is_live(0) and is_live("0") and is_live("rtsp://10.0.0.5/stream") and is_live(usb_pipeline())
+    assert not is_live("line3/part.mp4")
+    assert describe("rtsp://user:secret@10.0.0.5:554/s") == "rtsp://***@10.0.0.5:554/s"
+    csi = csi_pipeline(sensor_id=1, width=1280, height=720, fps=60, output_width=640, output_height=360)
+    assert csi.startswith("nvarguscamerasrc sensor-id=1 !") and "memory:NVMM" in csi
+    assert "framerate=(fraction)60/1" in csi and "width=(int)640, height=(int)360, format=(string)BGRx" in csi
+    assert csi.endswith("appsink drop=true max-buffers=1 sync=false")
+    usb = usb_pipeline("/dev/video2", 1920, 1080, 30, mjpeg=True)
+    assert usb.startswith("v4l2src device=/dev/video2 ! image/jpeg") and "jpegdec" in usb
+    assert "format=(string)BGR" in usb
+
+
+# ------------------------------------------------------------------------------ loopback network stream
+
+
+class _MjpegServer:
+    """A real MJPEG-over-HTTP camera on 127.0.0.1 that can be killed and restarted on the same port."""
+
+    def __init__(self, frames: list[np.ndarray], port: int = 0, fps: float = 50.0) -> None:
+        self.jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in frames]
+        self.fps = fps
+        self.port = port
+        self.server: ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # http.server's name
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                i = 0
+                try:
+                    while not getattr(self.server, "stopping", False):
+                        jpeg = outer.jpegs[i % len(outer.jpegs)]
+                        i += 1
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                         + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                        time.sleep(1.0 / outer.fps)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/camera.mjpg"
+
+    def kill(self) -> None:
+        assert self.server is not None
+        self.server.stopping = True
+        self.server.shutdown()
+        self.server.server_close()
+        self.server = None
+
+
+def test_live_stream_reconnects_after_the_source_is_killed_and_restarted(det: Detector, frames):
+    camera = _MjpegServer(frames)
+    camera.start()
+    results = []
+    try:
+        with det.stream(camera.url, backoff=Backoff(initial_s=0.1, max_s=0.5)) as stream:
+            assert stream.readers[0].mode == "latest"
+            killed_at = restarted = None
+            deadline = time.monotonic() + 60
+            for item in stream:
+                results.append(item)
+                if killed_at is None and len(results) == 5:
+                    camera.kill()
+                    killed_at = len(results)
+                    time.sleep(1.0)  # down for a while: the reader fails and retries with back-off
+                    camera.start()
+                    restarted = True
+                if restarted and stream.stats[0].reconnects >= 1 and len(results) >= killed_at + 5:
+                    break
+                assert time.monotonic() < deadline, "stream did not resume"
+    finally:
+        if camera.server is not None:
+            camera.kill()
+    stats = stream.stats[0]
+    assert stats.reconnects >= 1
+    indices = [r.frame_index for r in results]
+    assert indices == sorted(set(indices))  # none lost from the list, none repeated, counting on after reconnect
+    assert len(results) >= killed_at + 5 and stats.processed == len(results)
+    assert stats.read == stats.processed + stats.dropped
+    assert not reader_threads()
+
+
+def test_a_live_source_that_stays_down_is_given_up_after_max_attempts(det: Detector, frames):
+    camera = _MjpegServer(frames)
+    camera.start()
+    with det.stream(camera.url, backoff=Backoff(initial_s=0.05, max_s=0.1, max_attempts=3)) as stream:
+        results = []
+        for item in stream:
+            results.append(item)
+            if len(results) == 2:
+                camera.kill()
+    assert len(results) >= 2
+    stats = stream.stats[0]
+    assert stats.finished and "gave up after 3" in stats.error and stats.read == stats.processed + stats.dropped
+
+
+# ------------------------------------------------------------------------------------- threads, soak
+
+
+def test_one_detector_from_several_threads_matches_one_thread(det: Detector, bottle_subset: Path):
+    paths = list_images(bottle_subset / "test" / "good")[:3] + list_images(bottle_subset / "test" / "broken_large")[:3]
+    images = [cv2.imread(str(p)) for p in paths] * 4
+    sequential = [det(image) for image in images]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        parallel = list(pool.map(det, images))
+    for a, b in zip(sequential, parallel, strict=True):
+        assert a.score == b.score and a.is_anomaly == b.is_anomaly
+        np.testing.assert_array_equal(a.anomaly_map, b.anomaly_map)
+
+
+def test_short_soak_accounts_for_every_frame(det: Detector, frames, tmp_path: Path):
+    video = write_video(frames, tmp_path / "soak.avi", 300)
+    every = soak(det, video, mode="every", warmup=50)
+    assert every["accounted"] and every["processed"] == every["results"] == every["read"] == 300
+    assert every["frame_indices_increasing"] and every["rss_growth_mb"] is not None
+    latest = soak(det, video, mode="latest", warmup=0)
+    assert latest["accounted"] and latest["read"] == 300 and latest["results"] == latest["processed"]
