@@ -64,7 +64,7 @@ def test_predict_prints_verdicts_and_writes_overlays(tiny_run, bottle_subset: Pa
     code = main(["predict", str(tiny_run[0]), str(folder), str(extra), "--out", str(tmp_path)])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("path") and len(lines) == 1 + 3 + 1
+    assert lines[0].startswith("input") and len(lines) == 1 + 3 + 1
     assert all(line.split("\t")[-1] in ("OK", "ANOMALY") for line in lines[1:])
     overlays = sorted(tmp_path.glob("*_overlay.png"))
     assert len(overlays) == 4
@@ -121,3 +121,55 @@ def test_bench_on_an_onnx_file_without_the_peer(tiny_onnx: Path, tmp_path: Path,
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["configurations"]) == {"onnxruntime/batch2"} and report["speedup"] == {}
+
+
+def test_predict_video_writes_an_annotated_video_and_a_csv_log(tiny_run, bottle_subset: Path, tmp_path: Path,
+                                                               capsys):
+    from benchmarks.soak import bottle_frames, write_video
+
+    video = write_video(bottle_frames(bottle_subset, 128), tmp_path / "line3.avi", 12)
+    image = next((bottle_subset / "test" / "good").glob("*.png"))
+    out, log = tmp_path / "out", tmp_path / "log.csv"
+    assert main(["predict", str(tiny_run[0]), str(video), str(image), "--out", str(out), "--log", str(log)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines[1:13]] == [f"{video}#{i}" for i in range(12)]
+    annotated = out / "line3_overlay.mp4"
+    capture = cv2.VideoCapture(str(annotated))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    ok, frame = capture.read()
+    assert ok and frame.shape == (128, 128, 3)
+    assert not list(out.glob(".*tmp*")), "no temporary file left behind"
+    import csv
+
+    rows = list(csv.DictReader(log.open()))
+    assert len(rows) == 13 and [r["frame"] for r in rows[:12]] == [str(i) for i in range(12)]
+    assert rows[12]["source"] == str(image) and rows[12]["frame"] == ""
+    assert all(float(r["score"]) > 0 and r["is_anomaly"] in ("True", "False") for r in rows)
+
+
+def test_predict_live_stream_with_max_frames_and_json_logs(tiny_run, bottle_subset: Path, tmp_path: Path, capsys):
+    from benchmarks.soak import bottle_frames
+
+    from .loopback import MjpegServer
+
+    camera = MjpegServer(bottle_frames(bottle_subset, 96))
+    camera.start()
+    try:
+        for suffix in (".jsonl", ".json"):
+            log = tmp_path / f"log{suffix}"
+            assert main(["predict", str(tiny_run[0]), camera.url, "--max-frames", "4", "--log", str(log)]) == 0
+            text = log.read_text()
+            records = json.loads(text) if suffix == ".json" else [json.loads(x) for x in text.splitlines()]
+            assert len(records) == 4 and all(r["source"] == camera.url for r in records)
+            frames = [r["frame"] for r in records]
+            assert frames == sorted(set(frames))
+    finally:
+        camera.kill()
+    assert "read " in capsys.readouterr().err
+
+
+def test_predict_log_suffix_and_missing_video_are_clear_errors(tiny_run, tmp_path: Path, capsys):
+    assert main(["predict", str(tiny_run[0]), str(tmp_path / "x.png"), "--log", str(tmp_path / "log.txt")]) == 2
+    assert ".csv, .jsonl, .json" in capsys.readouterr().err
+    assert main(["predict", str(tiny_run[0]), str(tmp_path / "missing.mp4")]) == 1
+    assert "video file not found" in capsys.readouterr().err

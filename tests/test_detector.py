@@ -81,7 +81,7 @@ def test_warmup_and_predict_many(det: Detector, bottle_images):
     ("bad", "error"),
     [
         (np.zeros((0, 0, 3), np.uint8), InvalidInputError),
-        (np.zeros((64, 64, 3), np.float32), InvalidInputError),
+        (np.full((64, 64, 3), 200.0, np.float32), InvalidInputError),  # float outside [0, 1]
         (np.zeros((64, 64, 5), np.uint8), InvalidInputError),
         (np.zeros((2, 2, 64, 64, 3), np.uint8), InvalidInputError),
         ("/nonexistent/image.png", ImageReadError),

@@ -41,7 +41,7 @@ def test_uint16_is_scaled_to_8_bits(bottle_images):
         (np.zeros((0, 10, 3), np.uint8), "empty"),
         (np.zeros((2, 8, 8, 3), np.uint8), "shape"),
         (np.zeros((8, 8, 2), np.uint8), "channels"),
-        (np.zeros((8, 8, 3), np.float32), "dtype"),
+        (np.zeros((8, 8, 3), np.int32), "dtype"),
         ([[1, 2], [3, 4]], "numpy array"),
     ],
 )
@@ -60,8 +60,12 @@ def test_unreadable_files_raise_image_read_error(tmp_path: Path, bottle_subset: 
     real = next((bottle_subset / "train" / "good").glob("*.png")).read_bytes()
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(real[:40])
-    with pytest.raises(ImageReadError, match="decode"):
+    with pytest.raises(ImageReadError, match="truncated"):
         read_image(truncated)
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"GIF89a but not really" * 10)
+    with pytest.raises(ImageReadError, match="decode"):
+        read_image(garbage)
 
 
 def test_prepare_image_resizes_any_size_to_model_input(bottle_dir: Path):

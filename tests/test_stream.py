@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -17,6 +16,8 @@ from benchmarks.soak import bottle_frames, soak, write_video
 from sdk import Backoff, Detector, SourceError
 from sdk.image import list_images
 from sdk.stream import Stream, csi_pipeline, describe, is_live, usb_pipeline
+
+from .loopback import MjpegServer
 
 
 @pytest.fixture(scope="module")
@@ -175,56 +176,8 @@ def test_source_kinds_and_pipelines():
 # ------------------------------------------------------------------------------ loopback network stream
 
 
-class _MjpegServer:
-    """A real MJPEG-over-HTTP camera on 127.0.0.1 that can be killed and restarted on the same port."""
-
-    def __init__(self, frames: list[np.ndarray], port: int = 0, fps: float = 50.0) -> None:
-        self.jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in frames]
-        self.fps = fps
-        self.port = port
-        self.server: ThreadingHTTPServer | None = None
-
-    def start(self) -> None:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # http.server's name
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                i = 0
-                try:
-                    while not getattr(self.server, "stopping", False):
-                        jpeg = outer.jpegs[i % len(outer.jpegs)]
-                        i += 1
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                                         + str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
-                        time.sleep(1.0 / outer.fps)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/camera.mjpg"
-
-    def kill(self) -> None:
-        assert self.server is not None
-        self.server.stopping = True
-        self.server.shutdown()
-        self.server.server_close()
-        self.server = None
-
-
 def test_live_stream_reconnects_after_the_source_is_killed_and_restarted(det: Detector, frames):
-    camera = _MjpegServer(frames)
+    camera = MjpegServer(frames)
     camera.start()
     results = []
     try:
@@ -256,7 +209,7 @@ def test_live_stream_reconnects_after_the_source_is_killed_and_restarted(det: De
 
 
 def test_a_live_source_that_stays_down_is_given_up_after_max_attempts(det: Detector, frames):
-    camera = _MjpegServer(frames)
+    camera = MjpegServer(frames)
     camera.start()
     with det.stream(camera.url, backoff=Backoff(initial_s=0.05, max_s=0.1, max_attempts=3)) as stream:
         results = []

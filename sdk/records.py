@@ -1,0 +1,147 @@
+"""Writers for what ``rdedge predict`` produces: a result log (CSV, JSON Lines or JSON) and an annotated video.
+
+Both are built so that a crash or a Ctrl-C loses nothing already produced and leaves no half-written file:
+
+* CSV and JSON Lines logs are appended and flushed one record at a time (a live stream may run for days);
+  a ``.json`` log (one array) is written atomically when closed.
+* An annotated video is written to a temporary file beside the destination, completed and renamed when closed
+  (also after an error or Ctrl-C: what was recorded is kept); a destination that existed is never left
+  half-overwritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+import cv2
+import numpy as np
+
+from .errors import RdedgeError
+from .fileio import write_text_atomic
+
+LOG_FIELDS = ("source", "frame", "timestamp", "score", "normalized_score", "is_anomaly", "threshold", "latency_ms",
+              "inference_ms", "dropped", "error")
+LOG_SUFFIXES = (".csv", ".jsonl", ".json")
+
+
+class ResultLog:
+    """A log of results, one record per image or frame, in the format the file suffix names.
+
+    Args:
+        path: ``.csv``, ``.jsonl`` or ``.json``.
+
+    Raises:
+        RdedgeError: Another suffix.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.format = self.path.suffix.lower()
+        if self.format not in LOG_SUFFIXES:
+            raise RdedgeError(f"log file must end in {', '.join(LOG_SUFFIXES)}, got {self.path.name}")
+        self.records = 0
+        self._json: list[dict[str, Any]] = []
+        self._file: IO[str] | None = None
+        self._csv: csv.DictWriter[str] | None = None
+        if self.format != ".json":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("w", encoding="utf-8", newline="")
+            if self.format == ".csv":
+                self._csv = csv.DictWriter(self._file, fieldnames=LOG_FIELDS, extrasaction="ignore")
+                self._csv.writeheader()
+                self._file.flush()
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Add one record (keys from :data:`LOG_FIELDS`; missing ones are left empty)."""
+        record = {k: record.get(k) for k in LOG_FIELDS}
+        self.records += 1
+        if self.format == ".json":
+            self._json.append(record)
+            return
+        assert self._file is not None
+        if self._csv is not None:
+            self._csv.writerow({k: "" if v is None else v for k, v in record.items()})
+        else:
+            self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        """Finish the log (for ``.json``: write the whole array atomically)."""
+        if self.format == ".json":
+            write_text_atomic(self.path, json.dumps(self._json, indent=1) + "\n")
+        elif self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> ResultLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AnnotatedVideoWriter:
+    """Write frames to a video (``mp4v`` for ``.mp4``/``.m4v``/``.mov``, ``MJPG`` otherwise) atomically.
+
+    The writer opens on the first frame (whose size fixes the video's); later frames of another size are resized.
+
+    Args:
+        path: Destination video file.
+        fps: Frame rate written in the file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fps: float = 25.0) -> None:
+        self.path = Path(path)
+        self.fps = fps if fps and np.isfinite(fps) and fps > 0 else 25.0
+        self.frames = 0
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+        self._tmp: Path | None = None
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append a BGR uint8 frame."""
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=f".tmp{self.path.suffix}",
+                                        dir=self.path.parent)
+            os.close(fd)
+            self._tmp = Path(name)
+            codec = "mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"
+            h, w = frame.shape[:2]
+            self._size = (w, h)
+            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*codec), self.fps, self._size)
+            if not self._writer.isOpened():
+                self._tmp.unlink(missing_ok=True)
+                self._writer = None
+                raise RdedgeError(f"OpenCV cannot write {self.path} with codec {codec}")
+        if (frame.shape[1], frame.shape[0]) != self._size:
+            frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
+        self._writer.write(frame)
+        self.frames += 1
+
+    def close(self, keep: bool = True) -> None:
+        """Finish the file and rename it onto the destination (``keep=False``: discard it)."""
+        if self._writer is None or self._tmp is None:
+            return
+        self._writer.release()
+        self._writer = None
+        if keep and self.frames:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self._tmp, 0o666 & ~umask)
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AnnotatedVideoWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Also on an error or Ctrl-C (the normal way to stop a live stream): the frames written so far are results
+        # already produced; releasing the writer completes the file before it is renamed.
+        self.close()
