@@ -1,19 +1,20 @@
-"""How fast can INT8 get in ONNX Runtime on this CPU? The shipped Q/DQ layout against layouts tuned for the CPU.
+"""How fast can INT8 get in ONNX Runtime on this CPU? The TensorRT Q/DQ layout against layouts tuned for the CPU.
 
-The shipped INT8 graph (``rdedge export --precision int8``) is laid out for TensorRT: Q/DQ only on the inputs of
+The default INT8 graph (``rdedge export --precision int8``) is laid out for TensorRT: Q/DQ only on the inputs of
 ``Conv``/``ConvTranspose``, symmetric INT8 with zero points 0. onnxruntime's CPU kernels want something else: a
 quantized output after every convolution (so ``DQ -> Conv -> Q`` fuses into ``QLinearConv``) and, on x86, unsigned
 activations (its ``QDQS8ToU8Transformer`` converts a signed ``Q -> DQ`` pair only when the ``Q`` has a single
 consumer). This script quantizes one FP32 graph four ways with the same calibration images and times each against
 the FP32 graph in the same run, so the ratio says how much of the INT8 target the CPU can give at all:
 
-* ``shipped``: the exported layout (``export.precision.int8_quantization_options``).
+* ``tensorrt layout``: the default export (``export.precision.int8_quantization_options``).
 * ``all-ops s8``: also ``Clip``/``Relu``/``Add``/``Concat`` and every output quantized, symmetric INT8, one Q/DQ
   pair per tensor (still TensorRT-compatible).
 * ``all-ops s8 as u8``: the same graph with each activation pair rewritten exactly to UINT8 with zero point 128
   (identical values; what onnxruntime would do itself if it could). Not a deliverable: TensorRT has no UINT8 Q/DQ.
-* ``all-ops u8 asymmetric``: onnxruntime's own preferred CPU layout (asymmetric UINT8 activations, ``Relu``/``Clip``
-  folded into the quantization range). TensorRT rejects non-zero zero points: an upper bound, not a deliverable.
+* ``cpu layout (all-ops u8 asymmetric)``: onnxruntime's own preferred CPU layout (asymmetric UINT8 activations,
+  ``Relu``/``Clip`` folded into the quantization range): ``rdedge export --precision int8 --int8-layout cpu``.
+  TensorRT rejects non-zero zero points, so this one is for CPUs only.
 
 Run: ``python -m benchmarks.int8_cpu runs/bottle/model.onnx`` (an FP32 graph written by ``rdedge export``).
 """
@@ -36,23 +37,17 @@ from sdk.fileio import write_text_atomic
 
 from .latency import RESULTS_DIR, summarize, time_calls
 
-ALL_OP_TYPES = ["Conv", "ConvTranspose", "Clip", "Relu", "Add", "Concat"]
-
 
 def variant_options(fp32_model: Path, method: str) -> dict[str, dict[str, Any]]:
     """``quantize_static`` arguments of each variant (the s8-as-u8 one is a rewrite of ``all-ops s8``)."""
-    from onnxruntime.quantization import QuantType
-
-    from export.precision import int8_quantization_options
+    from export.precision import CPU_QUANTIZED_OP_TYPES, int8_quantization_options
 
     shipped = int8_quantization_options(fp32_model, method)
     all_s8 = copy.deepcopy(shipped)
-    all_s8["op_types_to_quantize"] = list(ALL_OP_TYPES)
+    all_s8["op_types_to_quantize"] = list(CPU_QUANTIZED_OP_TYPES)
     all_s8["extra_options"].update(OpTypesToExcludeOutputQuantization=[], DedicatedQDQPair=False)
-    asym = copy.deepcopy(all_s8)
-    asym["activation_type"] = QuantType.QUInt8
-    asym["extra_options"]["ActivationSymmetric"] = False
-    return {"shipped": shipped, "all-ops s8": all_s8, "all-ops u8 asymmetric": asym}
+    return {"tensorrt layout": shipped, "all-ops s8": all_s8,
+            "cpu layout (all-ops u8 asymmetric)": int8_quantization_options(fp32_model, method, layout="cpu")}
 
 
 def signed_pairs_as_unsigned(model: onnx.ModelProto) -> int:
@@ -122,7 +117,7 @@ def run(fp32_path: str, *, calib_images: int, method: str, iterations: int, thre
                 name = "all-ops s8 as u8"
                 paths[name] = Path(tmp) / f"{len(paths)}.onnx"
             onnx.save(model, paths[name])
-        order = ["fp32", "shipped", "all-ops s8", "all-ops s8 as u8", "all-ops u8 asymmetric"]
+        order = ["fp32", "tensorrt layout", "all-ops s8", "all-ops s8 as u8", "cpu layout (all-ops u8 asymmetric)"]
         for name in order:
             detector = Detector(paths[name], intra_op_threads=threads)
             times = time_calls(lambda d=detector: d.predict_batch(image, rgb=True), 10, iterations)
@@ -138,10 +133,10 @@ def run(fp32_path: str, *, calib_images: int, method: str, iterations: int, thre
 def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
     rows = report["rows"]
     base = rows["fp32"]["latency"]["median_ms"]
-    trt = {"fp32": "yes", "shipped": "yes", "all-ops s8": "yes", "all-ops s8 as u8": "no (UINT8 Q/DQ)",
-           "all-ops u8 asymmetric": "no (zero points != 0)"}
+    trt = {"fp32": "yes", "tensorrt layout": "yes", "all-ops s8": "yes", "all-ops s8 as u8": "no (UINT8 Q/DQ)",
+           "cpu layout (all-ops u8 asymmetric)": "no (zero points != 0)"}
     lines = [
-        f"# INT8 in ONNX Runtime on this CPU: the shipped layout against CPU-tuned layouts ({report['dataset']})",
+        f"# INT8 in ONNX Runtime on this CPU: the TensorRT layout against CPU-tuned layouts ({report['dataset']})",
         "",
         f"{datetime.date.today().isoformat()}; {os.cpu_count()} CPU cores ({platform.machine()}), {args.threads} "
         "threads; `python -m benchmarks.int8_cpu "

@@ -1,8 +1,9 @@
 """FP32 vs FP16 vs INT8 graphs of one run, in ONNX Runtime on this CPU: accuracy and latency side by side.
 
-Exports the three precisions of a trained run, evaluates each with ``sdk.Detector`` on the run's test set (image
-AUROC, pixel AUROC, AUPRO) and times each at batch 1 and 8 (median of timed calls after warm-up, same thread count),
-then writes ``benchmarks/results/precision.md`` with the differences and speed-ups relative to FP32.
+Exports the three precisions of a trained run (INT8 in both layouts: TensorRT's and the CPU one), evaluates each
+with ``sdk.Detector`` on the run's test set (image AUROC, pixel AUROC, AUPRO) and times each at batch 1 and 8
+(median of timed calls after warm-up, same thread count), then writes ``benchmarks/results/precision.md`` with the
+differences and speed-ups relative to FP32.
 
 onnxruntime runs all three with its default graph optimisations: the INT8 graph's non-quantized remainder is FP32,
 which onnxruntime optimises correctly (Q/DQ pairs fuse into integer kernels); the FP16 graph runs FP16 kernels where
@@ -35,8 +36,10 @@ def run(run_dir: str, *, calib_images: int, iterations: int, threads: int) -> di
     from sdk.evaluate import evaluate_detector
 
     rows: dict[str, Any] = {}
-    for precision in ("fp32", "fp16", "int8"):
-        report = export_onnx(run_dir, precision=precision, calib_images=calib_images)
+    configs = {"fp32": ("fp32", "tensorrt"), "fp16": ("fp16", "tensorrt"), "int8": ("int8", "tensorrt"),
+               "int8 (cpu layout)": ("int8", "cpu")}
+    for name, (precision, layout) in configs.items():
+        report = export_onnx(run_dir, precision=precision, calib_images=calib_images, int8_layout=layout)
         detector = Detector(report.path, intra_op_threads=threads)
         dataset = load_model_dataset(detector.metadata)
         metrics = evaluate_detector(detector, dataset.test, progress=False)
@@ -48,14 +51,14 @@ def run(run_dir: str, *, calib_images: int, iterations: int, threads: int) -> di
             batch = list(images[:bs])
             latency[bs] = summarize(time_calls(lambda batch=batch, det=detector: det.predict_batch(batch, rgb=True), 5,
                                                iterations), bs)
-        rows[precision] = {
+        rows[name] = {
             **{k: metrics[k] for k in ("image_auroc", "pixel_auroc", "aupro", "f1", "n_images")},
             "latency": latency,
             "checks": report.checks.get("reduced_precision"),
             "dataset": dataset.name,
             "path": str(report.path),
         }
-        print(json.dumps({precision: {k: v for k, v in rows[precision].items() if k != "checks"}}), flush=True)
+        print(json.dumps({name: {k: v for k, v in rows[name].items() if k != "checks"}}), flush=True)
     return rows
 
 
@@ -73,7 +76,9 @@ def markdown(rows: dict[str, Any], args: argparse.Namespace) -> str:
         f"{datetime.date.today().isoformat()}; {os.cpu_count()} CPU cores ({platform.machine()}), {args.threads} "
         f"threads, no GPU; `python -m benchmarks.precision {args.run}`. INT8 calibrated on {args.calib_images} (or "
         "all) good training images. Accuracy from `sdk.Detector` on each exported graph; latency median of "
-        f"{args.iterations} calls after 5 warm-up calls; differences and speed-ups relative to FP32.",
+        f"{args.iterations} calls after 5 warm-up calls; differences and speed-ups relative to FP32. `int8` is the "
+        "TensorRT layout (symmetric, convolution inputs); `int8 (cpu layout)` is `--int8-layout cpu` (asymmetric "
+        "UINT8, every op quantized; refused by TensorRT).",
         "",
         "| precision | image AUROC | pixel AUROC | AUPRO | ms batch 1 | speed-up b1 | ms batch 8 | speed-up b8 |"
         " map corr. vs FP32 |",

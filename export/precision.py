@@ -12,6 +12,13 @@
   quantized per channel on axis 0: TensorRT has been reported not to support per-output-channel (axis 1)
   deconvolution scales — unverified here without a GPU.
 
+* **int8, ``cpu`` layout** (opt-in, ``--int8-layout cpu``; not for TensorRT): the layout onnxruntime's x86 CPU
+  kernels need to run INT8 at all: ``Clip``/``Relu``/``Add``/``Concat`` quantized too, every output quantized (so
+  ``DQ -> Conv -> Q`` fuses into ``QLinearConv``), and asymmetric UINT8 activations (``Relu``/``Clip`` fold into the
+  quantization range). Weights stay symmetric per-channel INT8 and the pre/post-processing stays FP32. TensorRT
+  rejects non-zero zero points, so ``rdedge build-engine`` refuses this graph. ``benchmarks/results/int8_cpu.md``
+  measures why the TensorRT layout cannot be fast in onnxruntime on x86.
+
 The non-quantized remainder of the INT8 graph is FP32, so onnxruntime's default graph optimisations (which fuse
 Q/DQ pairs into integer kernels) are correct on it; the FP16-remainder variant that onnxruntime mis-optimises is
 not produced.
@@ -29,7 +36,9 @@ import onnx
 from sdk.metadata import INPUT_NAME
 
 PRECISIONS = ("fp32", "fp16", "int8")
+INT8_LAYOUTS = ("tensorrt", "cpu")
 QUANTIZED_OP_TYPES = ["Conv", "ConvTranspose"]
+CPU_QUANTIZED_OP_TYPES = ["Conv", "ConvTranspose", "Clip", "Relu", "Add", "Concat"]
 FP32_SCOPES = ("normalize/", "head/")
 """Node-name prefixes of the pre- and post-processing (see ``export.onnx.label_scopes``), never quantized."""
 
@@ -54,23 +63,47 @@ class _ImageReader:
         raise NotImplementedError
 
 
-def int8_quantization_options(fp32_model: Path, method: str = "percentile") -> dict[str, Any]:
-    """Keyword arguments of onnxruntime's ``quantize_static`` for the shipped INT8 layout (see the module text).
+def int8_quantization_options(fp32_model: Path, method: str = "percentile", layout: str = "tensorrt",
+                              ) -> dict[str, Any]:
+    """Keyword arguments of onnxruntime's ``quantize_static`` for an INT8 layout (see the module text).
 
     Args:
         fp32_model: The FP32 detector graph (its ``normalize/*`` and ``head/*`` nodes are excluded by name).
         method: Calibration method: ``percentile`` (99.999th percentile of |activation|, onnxruntime's default
             percentile), ``entropy`` or ``minmax``.
+        layout: ``tensorrt`` (default) or ``cpu``.
 
     Returns:
         Everything but the model paths and the calibration reader; ``benchmarks.int8_cpu`` varies these.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
+    if layout not in INT8_LAYOUTS:
+        raise ValueError(f"int8 layout must be one of {INT8_LAYOUTS}, got {layout!r}")
+
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
     # The head's Gaussian blur is a Conv too: exclude the pre/post-processing nodes by name, not only by type.
     excluded = [n.name for n in onnx.load(str(fp32_model)).graph.node if n.name.startswith(FP32_SCOPES)]
+    if layout == "cpu":
+        return {
+            "quant_format": QuantFormat.QDQ,
+            "activation_type": QuantType.QUInt8,
+            "weight_type": QuantType.QInt8,
+            "per_channel": True,
+            "op_types_to_quantize": list(CPU_QUANTIZED_OP_TYPES),
+            "nodes_to_exclude": excluded,
+            "calibrate_method": methods[method],
+            "extra_options": {
+                "ActivationSymmetric": False,
+                "WeightSymmetric": True,
+                "QuantizeBias": False,
+                "AddQDQPairToWeight": True,
+                "DedicatedQDQPair": False,
+                "OpTypesToExcludeOutputQuantization": [],
+                "QDQOpTypePerChannelSupportToAxis": {"ConvTranspose": 0},
+            },
+        }
     return {
         "quant_format": QuantFormat.QDQ,
         "activation_type": QuantType.QInt8,
@@ -97,6 +130,7 @@ def quantize_int8(
     calibration_images: np.ndarray,
     method: str = "percentile",
     options: dict[str, Any] | None = None,
+    layout: str = "tensorrt",
 ) -> None:
     """Write an INT8 Q/DQ model calibrated on ``calibration_images`` ((N, S, S, 3) uint8 good training images).
 
@@ -105,13 +139,50 @@ def quantize_int8(
         out: Destination (written directly; the caller handles atomicity).
         calibration_images: Prepared good training images.
         method: Calibration method: ``percentile``, ``entropy`` or ``minmax``.
-        options: ``quantize_static`` arguments; default ``int8_quantization_options(fp32_model, method)``.
+        options: ``quantize_static`` arguments; default ``int8_quantization_options(fp32_model, method, layout)``.
+        layout: ``tensorrt`` or ``cpu`` (see the module text).
     """
     from onnxruntime.quantization import quantize_static
 
     if options is None:
-        options = int8_quantization_options(fp32_model, method)
+        options = int8_quantization_options(fp32_model, method, layout)
     quantize_static(str(fp32_model), str(out), _ImageReader(calibration_images), **options)
+    model = onnx.load(str(out))
+    if feed_scopes_unquantized(model, FP32_SCOPES):
+        onnx.save(model, str(out))
+
+
+def feed_scopes_unquantized(model: onnx.ModelProto, scopes: tuple[str, ...]) -> int:
+    """Make the nodes of ``scopes`` read FP32 tensors, not their quantize-dequantize round trip, in place.
+
+    When a quantized operator's output is quantized (the ``cpu`` layout quantizes every output), the features the
+    anomaly-map head compares reach it as ``DQ(Q(x))``. This rewires those head inputs to ``x`` itself and drops Q/DQ
+    nodes left without consumers, so the post-processing sees the same FP32 values in every layout.
+
+    Returns:
+        The number of inputs rewired.
+    """
+    graph = model.graph
+    initializers = {i.name for i in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    rewired = 0
+    for node in graph.node:
+        if not node.name.startswith(scopes):
+            continue
+        for k, name in enumerate(node.input):
+            dq = producers.get(name)
+            q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in initializers:
+                node.input[k] = q.input[0]
+                rewired += 1
+    while True:  # remove Q/DQ nodes whose outputs nobody reads any more
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            return rewired
+        for n in dead:
+            graph.node.remove(n)
 
 
 def qdq_summary(model: onnx.ModelProto) -> dict[str, object]:

@@ -64,7 +64,8 @@ def version_tuple(version: str) -> tuple[int, int]:
     return parts[0], parts[1] if len(parts) > 1 else 0
 
 
-def plan_build(tensorrt_version: str, onnx_precision: str, precision: str, dla: bool = False) -> BuildPlan:
+def plan_build(tensorrt_version: str, onnx_precision: str, precision: str, dla: bool = False,
+               int8_layout: str = "tensorrt") -> BuildPlan:
     """Decide how to build ``precision`` from an ONNX of ``onnx_precision`` with this TensorRT version.
 
     Raises:
@@ -75,6 +76,12 @@ def plan_build(tensorrt_version: str, onnx_precision: str, precision: str, dla: 
         raise EngineBuildError(f"TensorRT {tensorrt_version} is too old: rdedge needs 10.3 (JetPack 6) or newer")
     if precision not in ("fp32", "fp16", "int8"):
         raise EngineBuildError(f"unknown precision {precision!r}")
+    if onnx_precision == "int8" and int8_layout != "tensorrt":
+        raise EngineBuildError(
+            f"this INT8 ONNX has the {int8_layout!r} layout (asymmetric UINT8 activations, for ONNX Runtime on "
+            "CPUs), which TensorRT rejects: export `rdedge export RUN_DIR --precision int8` (TensorRT layout) and "
+            "build that file"
+        )
     if precision == "int8" and onnx_precision != "int8":
         raise EngineBuildError(
             "INT8 engines are built from a Q/DQ ONNX: run `rdedge export RUN_DIR --precision int8` and build "
@@ -161,7 +168,8 @@ def build_engine(
     precision = precision or metadata.precision
     if not 1 <= opt_batch <= max_batch:
         raise EngineBuildError(f"need 1 <= opt batch ({opt_batch}) <= max batch ({max_batch})")
-    plan = plan_build(trt.__version__, metadata.precision, precision, dla_core is not None)
+    plan = plan_build(trt.__version__, metadata.precision, precision, dla_core is not None,
+                      metadata.graph_options.get("int8_layout", "tensorrt"))
     gpu_name, capability = cuda_device_info(device)
     out_path = Path(out) if out else onnx_path.with_name(f"{onnx_path.stem}_{precision}.engine")
 

@@ -105,6 +105,10 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
                         help="int8: good training images to calibrate on (default: 256, or all when fewer)")
     parser.add_argument("--calib-method", choices=["percentile", "entropy", "minmax"], default="percentile",
                         help="int8: activation range calibration (default: percentile)")
+    parser.add_argument("--int8-layout", choices=["tensorrt", "cpu"], default="tensorrt",
+                        help="int8: tensorrt (default; symmetric Q/DQ on convolution inputs, for TensorRT) or cpu "
+                             "(asymmetric UINT8, every op quantized: fast in ONNX Runtime on x86, refused by "
+                             "TensorRT) → model_int8_cpu.onnx")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, at least 17 (default: 18)")
     parser.add_argument("--check-images", type=int, default=8,
                         help="real images for the ONNX Runtime vs PyTorch self-check (default: 8)")
@@ -119,7 +123,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     overrides = {"refinement": False} if args.no_refinement else None
     report = export_onnx(args.run, args.out, opset=args.opset, check_images=args.check_images,
                          graph_overrides=overrides, precision=args.precision, calib_images=args.calib_images,
-                         calib_method=args.calib_method,
+                         calib_method=args.calib_method, int8_layout=args.int8_layout,
                          progress=not args.quiet)
     checks = report.checks
     print(f"exported {report.path}")

@@ -27,6 +27,7 @@ def precision_models(tiny_run) -> dict[str, Path]:
         "fp32": report.path,
         "fp16": export_onnx(run, precision="fp16", check_images=4).path,
         "int8": export_onnx(run, precision="int8", check_images=4, calib_images=13).path,  # not a multiple of 8
+        "int8_cpu": export_onnx(run, precision="int8", int8_layout="cpu", check_images=4, calib_images=13).path,
     }
 
 
@@ -80,7 +81,7 @@ def test_int8_qdq_is_symmetric_per_channel_and_spares_the_post_processing(precis
 def test_reduced_precisions_score_real_images_like_fp32(precision_models, bottle_images):
     images = list(bottle_images.values())
     reference = [r.score for r in Detector(precision_models["fp32"]).predict_batch(images)]
-    for precision, tolerance in (("fp16", 0.01), ("int8", 0.05)):
+    for precision, tolerance in (("fp16", 0.01), ("int8", 0.05), ("int8_cpu", 0.05)):
         scores = [r.score for r in Detector(precision_models[precision]).predict_batch(images)]
         np.testing.assert_allclose(scores, reference, rtol=tolerance)
 
@@ -153,3 +154,30 @@ def test_int8_cpu_benchmark_rewrites_signed_pairs_to_unsigned_without_changing_v
                for p in (signed, unsigned)]
     for a, b in zip(*outputs, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_int8_cpu_layout_quantizes_every_op_with_unsigned_activations(precision_models):
+    path = precision_models["int8_cpu"]
+    assert path.name == "model_int8_cpu.onnx" and precision_models["int8"].name == "model_int8.onnx"
+    model = onnx.load(path)
+    inits = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    q_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    activation_q = [n for n in q_nodes if n.input[0] not in inits]
+    weight_q = [n for n in q_nodes if n.input[0] in inits]
+    assert activation_q and all(inits[n.input[2]].data_type == onnx.TensorProto.UINT8 for n in activation_q)
+    assert weight_q and all(inits[n.input[2]].data_type == onnx.TensorProto.INT8 for n in weight_q)
+    consumers = {n.op_type for n in model.graph.node
+                 if any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in n.input)}
+    assert consumers >= {"Conv", "ConvTranspose", "Add", "Concat"}
+    relus = [sum(n.op_type == "Relu" for n in onnx.load(p).graph.node) for p in (precision_models["fp32"], path)]
+    assert relus[0] > 0 and relus[1] == 0  # folded into the unsigned quantization range
+    quantized_outputs = {producers[n.input[0]].op_type for n in activation_q if n.input[0] in producers}
+    assert "Conv" in quantized_outputs  # conv outputs quantized: onnxruntime fuses DQ -> Conv -> Q
+    for node in model.graph.node:
+        if node.name.startswith(("head/", "normalize/")):
+            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input)
+    meta = Detector(path).metadata
+    assert meta.precision == "int8" and meta.graph_options["int8_layout"] == "cpu"
+    assert Detector(precision_models["int8"]).metadata.graph_options["int8_layout"] == "tensorrt"
+    assert meta.checks["reduced_precision"]["map_correlation_vs_fp32"] >= 0.95

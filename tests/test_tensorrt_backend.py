@@ -190,3 +190,10 @@ def test_engine_header_is_plain_json(tiny_onnx: Path, tmp_path: Path):
     _, _, offset = read_engine_header(path)
     header = json.loads(path.read_bytes()[20:offset])
     assert header["engine"]["compute_capability"] == "8.7" and header["model"]["image_size"] == 128
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.1"])
+def test_build_plan_refuses_the_cpu_int8_layout(version):
+    with pytest.raises(EngineBuildError, match=r"TensorRT rejects.*--precision int8"):
+        plan_build(version, "int8", "int8", int8_layout="cpu")
+    assert plan_build(version, "int8", "int8", int8_layout="tensorrt").strongly_typed
