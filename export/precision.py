@@ -11,11 +11,11 @@
   (cosine, resize, the blur's convolutions, max) is excluded by name and stays FP32. ConvTranspose weights are
   quantized per channel on axis 0: TensorRT has been reported not to support per-output-channel (axis 1)
   deconvolution scales — unverified here without a GPU.
-
 * **int8, ``cpu`` layout** (opt-in, ``--int8-layout cpu``; not for TensorRT): the layout onnxruntime's x86 CPU
   kernels need to run INT8 at all: ``Clip``/``Relu``/``Add``/``Concat`` quantized too, every output quantized (so
   ``DQ -> Conv -> Q`` fuses into ``QLinearConv``), and asymmetric UINT8 activations (``Relu``/``Clip`` fold into the
-  quantization range). Weights stay symmetric per-channel INT8 and the pre/post-processing stays FP32. TensorRT
+  quantization range). Weights stay symmetric per-channel INT8 and the pre/post-processing stays FP32, reading the
+  FP32 features, not their quantized round trip (:func:`feed_scopes_unquantized`). TensorRT
   rejects non-zero zero points, so ``rdedge build-engine`` refuses this graph. ``benchmarks/results/int8_cpu.md``
   measures why the TensorRT layout cannot be fast in onnxruntime on x86.
 

@@ -97,6 +97,26 @@ def open_capture(source: Source, *, timeout_s: float = 5.0) -> cv2.VideoCapture:
     return cv2.VideoCapture(text)
 
 
+def opencv_has_gstreamer() -> bool:
+    """Whether this OpenCV build can open GStreamer pipelines (the PyPI wheels cannot; JetPack's OpenCV can)."""
+    info = cv2.getBuildInformation()
+    start = info.find("GStreamer:")
+    return start >= 0 and info[start:start + 60].split(":", 1)[1].strip().upper().startswith("YES")
+
+
+def open_hint(source: Source) -> str:
+    """Why a source may have failed to open, for the error message ("" when there is nothing specific to say)."""
+    if isinstance(source, int) or os.fspath(source).isdigit():
+        return f" (no camera at index {int(source)}? check /dev/video* and that no other program holds it)"
+    text = os.fspath(source)
+    if "!" in text and not opencv_has_gstreamer():
+        return (" (this OpenCV is built without GStreamer, as the PyPI wheels are: use the system OpenCV, e.g. "
+                "JetPack's python3-opencv, or a build with -DWITH_GSTREAMER=ON)")
+    if text.lower().startswith(URL_SCHEMES):
+        return " (unreachable, refused or not a video stream; check the URL, credentials and network)"
+    return " (not a video OpenCV can decode?)"
+
+
 def csi_pipeline(sensor_id: int = 0, width: int = 1920, height: int = 1080, fps: int = 30, flip: int = 0,
                  output_width: int | None = None, output_height: int | None = None) -> str:
     """GStreamer pipeline for a Jetson CSI camera (``nvarguscamerasrc``), delivering BGR frames to OpenCV.
@@ -228,7 +248,7 @@ class FrameReader:
         """Open the source (raising :class:`SourceError` when it cannot be opened at all) and start reading."""
         self._capture = self._open()
         if self._capture is None:
-            raise SourceError(f"cannot open video source {self.stats.source_id!r}")
+            raise SourceError(f"cannot open video source {self.stats.source_id!r}{open_hint(self.source)}")
         self._thread = threading.Thread(target=self._run, name=f"rdedge-reader-{self.stats.source_id}", daemon=True)
         self._thread.start()
 

@@ -160,6 +160,22 @@ def test_sources_that_cannot_be_opened_raise_source_error(det: Detector, tmp_pat
     assert not reader_threads()
 
 
+def test_unavailable_camera_url_and_pipeline_say_why(det: Detector):
+    import glob
+
+    from sdk.stream import opencv_has_gstreamer
+
+    if not glob.glob("/dev/video*"):
+        with pytest.raises(SourceError, match="no camera at index 7"):
+            det.stream(7).start()
+    with pytest.raises(SourceError, match="unreachable"):
+        det.stream("http://127.0.0.1:9/none.mjpg").start()  # port 9 (discard): connection refused
+    if not opencv_has_gstreamer():
+        with pytest.raises(SourceError, match="without GStreamer"):
+            det.stream(usb_pipeline()).start()
+    assert not reader_threads()
+
+
 def test_source_kinds_and_pipelines():
     assert is_live(0) and is_live("0") and is_live("rtsp://10.0.0.5/stream") and is_live(usb_pipeline())
     assert not is_live("line3/part.mp4")

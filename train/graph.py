@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .components.anomaly_map import AnomalyMapHead
 from .model import ReverseDistillationNet
@@ -16,7 +17,7 @@ from .model import ReverseDistillationNet
 class InputNormalizer(nn.Module):
     """(N, H, W, 3) uint8 RGB → (N, 3, H, W) float32, scaled to [0, 1] and normalised with ``mean``/``std``.
 
-    The scaling and normalisation are folded into one multiply-add.
+    The scaling and normalisation are folded into one multiply-add per channel.
     """
 
     def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
@@ -30,8 +31,11 @@ class InputNormalizer(nn.Module):
         self.register_buffer("std", s, persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
-        # Cast before the transpose: TensorRT accepts a UInt8 tensor only as the input of a Cast.
-        return images.float().permute(0, 3, 1, 2) * self.scale + self.shift
+        # Cast before the transpose: TensorRT accepts a UInt8 tensor only as the input of a Cast. The per-channel
+        # multiply-add is a depthwise 1x1 convolution: as Mul/Add, onnxruntime moves the transpose after them when
+        # the next convolution runs in NHWC (INT8) and broadcasts over a last axis of 3, ~0.4 ms slower at 256 px.
+        x = images.float().permute(0, 3, 1, 2)
+        return F.conv2d(x, self.scale.view(3, 1, 1, 1), self.shift.view(3), groups=3)
 
     def from_unit(self, images: Tensor) -> Tensor:
         """Normalise (N, 3, H, W) float images in [0, 1] (training-time synthesised images)."""
