@@ -83,3 +83,20 @@ def bottle_images(bottle_subset: Path) -> dict[str, np.ndarray]:
         "good": cv2.imread(str(sorted((bottle_subset / "test" / "good").glob("*.png"))[0])),
         "broken": cv2.imread(str(sorted((bottle_subset / "test" / "broken_large").glob("*.png"))[0])),
     }
+
+
+VERIFICATION_LINES: list[str] = []
+"""Lines tests want in the CI log whatever pytest's verbosity (e.g. what TensorRT-RTX parsed and built)."""
+
+
+@pytest.fixture
+def verification_log():
+    """Append a line to the "verification" section printed at the end of the test run."""
+    return VERIFICATION_LINES.append
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if VERIFICATION_LINES:
+        terminalreporter.section("verification")
+        for line in VERIFICATION_LINES:
+            terminalreporter.write_line(line)

@@ -92,7 +92,7 @@ def test_unknown_precision_is_refused(tiny_run):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_tensorrt_onnx_parser_and_builder_accept_the_graph(precision_models, precision):
+def test_tensorrt_onnx_parser_and_builder_accept_the_graph(precision_models, precision, verification_log):
     """TensorRT-RTX runs TensorRT's ONNX parser and builder on the CPU; its engines are not TensorRT engines."""
     require_tool(importlib.util.find_spec("tensorrt_rtx") is not None, "tensorrt-rtx-cu13")
     script = f"""
@@ -114,7 +114,7 @@ print("TensorRT-RTX", trt.__version__, "parsed and built {precision}:", plan.nby
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    print(result.stdout.strip())  # shown in the CI log with -rA / -s
+    verification_log(result.stdout.strip())  # printed in the CI log's "verification" section
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
