@@ -147,12 +147,15 @@ def test_predict_video_writes_an_annotated_video_and_a_csv_log(tiny_run, bottle_
     assert all(float(r["score"]) > 0 and r["is_anomaly"] in ("True", "False") for r in rows)
 
 
-def test_predict_live_stream_with_max_frames_and_json_logs(tiny_run, bottle_subset: Path, tmp_path: Path, capsys):
+@pytest.mark.parametrize("kind", ["http_mjpeg", "rtsp"])
+def test_predict_live_stream_with_max_frames_and_json_logs(tiny_run, bottle_subset: Path, tmp_path: Path, capsys,
+                                                           kind):
     from benchmarks.soak import bottle_frames
 
     from .loopback import MjpegServer
+    from .rtsp_server import RtspServer
 
-    camera = MjpegServer(bottle_frames(bottle_subset, 96))
+    camera = (MjpegServer if kind == "http_mjpeg" else RtspServer)(bottle_frames(bottle_subset, 96))
     camera.start()
     try:
         for suffix in (".jsonl", ".json"):

@@ -1,5 +1,5 @@
-"""Streams: real video files and a real loopback network stream (MJPEG over HTTP on 127.0.0.1) through
-``Detector.stream``; reconnection, frame accounting, batching across sources, overlays, clean stop, threads."""
+"""Streams: real video files and real loopback network cameras (MJPEG over HTTP, RTSP with RTP/JPEG, on 127.0.0.1)
+through ``Detector.stream``; reconnection, frame accounting, batching across sources, overlays, clean stop, threads."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from sdk.image import list_images
 from sdk.stream import Stream, csi_pipeline, describe, is_live, usb_pipeline
 
 from .loopback import MjpegServer
+from .rtsp_server import RtspServer
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +193,9 @@ def test_source_kinds_and_pipelines():
 # ------------------------------------------------------------------------------ loopback network stream
 
 
-def test_live_stream_reconnects_after_the_source_is_killed_and_restarted(det: Detector, frames):
-    camera = MjpegServer(frames)
+@pytest.mark.parametrize("server", [MjpegServer, RtspServer], ids=["http_mjpeg", "rtsp"])
+def test_live_stream_reconnects_after_the_source_is_killed_and_restarted(det: Detector, frames, server):
+    camera = server(frames)
     camera.start()
     results = []
     try:
