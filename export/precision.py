@@ -85,40 +85,24 @@ def int8_quantization_options(fp32_model: Path, method: str = "percentile", layo
                "percentile": CalibrationMethod.Percentile}
     # The head's Gaussian blur is a Conv too: exclude the pre/post-processing nodes by name, not only by type.
     excluded = [n.name for n in onnx.load(str(fp32_model)).graph.node if n.name.startswith(FP32_SCOPES)]
-    if layout == "cpu":
-        return {
-            "quant_format": QuantFormat.QDQ,
-            "activation_type": QuantType.QUInt8,
-            "weight_type": QuantType.QInt8,
-            "per_channel": True,
-            "op_types_to_quantize": list(CPU_QUANTIZED_OP_TYPES),
-            "nodes_to_exclude": excluded,
-            "calibrate_method": methods[method],
-            "extra_options": {
-                "ActivationSymmetric": False,
-                "WeightSymmetric": True,
-                "QuantizeBias": False,
-                "AddQDQPairToWeight": True,
-                "DedicatedQDQPair": False,
-                "OpTypesToExcludeOutputQuantization": [],
-                "QDQOpTypePerChannelSupportToAxis": {"ConvTranspose": 0},
-            },
-        }
+    tensorrt = layout == "tensorrt"
+    op_types = QUANTIZED_OP_TYPES if tensorrt else CPU_QUANTIZED_OP_TYPES
     return {
         "quant_format": QuantFormat.QDQ,
-        "activation_type": QuantType.QInt8,
+        "activation_type": QuantType.QInt8 if tensorrt else QuantType.QUInt8,
         "weight_type": QuantType.QInt8,
         "per_channel": True,
-        "op_types_to_quantize": list(QUANTIZED_OP_TYPES),
+        "op_types_to_quantize": list(op_types),
         "nodes_to_exclude": excluded,
         "calibrate_method": methods[method],
         "extra_options": {
-            "ActivationSymmetric": True,
+            "ActivationSymmetric": tensorrt,
             "WeightSymmetric": True,
             "QuantizeBias": False,
             "AddQDQPairToWeight": True,
-            "DedicatedQDQPair": True,
-            "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES),
+            "DedicatedQDQPair": tensorrt,
+            # TensorRT: inputs of the weighted ops only; cpu: every output too, so DQ -> Conv -> Q fuses.
+            "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES) if tensorrt else [],
             "QDQOpTypePerChannelSupportToAxis": {"ConvTranspose": 0},
         },
     }

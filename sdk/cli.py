@@ -256,6 +256,7 @@ def predict_images(detector, item: str, out_dir: Path | None, used_names: set[st
 
     from .fileio import atomic_path
     from .image import list_images, read_image
+    from .records import result_record
     from .visualize import overlay
 
     p = Path(item)
@@ -273,10 +274,7 @@ def predict_images(detector, item: str, out_dir: Path | None, used_names: set[st
             continue
         print_result(str(path), result)
         if log is not None:
-            log.write({"source": str(path), "timestamp": round(time.time(), 6), "score": result.score,
-                       "normalized_score": result.normalized_score, "is_anomaly": result.is_anomaly,
-                       "threshold": result.threshold, "latency_ms": round(result.latency_ms, 3),
-                       "inference_ms": round(result.latency_ms, 3)})
+            log.write(result_record(result, str(path)))
         if out_dir is not None:
             target = out_dir / overlay_name(path, used_names)
             with atomic_path(target) as tmp:

@@ -23,19 +23,29 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         The temporary path to write to (it keeps the destination's suffix, for writers that look at it).
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temporary_beside(final)
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
-        os.replace(tmp, final)
+        publish(tmp, final)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def temporary_beside(final: Path) -> Path:
+    """Create an empty temporary file in ``final``'s folder (created if needed), keeping ``final``'s suffix."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent)
+    os.close(fd)
+    return Path(tmp_name)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Rename a finished temporary file onto ``final`` atomically, with the permissions ``open()`` would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
+    os.replace(tmp, final)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

@@ -14,19 +14,34 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
+import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from .errors import RdedgeError
-from .fileio import write_text_atomic
+from .fileio import publish, temporary_beside, write_text_atomic
+
+if TYPE_CHECKING:
+    from .detector import Result
 
 LOG_FIELDS = ("source", "frame", "timestamp", "score", "normalized_score", "is_anomaly", "threshold", "latency_ms",
               "inference_ms", "dropped", "error")
 LOG_SUFFIXES = (".csv", ".jsonl", ".json")
+
+
+def result_record(result: Result, source: str, *, frame: int | None = None, timestamp: float | None = None,
+                  latency_ms: float | None = None, dropped: int | None = None) -> dict[str, Any]:
+    """One log record (the keys of :data:`LOG_FIELDS`) for a result; ``latency_ms`` defaults to inference time."""
+    return {
+        "source": source, "frame": frame, "timestamp": round(time.time() if timestamp is None else timestamp, 6),
+        "score": result.score, "normalized_score": result.normalized_score, "is_anomaly": result.is_anomaly,
+        "threshold": result.threshold,
+        "latency_ms": round(result.latency_ms if latency_ms is None else latency_ms, 3),
+        "inference_ms": round(result.latency_ms, 3), "dropped": dropped, "error": None,
+    }
 
 
 class ResultLog:
@@ -106,11 +121,7 @@ class AnnotatedVideoWriter:
     def write(self, frame: np.ndarray) -> None:
         """Append a BGR uint8 frame."""
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=f".tmp{self.path.suffix}",
-                                        dir=self.path.parent)
-            os.close(fd)
-            self._tmp = Path(name)
+            self._tmp = temporary_beside(self.path)
             codec = "mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"
             h, w = frame.shape[:2]
             self._size = (w, h)
@@ -131,10 +142,7 @@ class AnnotatedVideoWriter:
         self._writer.release()
         self._writer = None
         if keep and self.frames:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self._tmp, 0o666 & ~umask)
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
         else:
             self._tmp.unlink(missing_ok=True)
 

@@ -407,14 +407,11 @@ class StreamResult:
         return self.result.is_anomaly
 
     def as_record(self) -> dict[str, Any]:
-        """A flat, JSON- and CSV-friendly record of this result."""
-        r = self.result
-        return {
-            "source": self.source_id, "frame": self.frame_index, "timestamp": round(self.timestamp, 6),
-            "score": r.score, "normalized_score": r.normalized_score, "is_anomaly": r.is_anomaly,
-            "threshold": r.threshold, "latency_ms": round(self.latency_ms, 3),
-            "inference_ms": round(r.latency_ms, 3), "dropped": self.dropped,
-        }
+        """A flat, JSON- and CSV-friendly record of this result (see :func:`sdk.records.result_record`)."""
+        from .records import result_record
+
+        return result_record(self.result, self.source_id, frame=self.frame_index, timestamp=self.timestamp,
+                             latency_ms=self.latency_ms, dropped=self.dropped)
 
 
 class Stream:
@@ -546,7 +543,7 @@ class Stream:
         results = self.detector.predict_batch([rgb for _, _, rgb in usable], rgb=True)
         done = time.time()
         out = []
-        for (reader, frame, rgb), result in zip(usable, results, strict=True):
+        for (reader, frame, _), result in zip(usable, results, strict=True):
             dropped = reader.record(processed=1)
             item = StreamResult(result, reader.stats.source_id, frame.index, frame.timestamp,
                                 (done - frame.timestamp) * 1000.0, dropped,
@@ -554,7 +551,7 @@ class Stream:
             if self.overlay:
                 from .visualize import overlay
 
-                item.overlay = overlay(rgb, result, rgb=True)
+                item.overlay = overlay(frame.image, result, rgb=self.rgb)
             out.append(item)
         self._produced += len(out)
         return out
