@@ -134,8 +134,11 @@ class RtspServer:
                 else:
                     self._reply(headers)
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True  # restart on the port while the killed connections sit in TIME_WAIT
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", self.port), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
