@@ -70,8 +70,8 @@ def is_live(source: Source) -> bool:
 
 def describe(source: Source) -> str:
     """A short, stable id for a source, used as ``StreamResult.source_id`` (credentials in URLs are hidden)."""
-    if isinstance(source, int):
-        return f"camera:{source}"
+    if isinstance(source, int) or os.fspath(source).isdigit():
+        return f"camera:{int(source)}"
     text = os.fspath(source)
     if text.lower().startswith(URL_SCHEMES) and "@" in text.split("/", 3)[2]:
         scheme, rest = text.split("://", 1)

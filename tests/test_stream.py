@@ -180,6 +180,7 @@ def test_unavailable_camera_url_and_pipeline_say_why(det: Detector):
 def test_source_kinds_and_pipelines():
     assert is_live(0) and is_live("0") and is_live("rtsp://10.0.0.5/stream") and is_live(usb_pipeline())
     assert not is_live("line3/part.mp4")
+    assert describe(0) == describe("0") == "camera:0"  # the CLI's "0" is camera 0, in results and logs alike
     assert describe("rtsp://user:secret@10.0.0.5:554/s") == "rtsp://***@10.0.0.5:554/s"
     csi = csi_pipeline(sensor_id=1, width=1280, height=720, fps=60, output_width=640, output_height=360)
     assert csi.startswith("nvarguscamerasrc sensor-id=1 !") and "memory:NVMM" in csi
