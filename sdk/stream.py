@@ -60,18 +60,26 @@ class Capture(Protocol):
 # ------------------------------------------------------------------------------------------------ sources
 
 
+def camera_index(source: Source) -> int | None:
+    """The camera index a source names (an int, or a string of digits as the CLI passes it), else ``None``."""
+    if isinstance(source, int):
+        return source
+    text = os.fspath(source)
+    return int(text) if text.isdigit() else None
+
+
 def is_live(source: Source) -> bool:
     """Whether a source is live (camera, URL, GStreamer pipeline) rather than a file that can be read to its end."""
-    if isinstance(source, int):
+    if camera_index(source) is not None:
         return True
     text = os.fspath(source)
-    return text.isdigit() or text.lower().startswith(URL_SCHEMES) or "!" in text
+    return text.lower().startswith(URL_SCHEMES) or "!" in text
 
 
 def describe(source: Source) -> str:
     """A short, stable id for a source, used as ``StreamResult.source_id`` (credentials in URLs are hidden)."""
-    if isinstance(source, int) or os.fspath(source).isdigit():
-        return f"camera:{int(source)}"
+    if (index := camera_index(source)) is not None:
+        return f"camera:{index}"
     text = os.fspath(source)
     if text.lower().startswith(URL_SCHEMES) and "@" in text.split("/", 3)[2]:
         scheme, rest = text.split("://", 1)
@@ -85,8 +93,8 @@ def open_capture(source: Source, *, timeout_s: float = 5.0) -> cv2.VideoCapture:
     Network sources get open and read time-outs (FFmpeg backend), so a dead stream is noticed within
     ``timeout_s`` instead of blocking for minutes.
     """
-    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
-        return cv2.VideoCapture(int(source))
+    if (index := camera_index(source)) is not None:
+        return cv2.VideoCapture(index)
     text = os.fspath(source)
     if "!" in text:
         return cv2.VideoCapture(text, cv2.CAP_GSTREAMER)
@@ -106,8 +114,8 @@ def opencv_has_gstreamer() -> bool:
 
 def open_hint(source: Source) -> str:
     """Why a source may have failed to open, for the error message ("" when there is nothing specific to say)."""
-    if isinstance(source, int) or os.fspath(source).isdigit():
-        return f" (no camera at index {int(source)}? check /dev/video* and that no other program holds it)"
+    if (index := camera_index(source)) is not None:
+        return f" (no camera at index {index}? check /dev/video* and that no other program holds it)"
     text = os.fspath(source)
     if "!" in text and not opencv_has_gstreamer():
         return (" (this OpenCV is built without GStreamer, as the PyPI wheels are: use the system OpenCV, e.g. "
