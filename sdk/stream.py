@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -91,10 +92,11 @@ def open_capture(source: Source, *, timeout_s: float = 5.0) -> cv2.VideoCapture:
     """Open a source with OpenCV: the camera index, GStreamer pipeline or file/URL backend as appropriate.
 
     Network sources get open and read time-outs (FFmpeg backend), so a dead stream is noticed within
-    ``timeout_s`` instead of blocking for minutes.
+    ``timeout_s`` instead of blocking for minutes. A camera index opens with OpenCV's own V4L2 backend on Linux
+    (see :func:`camera_backend`).
     """
     if (index := camera_index(source)) is not None:
-        return cv2.VideoCapture(index)
+        return cv2.VideoCapture(index, camera_backend())
     text = os.fspath(source)
     if "!" in text:
         return cv2.VideoCapture(text, cv2.CAP_GSTREAMER)
@@ -103,6 +105,19 @@ def open_capture(source: Source, *, timeout_s: float = 5.0) -> cv2.VideoCapture:
         return cv2.VideoCapture(text, cv2.CAP_FFMPEG,
                                 [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
     return cv2.VideoCapture(text)
+
+
+def camera_backend() -> int:
+    """The OpenCV backend for camera indices: ``CAP_V4L2`` on Linux where OpenCV has it, else ``CAP_ANY``.
+
+    An OpenCV built with GStreamer (Debian's, JetPack's) would otherwise open an index as a ``v4l2src`` pipeline,
+    and GStreamer's v4l2 plugin (1.22, measured in ``tests/camera_vm.py``) keeps a descriptor on the device open
+    after every pipeline closed normally: a camera unplugged later never comes back to that process. OpenCV's V4L2
+    backend closes the device on release.
+    """
+    if sys.platform.startswith("linux") and cv2.videoio_registry.hasBackend(cv2.CAP_V4L2):
+        return cv2.CAP_V4L2
+    return cv2.CAP_ANY
 
 
 def opencv_has_gstreamer() -> bool:
