@@ -2,6 +2,7 @@
 # The test command: set up .venv (first run), lint, then run the whole test suite on real data.
 # RDEDGE_MVTEC_ROOT: MVTec AD root (default ../shared/data/mvtec beside the repository).
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+source "$ROOT/scripts/system_packages.sh"
 export RDEDGE_MVTEC_ROOT="${RDEDGE_MVTEC_ROOT:-$ROOT/../shared/data/mvtec}"
 ruff check .
 python -m pytest "$@"

@@ -165,6 +165,16 @@ def test_camera_index_survives_an_unplug(det: Detector, camera: str):
            dropped=stats.dropped)
 
 
+def test_camera_index_survives_an_unplug_after_an_earlier_stream(det: Detector, camera: str):
+    """A line process that stopped and restarted its stream: the first stream must not keep the device open."""
+    with det.stream(0, max_frames=3) as stream:
+        assert len(list(stream)) == 3
+    results, stats = stream_and_unplug(det, 0)
+    assert stats.reconnects >= 1
+    check_results(results, stats, "camera:0", results[0].result.input_size)
+    record("camera index restarted, then unplugged and back", results=len(results), reconnects=stats.reconnects)
+
+
 def test_rdedge_predict_on_a_camera_index_writes_video_and_log(camera: str, tmp_path: Path):
     out, log = tmp_path / "out", tmp_path / "line.csv"
     done = subprocess.run([sys.executable, "-m", "sdk.cli", "predict", os.environ["RDEDGE_TEST_MODEL"], "0",
