@@ -4,16 +4,17 @@
 # Installs what is missing where it may (root, or password-less sudo); otherwise says what to install (the camera
 # tests then skip, except under CI, where they fail).
 RDEDGE_SYSTEM_PACKAGES="qemu-system-x86 busybox-static python3-opencv python3-venv gstreamer1.0-plugins-base gstreamer1.0-plugins-good"
+rdedge_sudo=""
+[ "$(id -u)" = 0 ] || rdedge_sudo="sudo -n"
+rdedge_may_install() { command -v apt-get >/dev/null 2>&1 && { [ -z "$rdedge_sudo" ] || sudo -n true 2>/dev/null; }; }
 rdedge_missing=""
 if command -v dpkg >/dev/null 2>&1; then
   for p in $RDEDGE_SYSTEM_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || rdedge_missing="$rdedge_missing $p"; done
 fi
+# shellcheck disable=SC2086
 if [ -n "$rdedge_missing" ]; then
-  rdedge_sudo=""
-  [ "$(id -u)" = 0 ] || rdedge_sudo="sudo -n"
-  if command -v apt-get >/dev/null 2>&1 && { [ -z "$rdedge_sudo" ] || sudo -n true 2>/dev/null; }; then
+  if rdedge_may_install; then
     echo "[rdedge] installing Debian packages for the camera tests:$rdedge_missing"
-    # shellcheck disable=SC2086
     DEBIAN_FRONTEND=noninteractive $rdedge_sudo apt-get install -y -q --no-install-recommends $rdedge_missing >/dev/null \
       || { $rdedge_sudo apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive \
            $rdedge_sudo apt-get install -y -q --no-install-recommends $rdedge_missing >/dev/null; } \
@@ -22,8 +23,7 @@ if [ -n "$rdedge_missing" ]; then
     echo "[rdedge] camera tests need: apt-get install$rdedge_missing"
   fi
 fi
-# camera_vm.py downloads the kernel package with apt: make sure apt's package lists know it.
-if command -v apt-cache >/dev/null 2>&1 && ! apt-cache show linux-image-amd64 >/dev/null 2>&1 \
-   && { [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then
-  $( [ "$(id -u)" = 0 ] || echo "sudo -n" ) apt-get update -q >/dev/null || echo "[rdedge] apt-get update failed"
+# camera_vm.py downloads the kernel package with apt-get download: make sure apt's package lists know it.
+if command -v apt-cache >/dev/null 2>&1 && ! apt-cache show linux-image-amd64 >/dev/null 2>&1 && rdedge_may_install; then
+  $rdedge_sudo apt-get update -q >/dev/null || echo "[rdedge] apt-get update failed (camera tests will say so)"
 fi
