@@ -201,6 +201,9 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, default=None,
                         help="stop each video or stream after this many results (default: until it ends; Ctrl-C "
                              "stops a live stream cleanly)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="read each video or stream in a child process, restarted at each reconnection: what "
+                             "the capture stack leaks or hangs on (e.g. GStreamer's v4l2src) ends with it")
     parser.add_argument("--fps", type=float, default=None,
                         help="frame rate of annotated videos (default: the file's, or 25 for live sources)")
 
@@ -304,7 +307,8 @@ def predict_stream(detector, source: str, args: argparse.Namespace, out_dir: Pat
             c if c.isalnum() else "_" for c in describe(source))[:60]
         video = AnnotatedVideoWriter(out_dir / overlay_name(Path(stem + ".mp4"), used_names, suffix=".mp4"), fps or 25)
     try:
-        with detector.stream(source, mode=args.mode, max_frames=args.max_frames, overlay=video is not None) as stream:
+        with detector.stream(source, mode=args.mode, max_frames=args.max_frames, overlay=video is not None,
+                             isolate=args.isolate) as stream:
             for item in stream:
                 print_result(f"{item.source_id}#{item.frame_index}", item.result)
                 if log is not None:

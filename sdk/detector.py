@@ -196,7 +196,8 @@ class Detector:
         Args:
             source: One source or a sequence of sources (see :mod:`sdk.stream`).
             **options: :class:`sdk.stream.Stream` options: ``mode`` (``latest``/``every``/``auto``), ``overlay``,
-                ``keep_frames``, ``max_batch``, ``max_frames``, ``backoff``, ``rgb``.
+                ``keep_frames``, ``max_batch``, ``max_frames``, ``backoff``, ``rgb``, ``isolate`` (each source read
+                in a child process).
 
         Returns:
             A :class:`sdk.stream.Stream`: iterate over it for :class:`sdk.stream.StreamResult` objects; use it in

@@ -452,14 +452,24 @@ class Stream:
         max_frames: Stop after this many results (``None``: until every source ends).
         opener: Opens a source (default :func:`open_capture`).
         queue_size: Frames decoded ahead per source in ``every`` mode.
+        isolate: Read each source in a child process (:class:`sdk.capture_process.ProcessCapture`), so that
+            what the capture stack leaks (GStreamer's v4l2 plugin keeps the camera open) ends with the process at
+            each reconnection, and a source that hangs is noticed. Not with ``opener``.
     """
 
     def __init__(self, detector: Detector, sources: Source | Sequence[Source], *, mode: str = "auto",
                  max_batch: int | None = None, overlay: bool = False, keep_frames: bool = False, rgb: bool = False,
                  backoff: Backoff | None = None, max_frames: int | None = None,
-                 opener: Callable[[Source], Capture] = open_capture, queue_size: int = 4) -> None:
+                 opener: Callable[[Source], Capture] | None = None, queue_size: int = 4,
+                 isolate: bool = False) -> None:
         if mode not in ("auto", "latest", "every"):
             raise ValueError(f"mode must be 'auto', 'latest' or 'every', got {mode!r}")
+        if isolate and opener is not None:
+            raise ValueError("isolate=True reads through sdk.capture_process.ProcessCapture: give no opener")
+        if isolate:
+            from .capture_process import ProcessCapture
+
+            opener = ProcessCapture
         if isinstance(sources, (str, int, os.PathLike)):
             sources = [sources]
         if not sources:
@@ -471,7 +481,8 @@ class Stream:
         self._arrived = threading.Event()
         self.readers = [
             FrameReader(s, mode=("latest" if is_live(s) else "every") if mode == "auto" else mode, live=is_live(s),
-                        backoff=backoff, opener=opener, queue_size=queue_size, on_change=self._arrived.set)
+                        backoff=backoff, opener=opener or open_capture, queue_size=queue_size,
+                        on_change=self._arrived.set)
             for s in sources
         ]
         self.max_batch = max_batch or len(self.readers)

@@ -18,6 +18,7 @@ class MjpegServer:
         self.fps = fps
         self.port = port
         self.server: ThreadingHTTPServer | None = None
+        self.paused = False  # True: keep the connection open and send nothing (a camera that hangs)
 
     def start(self) -> None:
         outer = self
@@ -30,6 +31,9 @@ class MjpegServer:
                 i = 0
                 try:
                     while not getattr(self.server, "stopping", False):
+                        if outer.paused:
+                            time.sleep(0.02)
+                            continue
                         jpeg = outer.jpegs[i % len(outer.jpegs)]
                         i += 1
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "

@@ -158,9 +158,10 @@ def test_predict_live_stream_with_max_frames_and_json_logs(tiny_run, bottle_subs
     camera = (MjpegServer if kind == "http_mjpeg" else RtspServer)(bottle_frames(bottle_subset, 96))
     camera.start()
     try:
-        for suffix in (".jsonl", ".json"):
+        for suffix, isolate in ((".jsonl", []), (".json", ["--isolate"])):  # --isolate: read in a child process
             log = tmp_path / f"log{suffix}"
-            assert main(["predict", str(tiny_run[0]), camera.url, "--max-frames", "4", "--log", str(log)]) == 0
+            assert main(["predict", str(tiny_run[0]), camera.url, "--max-frames", "4", "--log", str(log),
+                         *isolate]) == 0
             text = log.read_text()
             records = json.loads(text) if suffix == ".json" else [json.loads(x) for x in text.splitlines()]
             assert len(records) == 4 and all(r["source"] == camera.url for r in records)

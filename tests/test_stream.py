@@ -3,6 +3,9 @@ through ``Detector.stream``; reconnection, frame accounting, batching across sou
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +17,11 @@ import pytest
 
 from benchmarks.soak import bottle_frames, soak, write_video
 from sdk import Backoff, Detector, SourceError
+from sdk.capture_process import ProcessCapture
 from sdk.image import list_images
 from sdk.stream import Stream, csi_pipeline, describe, is_live, usb_pipeline
 
+from .conftest import REPO
 from .loopback import MjpegServer
 from .rtsp_server import RtspServer
 
@@ -194,13 +199,28 @@ def test_source_kinds_and_pipelines():
 # ------------------------------------------------------------------------------ loopback network stream
 
 
+def capture_children() -> list[int]:
+    """Process ids of this process's children that run ``sdk.capture_process``."""
+    children = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            command = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(os.getpid()) and b"sdk.capture_process" in command:
+            children.append(int(status.parent.name))
+    return children
+
+
+@pytest.mark.parametrize("isolate", [False, True], ids=["in_process", "isolated"])
 @pytest.mark.parametrize("server", [MjpegServer, RtspServer], ids=["http_mjpeg", "rtsp"])
-def test_live_stream_reconnects_after_the_source_is_killed_and_restarted(det: Detector, frames, server):
+def test_live_stream_reconnects_after_the_source_is_killed_and_restarted(det: Detector, frames, server, isolate):
     camera = server(frames)
     camera.start()
     results = []
     try:
-        with det.stream(camera.url, backoff=Backoff(initial_s=0.1, max_s=0.5)) as stream:
+        with det.stream(camera.url, backoff=Backoff(initial_s=0.1, max_s=0.5), isolate=isolate) as stream:
             assert stream.readers[0].mode == "latest"
             killed_at = restarted = None
             deadline = time.monotonic() + 60
@@ -224,7 +244,81 @@ def test_live_stream_reconnects_after_the_source_is_killed_and_restarted(det: De
     assert indices == sorted(set(indices))  # none lost from the list, none repeated, counting on after reconnect
     assert len(results) >= killed_at + 5 and stats.processed == len(results)
     assert stats.read == stats.processed + stats.dropped
-    assert not reader_threads()
+    assert not reader_threads() and not capture_children()
+
+
+# ------------------------------------------------------------------------------- isolated capture
+
+
+def test_isolated_capture_gives_the_frames_of_a_direct_read_and_ends_its_process(video: Path):
+    capture = ProcessCapture(video)
+    assert capture.isOpened() and capture_children() == [capture.pid]
+    frames = []
+    while (frame := capture.read())[0]:
+        frames.append(frame[1])
+    direct = decoded(video)
+    assert len(frames) == len(direct) == 24
+    assert all(np.array_equal(a, b) for a, b in zip(frames, direct, strict=True))
+    capture.release()
+    capture.release()  # twice is fine
+    assert not capture.isOpened() and capture.read() == (False, None) and not capture_children()
+    assert not ProcessCapture(video.with_name("missing.avi")).isOpened() and not capture_children()
+
+
+def test_isolated_capture_notices_a_source_that_hangs(frames):
+    camera = MjpegServer(frames)
+    camera.start()
+    try:
+        capture = ProcessCapture(camera.url, read_timeout_s=0.5)
+        assert capture.read()[0]
+        camera.paused = True  # connection open, nothing sent: a read in-process would wait for FFmpeg's time-out
+        time.sleep(0.3)
+        while capture.read()[0]:  # frames already in the pipe
+            pass
+        started = time.monotonic()
+        assert capture.read() == (False, None) and time.monotonic() - started < 2.0
+        capture.release()
+    finally:
+        camera.kill()
+    assert not capture_children()
+
+
+def test_isolated_capture_ends_when_its_parent_dies(frames, tmp_path: Path):
+    """A parent killed outright (no clean-up runs) while its child waits inside a read: the child must not stay
+    behind holding the camera. FFmpeg's read time-out (5 s) would end it later; Linux ends it at once."""
+    camera = MjpegServer([cv2.resize(f, (32, 32)) for f in frames[:4]], fps=5)  # small and slow: the pipe never fills
+    camera.start()
+    script = ("import time; from sdk.capture_process import ProcessCapture; "
+              f"c = ProcessCapture({camera.url!r}); print(c.pid if c.isOpened() else -1, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        child = int(parent.stdout.readline())
+        assert child > 0 and process_state(child) != "gone"
+        camera.paused = True  # the child now waits inside OpenCV's read
+        time.sleep(0.5)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 2.5
+        while process_state(child) not in ("gone", "zombie") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process_state(child) in ("gone", "zombie"), "the capture process outlived its parent"
+    finally:
+        parent.kill()
+        camera.kill()
+
+
+def process_state(pid: int) -> str:
+    """``running`` (or sleeping), ``zombie`` (ended, not yet reaped) or ``gone``."""
+    try:
+        state = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State"))
+    except (OSError, StopIteration):
+        return "gone"
+    return "zombie" if "Z" in state.split(":", 1)[1] else "running"
+
+
+def test_isolate_and_opener_do_not_go_together(det: Detector, video: Path):
+    with pytest.raises(ValueError, match="give no opener"):
+        det.stream(video, isolate=True, opener=ProcessCapture)
 
 
 def test_a_live_source_that_stays_down_is_given_up_after_max_attempts(det: Detector, frames):
