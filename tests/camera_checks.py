@@ -117,11 +117,12 @@ def record(name: str, **values: object) -> None:
             f.write(json.dumps(values) + "\n")
 
 
-def stream_and_unplug(det: Detector, source: int | str, unplug_after: int = 3, resume_for: int = 3):
+def stream_and_unplug(det: Detector, source: int | str, unplug_after: int = 3, resume_for: int = 3,
+                      **options: object):
     """Stream from the camera, unplug it after ``unplug_after`` results and go on until it has come back."""
     results = []
     deadline = time.monotonic() + 60
-    with det.stream(source, backoff=FAST_BACKOFF) as stream:
+    with det.stream(source, backoff=FAST_BACKOFF, **options) as stream:
         for item in stream:
             results.append(item)
             if len(results) == unplug_after:
@@ -210,6 +211,20 @@ def test_usb_pipeline_survives_an_unplug(det: Detector, camera: str):
     assert stats.reconnects >= 1
     check_results(results, stats, pipeline, (480, 640))
     record("usb_pipeline unplugged and back", results=len(results), reconnects=stats.reconnects)
+
+
+@needs_gstreamer
+def test_usb_pipeline_restarted_then_unplugged_survives_when_isolated(det: Detector, camera: str):
+    """In-process, the first pipeline's leaked descriptor keeps the unplugged camera away for good (README);
+    ``isolate=True`` reads in a child process, and the leak ends with it."""
+    pipeline = usb_pipeline(camera, width=640, height=480, fps=25)
+    with det.stream(pipeline, max_frames=3, isolate=True) as stream:
+        assert len(list(stream)) == 3
+    results, stats = stream_and_unplug(det, pipeline, isolate=True)
+    assert stats.reconnects >= 1
+    check_results(results, stats, pipeline, (480, 640))
+    record("usb_pipeline isolated, restarted, then unplugged and back", results=len(results),
+           reconnects=stats.reconnects)
 
 
 @needs_gstreamer

@@ -27,7 +27,8 @@ CHECKS = "tests/camera_checks.py"
 # Check -> whether it must pass (True) or be skipped for want of GStreamer (False), per OpenCV build. Each check runs
 # in a process of its own, as a line process would start: GStreamer's v4l2 plugin (1.22) leaves a descriptor open on
 # the device after each pipeline closed normally, so a camera unplugged after that never returns to the process
-# (README, "Cameras, videos and streams"); camera indices avoid it through OpenCV's V4L2 backend.
+# (README, "Cameras, videos and streams"); camera indices avoid it through OpenCV's V4L2 backend, and isolated
+# streams (a child process per capture) through the end of the process.
 CAMERA_INDEX_CHECKS = {
     "test_camera_index_streams_results": True,
     "test_camera_index_survives_an_unplug": True,
@@ -37,6 +38,7 @@ CAMERA_INDEX_CHECKS = {
 PIPELINE_CHECKS = (
     "test_usb_pipeline_streams_results",
     "test_usb_pipeline_survives_an_unplug",
+    "test_usb_pipeline_restarted_then_unplugged_survives_when_isolated",
     "test_csi_pipeline_text_runs_with_stock_stand_ins_for_nvidia_elements",
     "test_rtsp_pipeline_through_gstreamer_survives_a_camera_restart",
 )
