@@ -6,7 +6,8 @@ MJPG in an AVI container, written to a temporary folder and deleted afterwards),
 the scorer takes only the newest frame, as for a camera). Prints, for each mode, frames read / processed /
 dropped and whether they add up, throughput, and resident memory (RSS) after warm-up and at the end.
 
-Run: ``python -m benchmarks.soak MODEL.onnx [--frames 10000]`` (``RDEDGE_MVTEC_ROOT`` points at the MVTec root).
+Run: ``python -m benchmarks.soak MODEL.onnx [--frames 10000] [--isolate]`` (``RDEDGE_MVTEC_ROOT`` points at the MVTec
+root); ``--isolate`` adds each mode with the video read in a child process (``isolate=True``).
 """
 
 from __future__ import annotations
@@ -69,9 +70,27 @@ def write_video(frames: list[np.ndarray], path: Path, n_frames: int, fps: float 
     return path
 
 
+def capture_children_rss_bytes() -> int:
+    """Resident memory of this process's capture children (``isolate=True``; Linux ``/proc``, else 0)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if b"sdk.capture_process" not in (status.parent / "cmdline").read_bytes():
+                continue
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(os.getpid()) and "VmRSS" in fields:
+            total += int(fields["VmRSS"].split()[0]) * 1024
+    return total
+
+
 def soak(detector: Any, video: Path, *, mode: str, warmup: int = 200, max_frames: int | None = None,
-         ) -> dict[str, Any]:
+         isolate: bool = False) -> dict[str, Any]:
     """Stream ``video`` through ``detector`` and report frames and memory.
+
+    With ``isolate``, the video is read in a child process (``Detector.stream(..., isolate=True)``) and the RSS
+    figures are this process's plus the child's.
 
     Returns:
         ``read``, ``processed``, ``dropped``, ``accounted`` (read == processed + dropped), ``results`` (results
@@ -82,20 +101,28 @@ def soak(detector: Any, video: Path, *, mode: str, warmup: int = 200, max_frames
     last_index = -1
     increasing = True
     rss_warm = rss_max = None
+    child_rss = 0  # last reading while the capture child ran (it ends with the video, before the last results)
+
+    def children() -> int:
+        nonlocal child_rss
+        child_rss = (capture_children_rss_bytes() if isolate else 0) or child_rss
+        return child_rss
+
     start = time.perf_counter()
-    with detector.stream(video, mode=mode, max_frames=max_frames) as stream:
+    with detector.stream(video, mode=mode, max_frames=max_frames, isolate=isolate) as stream:
         for item in stream:
             increasing &= item.frame_index > last_index
             last_index = item.frame_index
             results += 1
             if results == warmup:
-                rss_warm = rss_max = rss_bytes()
+                own = rss_bytes()
+                rss_warm = rss_max = None if own is None else own + children()
                 start = time.perf_counter()
             elif results > warmup and results % 100 == 0:
-                rss = rss_bytes()
-                rss_max = max(rss_max or 0, rss or 0)
+                rss_max = max(rss_max or 0, (rss_bytes() or 0) + children())
     seconds = time.perf_counter() - start
-    rss_end = rss_bytes()
+    own = rss_bytes()
+    rss_end = None if own is None else own + child_rss
     stats = stream.stats[0]
     timed = results - warmup if results > warmup else results
 
@@ -103,7 +130,8 @@ def soak(detector: Any, video: Path, *, mode: str, warmup: int = 200, max_frames
         return None if v is None else v / MB
 
     return {
-        "mode": mode, "read": stats.read, "processed": stats.processed, "dropped": stats.dropped,
+        "mode": f"{mode}, isolated" if isolate else mode, "read": stats.read, "processed": stats.processed,
+        "dropped": stats.dropped,
         "accounted": stats.read == stats.processed + stats.dropped, "results": results,
         "frame_indices_increasing": increasing, "reconnects": stats.reconnects, "seconds": seconds,
         "fps": timed / seconds if seconds > 0 else float("nan"), "rss_warm_mb": mb(rss_warm),
@@ -120,9 +148,11 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "# Soak: streaming a real video through Detector.stream",
         "",
         f"{datetime.date.today().isoformat()}; {os.cpu_count()} CPU cores ({platform.machine()}), ONNX Runtime; "
-        f"`python -m benchmarks.soak {args.model} --frames {args.frames}`. Video: the MVTec bottle images in turn, "
-        f"{args.size}x{args.size}, MJPG, {args.frames} frames. RSS after {args.warmup} warm-up results and at the "
-        "end; throughput over the results after warm-up.",
+        f"`python -m benchmarks.soak {args.model} --frames {args.frames}{' --isolate' if args.isolate else ''}`. "
+        f"Video: the MVTec bottle images in turn, {args.size}x{args.size}, MJPG, {args.frames} frames. RSS after "
+        f"{args.warmup} warm-up results and at the end; throughput over the results after warm-up. Isolated rows "
+        "(`isolate=True`): the video is read in a child process and RSS is this process's plus the child's (its "
+        "last reading: the child ends with the video, before the last results).",
         "",
         "| mode | read | processed | dropped | read = processed + dropped | results/s | RSS warm (MB) | "
         "RSS end (MB) | RSS max (MB) | growth (MB) |",
@@ -148,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=320, help="frame side in pixels (default: 320)")
     parser.add_argument("--warmup", type=int, default=200, help="results before the RSS baseline (default: 200)")
     parser.add_argument("--modes", default="every,latest", help="comma-separated stream modes (default: both)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="also run each mode with isolate=True (the video read in a child process)")
     parser.add_argument("--category", default=None,
                         help="MVTec category folder (default: $RDEDGE_MVTEC_ROOT/bottle)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "soak.md"), help="markdown output")
@@ -161,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         video = write_video(bottle_frames(category, args.size), Path(tmp) / "bottle.avi", args.frames)
         print(f"video: {video.stat().st_size / MB:.0f} MB, {args.frames} frames", flush=True)
         for mode in args.modes.split(","):
-            rows.append(soak(detector, video, mode=mode, warmup=args.warmup))
-            print(rows[-1], flush=True)
+            for isolate in (False, True) if args.isolate else (False,):
+                rows.append(soak(detector, video, mode=mode, warmup=args.warmup, isolate=isolate))
+                print(rows[-1], flush=True)
     text = markdown(rows, args)
     write_text_atomic(Path(args.out), text)
     print(text + f"\nwritten to {args.out}")

@@ -356,3 +356,6 @@ def test_short_soak_accounts_for_every_frame(det: Detector, frames, tmp_path: Pa
     assert every["frame_indices_increasing"] and every["rss_growth_mb"] is not None
     latest = soak(det, video, mode="latest", warmup=0)
     assert latest["accounted"] and latest["read"] == 300 and latest["results"] == latest["processed"]
+    isolated = soak(det, video, mode="every", warmup=50, isolate=True)
+    assert isolated["accounted"] and isolated["processed"] == isolated["read"] == 300
+    assert isolated["rss_warm_mb"] > every["rss_warm_mb"] + 20  # the child (Python, numpy, OpenCV) is counted
