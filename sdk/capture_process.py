@@ -71,16 +71,22 @@ class ProcessCapture:
         return self._opened and self._process is not None
 
     def read(self) -> tuple[bool, np.ndarray | None]:
-        """The next frame, or ``(False, None)`` when the child ended, failed or sent nothing in time."""
+        """The next frame, or ``(False, None)`` when the child ended, failed or sent nothing in time.
+
+        After a failed read the capture stays failed (a frame may have been cut off in the pipe): release it and
+        open a new one, as the stream's reconnection does.
+        """
         if not self.isOpened():
             return False, None
         header = self._read_header(self.read_timeout_s)
-        if header is None or header[0] != FRAME:
-            return False, None
-        _, dtype, height, width, channels = header
-        shape = (height, width, channels) if channels else (height, width)
-        frame = np.empty(shape, dtype=np.dtype(dtype.decode()))
-        if not self._read_into(memoryview(frame).cast("B"), self.read_timeout_s):
+        frame = None
+        if header is not None and header[0] == FRAME:
+            _, dtype, height, width, channels = header
+            frame = np.empty((height, width, channels) if channels else (height, width), dtype=dtype.decode())
+            if not self._read_into(memoryview(frame).cast("B"), self.read_timeout_s):
+                frame = None
+        if frame is None:
+            self._opened = False
             return False, None
         return True, frame
 

@@ -273,10 +273,11 @@ def test_isolated_capture_notices_a_source_that_hangs(frames):
         assert capture.read()[0]
         camera.paused = True  # connection open, nothing sent: a read in-process would wait for FFmpeg's time-out
         time.sleep(0.3)
-        while capture.read()[0]:  # frames already in the pipe
-            pass
         started = time.monotonic()
-        assert capture.read() == (False, None) and time.monotonic() - started < 2.0
+        while capture.read()[0]:  # the frames already in the pipe, then the time-out
+            pass
+        assert time.monotonic() - started < 2.0  # FFmpeg's own read time-out is 5 s
+        assert not capture.isOpened() and capture.read() == (False, None)  # failed for good: reopen instead
         capture.release()
     finally:
         camera.kill()
