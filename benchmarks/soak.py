@@ -72,16 +72,15 @@ def write_video(frames: list[np.ndarray], path: Path, n_frames: int, fps: float 
 
 def capture_children_rss_bytes() -> int:
     """Resident memory of this process's capture children (``isolate=True``; Linux ``/proc``, else 0)."""
+    from sdk.capture_process import capture_processes
+
     total = 0
-    for status in Path("/proc").glob("[0-9]*/status"):
+    for pid in capture_processes():
         try:
-            if b"sdk.capture_process" not in (status.parent / "cmdline").read_bytes():
-                continue
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
-        except OSError:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
             continue
-        if fields.get("PPid", "").strip() == str(os.getpid()) and "VmRSS" in fields:
-            total += int(fields["VmRSS"].split()[0]) * 1024
     return total
 
 

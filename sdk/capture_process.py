@@ -26,6 +26,7 @@ import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -128,6 +129,23 @@ class ProcessCapture:
                 return False
             filled += n
         return True
+
+
+def capture_processes(parent: int | None = None) -> list[int]:
+    """Process ids of the capture children of ``parent`` (default: this process) that are running (Linux ``/proc``;
+    elsewhere an empty list)."""
+    parent = os.getpid() if parent is None else parent
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if b"sdk.capture_process" not in (status.parent / "cmdline").read_bytes():
+                continue
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(parent) and not fields.get("State", "").strip().startswith("Z"):
+            found.append(int(status.parent.name))
+    return sorted(found)
 
 
 def _die_with_parent() -> None:

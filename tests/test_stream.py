@@ -3,7 +3,6 @@ through ``Detector.stream``; reconnection, frame accounting, batching across sou
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ import pytest
 
 from benchmarks.soak import bottle_frames, soak, write_video
 from sdk import Backoff, Detector, SourceError
-from sdk.capture_process import ProcessCapture
+from sdk.capture_process import ProcessCapture, capture_processes
 from sdk.image import list_images
 from sdk.stream import Stream, csi_pipeline, describe, is_live, usb_pipeline
 
@@ -199,20 +198,6 @@ def test_source_kinds_and_pipelines():
 # ------------------------------------------------------------------------------ loopback network stream
 
 
-def capture_children() -> list[int]:
-    """Process ids of this process's children that run ``sdk.capture_process``."""
-    children = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
-            command = (status.parent / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if fields.get("PPid", "").strip() == str(os.getpid()) and b"sdk.capture_process" in command:
-            children.append(int(status.parent.name))
-    return children
-
-
 @pytest.mark.parametrize("isolate", [False, True], ids=["in_process", "isolated"])
 @pytest.mark.parametrize("server", [MjpegServer, RtspServer], ids=["http_mjpeg", "rtsp"])
 def test_live_stream_reconnects_after_the_source_is_killed_and_restarted(det: Detector, frames, server, isolate):
@@ -244,7 +229,7 @@ def test_live_stream_reconnects_after_the_source_is_killed_and_restarted(det: De
     assert indices == sorted(set(indices))  # none lost from the list, none repeated, counting on after reconnect
     assert len(results) >= killed_at + 5 and stats.processed == len(results)
     assert stats.read == stats.processed + stats.dropped
-    assert not reader_threads() and not capture_children()
+    assert not reader_threads() and not capture_processes()
 
 
 # ------------------------------------------------------------------------------- isolated capture
@@ -252,7 +237,7 @@ def test_live_stream_reconnects_after_the_source_is_killed_and_restarted(det: De
 
 def test_isolated_capture_gives_the_frames_of_a_direct_read_and_ends_its_process(video: Path):
     capture = ProcessCapture(video)
-    assert capture.isOpened() and capture_children() == [capture.pid]
+    assert capture.isOpened() and capture_processes() == [capture.pid]
     frames = []
     while (frame := capture.read())[0]:
         frames.append(frame[1])
@@ -261,8 +246,8 @@ def test_isolated_capture_gives_the_frames_of_a_direct_read_and_ends_its_process
     assert all(np.array_equal(a, b) for a, b in zip(frames, direct, strict=True))
     capture.release()
     capture.release()  # twice is fine
-    assert not capture.isOpened() and capture.read() == (False, None) and not capture_children()
-    assert not ProcessCapture(video.with_name("missing.avi")).isOpened() and not capture_children()
+    assert not capture.isOpened() and capture.read() == (False, None) and not capture_processes()
+    assert not ProcessCapture(video.with_name("missing.avi")).isOpened() and not capture_processes()
 
 
 def test_isolated_capture_notices_a_source_that_hangs(frames):
@@ -281,7 +266,7 @@ def test_isolated_capture_notices_a_source_that_hangs(frames):
         capture.release()
     finally:
         camera.kill()
-    assert not capture_children()
+    assert not capture_processes()
 
 
 def test_isolated_capture_ends_when_its_parent_dies(frames, tmp_path: Path):
