@@ -54,9 +54,11 @@ class ProcessCapture:
                  read_timeout_s: float = 5.0, python: str | None = None) -> None:
         self.read_timeout_s = read_timeout_s
         argument = source if isinstance(source, int) else os.fspath(source)
+        package_root = str(Path(__file__).resolve().parents[1])  # the child imports this very sdk
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (package_root, os.environ.get("PYTHONPATH"))))}
         self._process = subprocess.Popen(
             [python or sys.executable, "-m", "sdk.capture_process", json.dumps(argument)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0)
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0, env=env)
         header = self._read_header(open_timeout_s)
         self._opened = header is not None and header[0] == OPENED
         if not self._opened:

@@ -269,7 +269,7 @@ def test_isolated_capture_notices_a_source_that_hangs(frames):
     assert not capture_processes()
 
 
-def test_isolated_capture_ends_when_its_parent_dies(frames, tmp_path: Path):
+def test_isolated_capture_ends_when_its_parent_dies(frames):
     """A parent killed outright (no clean-up runs) while its child waits inside a read: the child must not stay
     behind holding the camera. FFmpeg's read time-out (5 s) would end it later; Linux ends it at once."""
     camera = MjpegServer([cv2.resize(f, (32, 32)) for f in frames[:4]], fps=5)  # small and slow: the pipe never fills
