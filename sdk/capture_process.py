@@ -159,10 +159,11 @@ def _die_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     """The child: open the source named by the JSON argument and write its frames to stdout until it fails."""
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m sdk.capture_process SOURCE_AS_JSON (run by sdk.capture_process.ProcessCapture)",
-              file=sys.stderr)
-        return 2
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        print("usage: python -m sdk.capture_process SOURCE_AS_JSON\n\nThe child side of "
+              "sdk.capture_process.ProcessCapture: opens the source (a JSON int or string) and writes its frames "
+              "to stdout.", file=sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     _die_with_parent()  # SIGTERM keeps its default action: it ends the process even inside a blocking read
     from .stream import open_capture
 
