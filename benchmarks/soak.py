@@ -31,10 +31,11 @@ from .latency import RESULTS_DIR
 MB = 1024.0 * 1024.0
 
 
-def rss_bytes() -> int | None:
-    """Resident memory of this process (Linux ``/proc``, else psutil when installed, else ``None``)."""
+def rss_bytes(pid: int | None = None) -> int | None:
+    """Resident memory of a process, this one by default (Linux ``/proc``, else psutil when installed, else
+    ``None``)."""
     try:
-        with open("/proc/self/statm") as f:
+        with open(f"/proc/{pid or 'self'}/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         pass
@@ -42,7 +43,10 @@ def rss_bytes() -> int | None:
         import psutil
     except ImportError:
         return None
-    return int(psutil.Process().memory_info().rss)
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:  # e.g. the process has ended
+        return None
 
 
 def bottle_frames(category_dir: Path, size: int) -> list[np.ndarray]:
@@ -71,17 +75,10 @@ def write_video(frames: list[np.ndarray], path: Path, n_frames: int, fps: float 
 
 
 def capture_children_rss_bytes() -> int:
-    """Resident memory of this process's capture children (``isolate=True``; Linux ``/proc``, else 0)."""
+    """Resident memory of this process's capture children (``isolate=True``; 0 when there are none)."""
     from sdk.capture_process import capture_processes
 
-    total = 0
-    for pid in capture_processes():
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
+    return sum(rss_bytes(pid) or 0 for pid in capture_processes())
 
 
 def soak(detector: Any, video: Path, *, mode: str, warmup: int = 200, max_frames: int | None = None,
@@ -104,7 +101,8 @@ def soak(detector: Any, video: Path, *, mode: str, warmup: int = 200, max_frames
 
     def children() -> int:
         nonlocal child_rss
-        child_rss = (capture_children_rss_bytes() if isolate else 0) or child_rss
+        if isolate:
+            child_rss = capture_children_rss_bytes() or child_rss
         return child_rss
 
     start = time.perf_counter()
