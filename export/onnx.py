@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 import torch
 
-from export.precision import INT8_LAYOUTS, PRECISIONS, qdq_summary, quantize_int8
+from export.precision import PRECISIONS, qdq_summary, quantize_int8
 from export.reference import papers_postprocess
 from sdk.datasets import load_model_dataset, load_prepared, reference_images
 from sdk.fileio import atomic_path
@@ -191,13 +191,11 @@ def check_reduced_precision(
     return checks
 
 
-def default_output(checkpoint: Path, precision: str, int8_layout: str = "tensorrt") -> Path:
-    """``RUN_DIR/model.onnx`` for FP32, ``RUN_DIR/model_<precision>.onnx`` otherwise (``model_int8_cpu.onnx`` for
-    the CPU INT8 layout)."""
+def default_output(checkpoint: Path, precision: str) -> Path:
+    """``RUN_DIR/model.onnx`` for FP32, ``RUN_DIR/model_<precision>.onnx`` otherwise."""
     if precision == "fp32":
         return checkpoint.parent / ONNX_NAME
-    suffix = "_cpu" if precision == "int8" and int8_layout == "cpu" else ""
-    return checkpoint.parent / f"model_{precision}{suffix}.onnx"
+    return checkpoint.parent / f"model_{precision}.onnx"
 
 
 def export_onnx(
@@ -211,7 +209,6 @@ def export_onnx(
     precision: str = "fp32",
     calib_images: int = 256,
     calib_method: str = "percentile",
-    int8_layout: str = "tensorrt",
     progress: bool = False,
 ) -> ExportReport:
     """Export a run (folder or checkpoint) to an ONNX detector, check it, and write it atomically.
@@ -226,8 +223,6 @@ def export_onnx(
             against the FP32 PyTorch model with :func:`check_reduced_precision` instead of the 1e-4 parity.
         calib_images: INT8 only: good training images used for calibration (all when fewer).
         calib_method: INT8 only: ``percentile`` (default), ``entropy`` or ``minmax``.
-        int8_layout: INT8 only: ``tensorrt`` (default; symmetric, for TensorRT) or ``cpu`` (asymmetric UINT8
-            activations, fast in onnxruntime on x86, refused by TensorRT); see :mod:`export.precision`.
         graph_overrides: Graph options to change from the trained ones (e.g. ``{"refinement": False}`` for DRD's
             ablation). The score then changes meaning, so the threshold is re-calibrated on the run's same
             held-out good validation images (never on test images).
@@ -242,10 +237,8 @@ def export_onnx(
         raise ValueError("check_images must be at least 1: an export is always checked on real images")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if int8_layout not in INT8_LAYOUTS:
-        raise ValueError(f"int8_layout must be one of {INT8_LAYOUTS}, got {int8_layout!r}")
     checkpoint = resolve_checkpoint(run)
-    out_path = Path(out) if out is not None else default_output(checkpoint, precision, int8_layout)
+    out_path = Path(out) if out is not None else default_output(checkpoint, precision)
     graph, metadata = build_graph_from_checkpoint(checkpoint, graph_overrides)
     if graph_overrides:
         metadata = recalibrate(graph, metadata, progress)
@@ -262,8 +255,7 @@ def export_onnx(
             dataset = load_model_dataset(metadata)
             calibration = load_prepared(dataset.train[:calib_images], metadata.image_size, desc="calibration",
                                         progress=progress)
-            quantize_int8(unchecked, Path(tmp) / "int8.onnx", calibration, calib_method, layout=int8_layout)
-            metadata = metadata.replace(graph_options={**metadata.graph_options, "int8_layout": int8_layout})
+            quantize_int8(unchecked, Path(tmp) / "int8.onnx", calibration, calib_method)
             model = onnx.load(Path(tmp) / "int8.onnx")
             checks["qdq"] = qdq_summary(model)
             checks["calibration_images"] = len(calibration)

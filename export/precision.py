@@ -5,19 +5,24 @@
   distance), so inputs and outputs are unchanged. This is the graph TensorRT 11's strongly typed builder needs for
   FP16, and what TensorRT 10 builds as is.
 * **int8**: onnxruntime's ``quantize_static`` in QDQ format on the FP32 graph, calibrated on good *training*
-  images (never validation or test images): symmetric per-channel INT8 weights, symmetric per-tensor INT8
-  activations (zero points 0, as TensorRT requires), biases left in float (TensorRT's parser rejects INT32 bias
-  Q/DQ), and only the network's ``Conv``/``ConvTranspose`` quantized: every ``normalize/*`` and ``head/*`` node
-  (cosine, resize, the blur's convolutions, max) is excluded by name and stays FP32. ConvTranspose weights are
-  quantized per channel on axis 0: TensorRT has been reported not to support per-output-channel (axis 1)
-  deconvolution scales — unverified here without a GPU.
-* **int8, ``cpu`` layout** (opt-in, ``--int8-layout cpu``; not for TensorRT): the layout onnxruntime's x86 CPU
-  kernels need to run INT8 at all: ``Clip``/``Relu``/``Add``/``Concat`` quantized too, every output quantized (so
-  ``DQ -> Conv -> Q`` fuses into ``QLinearConv``), and asymmetric UINT8 activations (``Relu``/``Clip`` fold into the
-  quantization range). Weights stay symmetric per-channel INT8 and the pre/post-processing stays FP32, reading the
-  FP32 features, not their quantized round trip (:func:`feed_scopes_unquantized`). TensorRT
-  rejects non-zero zero points, so ``rdedge build-engine`` refuses this graph. ``benchmarks/results/int8_cpu.md``
-  measures why the TensorRT layout cannot be fast in onnxruntime on x86.
+  images (never validation or test images), then two small graph passes. One graph for TensorRT and for
+  onnxruntime on CPUs:
+
+  - symmetric per-channel INT8 weights; symmetric per-tensor INT8 activations, zero points 0 (as TensorRT
+    requires); biases left in float (TensorRT's parser rejects INT32 bias Q/DQ);
+  - the network's ``Conv``/``ConvTranspose``/``Relu``/``Clip``/``Add``/``Concat`` quantized, outputs included
+    (one Q/DQ pair per tensor), so residual additions and concatenations run in INT8 too;
+  - no Q/DQ between an operator and the ``Relu``/``Clip`` after it (:func:`quantize_after_activations`):
+    ``Conv -> Relu -> Q -> DQ``, the pattern TensorRT fuses into one INT8 convolution, quantized once;
+  - every ``normalize/*`` and ``head/*`` node (cosine, resize, the blur's convolutions, max) excluded by name; it
+    reads the FP32 features, not their quantize-dequantize round trip (:func:`feed_scopes_unquantized`);
+  - ConvTranspose weights quantized per channel on axis 0: TensorRT has been reported not to support
+    per-output-channel (axis 1) deconvolution scales — unverified here without a GPU.
+
+  onnxruntime's x86 kernels need unsigned activations and a ``Q`` right after each convolution; the SDK's
+  onnxruntime backend rewrites the graph exactly, in memory, when it opens it on a CPU
+  (:mod:`sdk.backends.cpu_int8`), and the file stays what TensorRT reads. ``benchmarks/results/int8_cpu.md``
+  measures it.
 
 The non-quantized remainder of the INT8 graph is FP32, so onnxruntime's default graph optimisations (which fuse
 Q/DQ pairs into integer kernels) are correct on it; the FP16-remainder variant that onnxruntime mis-optimises is
@@ -36,9 +41,8 @@ import onnx
 from sdk.metadata import INPUT_NAME
 
 PRECISIONS = ("fp32", "fp16", "int8")
-INT8_LAYOUTS = ("tensorrt", "cpu")
-QUANTIZED_OP_TYPES = ["Conv", "ConvTranspose"]
-CPU_QUANTIZED_OP_TYPES = ["Conv", "ConvTranspose", "Clip", "Relu", "Add", "Concat"]
+QUANTIZED_OP_TYPES = ["Conv", "ConvTranspose", "Relu", "Clip", "Add", "Concat"]
+ACTIVATIONS = ("Relu", "Clip")
 FP32_SCOPES = ("normalize/", "head/")
 """Node-name prefixes of the pre- and post-processing (see ``export.onnx.label_scopes``), never quantized."""
 
@@ -63,46 +67,40 @@ class _ImageReader:
         raise NotImplementedError
 
 
-def int8_quantization_options(fp32_model: Path, method: str = "percentile", layout: str = "tensorrt",
-                              ) -> dict[str, Any]:
-    """Keyword arguments of onnxruntime's ``quantize_static`` for an INT8 layout (see the module text).
+def int8_quantization_options(fp32_model: Path, method: str = "percentile") -> dict[str, Any]:
+    """Keyword arguments of onnxruntime's ``quantize_static`` for rdedge's INT8 layout (see the module text).
 
     Args:
         fp32_model: The FP32 detector graph (its ``normalize/*`` and ``head/*`` nodes are excluded by name).
         method: Calibration method: ``percentile`` (99.999th percentile of |activation|, onnxruntime's default
             percentile), ``entropy`` or ``minmax``.
-        layout: ``tensorrt`` (default) or ``cpu``.
 
     Returns:
         Everything but the model paths and the calibration reader; ``benchmarks.int8_cpu`` varies these.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
-    if layout not in INT8_LAYOUTS:
-        raise ValueError(f"int8 layout must be one of {INT8_LAYOUTS}, got {layout!r}")
-
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
+    if method not in methods:
+        raise ValueError(f"calibration method must be one of {sorted(methods)}, got {method!r}")
     # The head's Gaussian blur is a Conv too: exclude the pre/post-processing nodes by name, not only by type.
     excluded = [n.name for n in onnx.load(str(fp32_model)).graph.node if n.name.startswith(FP32_SCOPES)]
-    tensorrt = layout == "tensorrt"
-    op_types = QUANTIZED_OP_TYPES if tensorrt else CPU_QUANTIZED_OP_TYPES
     return {
         "quant_format": QuantFormat.QDQ,
-        "activation_type": QuantType.QInt8 if tensorrt else QuantType.QUInt8,
+        "activation_type": QuantType.QInt8,
         "weight_type": QuantType.QInt8,
         "per_channel": True,
-        "op_types_to_quantize": list(op_types),
+        "op_types_to_quantize": list(QUANTIZED_OP_TYPES),
         "nodes_to_exclude": excluded,
         "calibrate_method": methods[method],
         "extra_options": {
-            "ActivationSymmetric": tensorrt,
+            "ActivationSymmetric": True,
             "WeightSymmetric": True,
             "QuantizeBias": False,
             "AddQDQPairToWeight": True,
-            "DedicatedQDQPair": tensorrt,
-            # TensorRT: inputs of the weighted ops only; cpu: every output too, so DQ -> Conv -> Q fuses.
-            "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OP_TYPES) if tensorrt else [],
+            "DedicatedQDQPair": False,
+            "OpTypesToExcludeOutputQuantization": [],
             "QDQOpTypePerChannelSupportToAxis": {"ConvTranspose": 0},
         },
     }
@@ -114,7 +112,6 @@ def quantize_int8(
     calibration_images: np.ndarray,
     method: str = "percentile",
     options: dict[str, Any] | None = None,
-    layout: str = "tensorrt",
 ) -> None:
     """Write an INT8 Q/DQ model calibrated on ``calibration_images`` ((N, S, S, 3) uint8 good training images).
 
@@ -123,25 +120,70 @@ def quantize_int8(
         out: Destination (written directly; the caller handles atomicity).
         calibration_images: Prepared good training images.
         method: Calibration method: ``percentile``, ``entropy`` or ``minmax``.
-        options: ``quantize_static`` arguments; default ``int8_quantization_options(fp32_model, method, layout)``.
-        layout: ``tensorrt`` or ``cpu`` (see the module text).
+        options: ``quantize_static`` arguments; default ``int8_quantization_options(fp32_model, method)``.
     """
     from onnxruntime.quantization import quantize_static
 
     if options is None:
-        options = int8_quantization_options(fp32_model, method, layout)
+        options = int8_quantization_options(fp32_model, method)
     quantize_static(str(fp32_model), str(out), _ImageReader(calibration_images), **options)
     model = onnx.load(str(out))
-    if feed_scopes_unquantized(model, FP32_SCOPES):
-        onnx.save(model, str(out))
+    feed_scopes_unquantized(model, FP32_SCOPES)
+    quantize_after_activations(model)
+    remove_unused_initializers(model)
+    onnx.save(model, str(out))
+
+
+def quantize_after_activations(model: onnx.ModelProto) -> int:
+    """Drop the Q/DQ pair between an operator and the ``Relu``/``Clip`` that follows it, in place.
+
+    onnxruntime's quantizer, with symmetric activations, quantizes both the input and the output of an activation
+    (``Conv -> Q -> DQ -> Relu -> Q -> DQ``): two roundings, the first of which the activation partly discards.
+    TensorRT's placement guidance is ``Conv -> Relu -> Q -> DQ`` (it fuses the activation into the convolution and
+    quantizes once), and the SDK's CPU rewrite folds exactly that ``Relu -> Q`` into a clamp of the quantized
+    value. Only pairs read by the activation alone are dropped.
+
+    Returns:
+        The number of activations whose input pair was dropped.
+    """
+    graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    outputs = {o.name for o in graph.output}
+    dropped = 0
+    for node in [n for n in graph.node if n.op_type in ACTIVATIONS]:
+        dq = producers.get(node.input[0])
+        q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        if readers[dq.output[0]] != 1 or readers[q.output[0]] != 1 or {dq.output[0], q.output[0]} & outputs:
+            continue
+        node.input[0] = q.input[0]
+        graph.node.remove(dq)
+        graph.node.remove(q)
+        dropped += 1
+    return dropped
+
+
+def remove_unused_initializers(model: onnx.ModelProto) -> int:
+    """Remove initializers no node reads any more (scales and zero points of dropped Q/DQ pairs), in place."""
+    graph = model.graph
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    unused = [i for i in graph.initializer if i.name not in used]
+    for initializer in unused:
+        graph.initializer.remove(initializer)
+    return len(unused)
 
 
 def feed_scopes_unquantized(model: onnx.ModelProto, scopes: tuple[str, ...]) -> int:
     """Make the nodes of ``scopes`` read FP32 tensors, not their quantize-dequantize round trip, in place.
 
-    When a quantized operator's output is quantized (the ``cpu`` layout quantizes every output), the features the
+    When a quantized operator's output is quantized (rdedge's INT8 layout quantizes outputs too), the features the
     anomaly-map head compares reach it as ``DQ(Q(x))``. This rewires those head inputs to ``x`` itself and drops Q/DQ
-    nodes left without consumers, so the post-processing sees the same FP32 values in every layout.
+    nodes left without consumers, so the post-processing reads the network's FP32 outputs, never a quantized copy.
 
     Returns:
         The number of inputs rewired.

@@ -65,7 +65,7 @@ def version_tuple(version: str) -> tuple[int, int]:
 
 
 def plan_build(tensorrt_version: str, onnx_precision: str, precision: str, dla: bool = False,
-               int8_layout: str = "tensorrt") -> BuildPlan:
+               nonzero_zero_points: int = 0) -> BuildPlan:
     """Decide how to build ``precision`` from an ONNX of ``onnx_precision`` with this TensorRT version.
 
     Raises:
@@ -76,11 +76,11 @@ def plan_build(tensorrt_version: str, onnx_precision: str, precision: str, dla: 
         raise EngineBuildError(f"TensorRT {tensorrt_version} is too old: rdedge needs 10.3 (JetPack 6) or newer")
     if precision not in ("fp32", "fp16", "int8"):
         raise EngineBuildError(f"unknown precision {precision!r}")
-    if onnx_precision == "int8" and int8_layout != "tensorrt":
+    if onnx_precision == "int8" and nonzero_zero_points:
         raise EngineBuildError(
-            f"this INT8 ONNX has the {int8_layout!r} layout (asymmetric UINT8 activations, for ONNX Runtime on "
-            "CPUs), which TensorRT rejects: export `rdedge export RUN_DIR --precision int8` (TensorRT layout) and "
-            "build that file"
+            f"this INT8 ONNX has {nonzero_zero_points} Q/DQ nodes with non-zero zero points (asymmetric "
+            "quantization), which TensorRT rejects: export it again with `rdedge export RUN_DIR --precision int8` "
+            "(symmetric) and build that file"
         )
     if precision == "int8" and onnx_precision != "int8":
         raise EngineBuildError(
@@ -121,6 +121,15 @@ def read_onnx_metadata(onnx_path: str | os.PathLike[str]) -> ModelMetadata:
     if METADATA_KEY not in props:
         raise EngineBuildError(f"{onnx_path} has no rdedge metadata: export it with `rdedge export`")
     return ModelMetadata.from_json(props[METADATA_KEY])
+
+
+def count_nonzero_zero_points(onnx_path: str | os.PathLike[str]) -> int:
+    """Q/DQ nodes of an ONNX whose zero point is not 0 (TensorRT accepts symmetric quantization only)."""
+    import onnx
+
+    from export.precision import qdq_summary
+
+    return int(qdq_summary(onnx.load(str(onnx_path)))["nonzero_zero_points"])
 
 
 def cuda_device_info(device: int = 0) -> tuple[str, str]:
@@ -169,7 +178,7 @@ def build_engine(
     if not 1 <= opt_batch <= max_batch:
         raise EngineBuildError(f"need 1 <= opt batch ({opt_batch}) <= max batch ({max_batch})")
     plan = plan_build(trt.__version__, metadata.precision, precision, dla_core is not None,
-                      metadata.graph_options.get("int8_layout", "tensorrt"))
+                      count_nonzero_zero_points(onnx_path))
     gpu_name, capability = cuda_device_info(device)
     out_path = Path(out) if out else onnx_path.with_name(f"{onnx_path.stem}_{precision}.engine")
 

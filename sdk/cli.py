@@ -100,15 +100,12 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None,
                         help="ONNX file to write (default: RUN_DIR/model.onnx, or model_<precision>.onnx)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
-                        help="fp32 (default); fp16 network with FP32 pre/post-processing; int8 Q/DQ")
+                        help="fp32 (default); fp16 network with FP32 pre/post-processing; int8 Q/DQ (symmetric, "
+                             "one graph for TensorRT and ONNX Runtime)")
     parser.add_argument("--calib-images", type=int, default=256,
                         help="int8: good training images to calibrate on (default: 256, or all when fewer)")
     parser.add_argument("--calib-method", choices=["percentile", "entropy", "minmax"], default="percentile",
                         help="int8: activation range calibration (default: percentile)")
-    parser.add_argument("--int8-layout", choices=["tensorrt", "cpu"], default="tensorrt",
-                        help="int8: tensorrt (default; symmetric Q/DQ on convolution inputs, for TensorRT) or cpu "
-                             "(asymmetric UINT8, every op quantized: fast in ONNX Runtime on x86, refused by "
-                             "TensorRT) → model_int8_cpu.onnx")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, at least 17 (default: 18)")
     parser.add_argument("--check-images", type=int, default=8,
                         help="real images for the ONNX Runtime vs PyTorch self-check (default: 8)")
@@ -123,8 +120,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     overrides = {"refinement": False} if args.no_refinement else None
     report = export_onnx(args.run, args.out, opset=args.opset, check_images=args.check_images,
                          graph_overrides=overrides, precision=args.precision, calib_images=args.calib_images,
-                         calib_method=args.calib_method, int8_layout=args.int8_layout,
-                         progress=not args.quiet)
+                         calib_method=args.calib_method, progress=not args.quiet)
     checks = report.checks
     print(f"exported {report.path}")
     print(f"  self-check on {checks['n_images']} real images (tolerance {checks['tolerance']:g}):")

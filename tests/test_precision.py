@@ -27,7 +27,6 @@ def precision_models(tiny_run) -> dict[str, Path]:
         "fp32": report.path,
         "fp16": export_onnx(run, precision="fp16", check_images=4).path,
         "int8": export_onnx(run, precision="int8", check_images=4, calib_images=13).path,  # not a multiple of 8
-        "int8_cpu": export_onnx(run, precision="int8", int8_layout="cpu", check_images=4, calib_images=13).path,
     }
 
 
@@ -68,11 +67,25 @@ def test_int8_qdq_is_symmetric_per_channel_and_spares_the_post_processing(precis
     activation_q = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
     assert activation_q and all(inits[n.input[1]].ndim == 0 for n in activation_q)  # per-tensor activations
     assert not any(a.dtype == np.int32 for a in inits.values()), "biases must not be quantized"
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    dequantized_readers = set()
     for node in model.graph.node:
         for name in node.input:
             if name in producers and producers[name].op_type == "DequantizeLinear":
-                assert node.op_type in ("Conv", "ConvTranspose", "Add"), node.name
+                dequantized_readers.add(node.op_type)
                 assert not node.name.startswith(("head/", "normalize/")), node.name
+                if node.op_type in ("Relu", "Clip"):  # only where the pair is shared: quantized after activations
+                    assert readers[name] > 1, node.name
+    assert dequantized_readers >= {"Conv", "ConvTranspose", "Add"}  # residual additions run in INT8 too
+    assert dequantized_readers <= {"Conv", "ConvTranspose", "Add", "Concat", "Relu", "Clip"}
+    assert sum(n.op_type in ("Relu", "Clip") and readers.get(n.output[0]) == 1
+               and producers.get(n.input[0]) is not None and producers[n.input[0]].op_type in ("Conv", "Add")
+               for n in model.graph.node) > 5  # Conv -> Relu -> Q: TensorRT's fused pattern
+    used = {i for n in model.graph.node for i in n.input}
+    assert all(i.name in used for i in model.graph.initializer), "no scales left behind by dropped pairs"
     meta = Detector(precision_models["int8"]).metadata
     assert meta.precision == "int8" and meta.checks["calibration_images"] == 13
     assert meta.checks["reduced_precision"]["map_correlation_vs_fp32"] >= 0.95
@@ -81,7 +94,7 @@ def test_int8_qdq_is_symmetric_per_channel_and_spares_the_post_processing(precis
 def test_reduced_precisions_score_real_images_like_fp32(precision_models, bottle_images):
     images = list(bottle_images.values())
     reference = [r.score for r in Detector(precision_models["fp32"]).predict_batch(images)]
-    for precision, tolerance in (("fp16", 0.01), ("int8", 0.05), ("int8_cpu", 0.05)):
+    for precision, tolerance in (("fp16", 0.01), ("int8", 0.05)):
         scores = [r.score for r in Detector(precision_models[precision]).predict_batch(images)]
         np.testing.assert_allclose(scores, reference, rtol=tolerance)
 
@@ -126,58 +139,137 @@ def test_polygraphy_lint_passes(precision_models, precision):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-def test_int8_cpu_benchmark_rewrites_signed_pairs_to_unsigned_without_changing_values(tiny_onnx, tmp_path):
-    """benchmarks.int8_cpu: the all-ops layout quantizes real images; its UINT8 rewrite dequantizes identically."""
+def _session(model: str | bytes, optimize: bool, saved: Path | None = None):
     import onnxruntime as ort
 
-    from benchmarks.int8_cpu import signed_pairs_as_unsigned, variant_options
-    from export.precision import quantize_int8
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # EXTENDED: onnxruntime's Q/DQ fusions, without the machine-specific layouts of ALL (so the saved graph reads)
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if optimize
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    if saved is not None:
+        options.optimized_model_filepath = str(saved)
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def test_cpu_int8_rewrite_is_exact_on_real_images_and_lets_onnxruntime_use_integer_kernels(precision_models,
+                                                                                           tmp_path):
+    from sdk.backends.cpu_int8 import rewrite_for_cpu_int8_kernels
     from sdk.datasets import load_model_dataset, load_prepared
 
+    path = precision_models["int8"]
+    metadata = Detector(path).metadata
+    dataset = load_model_dataset(metadata)
+    images = load_prepared(dataset.test[:3] + dataset.test[-3:], metadata.image_size, progress=False)
+    model = onnx.load(str(path))
+    rewrite = rewrite_for_cpu_int8_kernels(model)
+    assert rewrite.activations_folded > 5 and rewrite.pairs_unsigned > 5
+    onnx.checker.check_model(model)
+    exported = _session(str(path), optimize=False).run(None, {"image": images})
+    rewritten = _session(model.SerializeToString(), optimize=False).run(None, {"image": images})
+    for a, b in zip(exported, rewritten, strict=True):
+        np.testing.assert_array_equal(a, b)  # the graphs as written compute the same values
+    fused = {}
+    for name, graph in (("exported", str(path)), ("rewritten", model.SerializeToString())):
+        _session(graph, optimize=True, saved=tmp_path / f"{name}.onnx")
+        fused[name] = sum(n.op_type == "QLinearConv" for n in onnx.load(str(tmp_path / f"{name}.onnx")).graph.node)
+    exported_model = onnx.load(str(path))
+    producers = {o: n for n in exported_model.graph.node for o in n.output}
+    quantized_convs = sum(n.op_type == "Conv" and producers.get(n.input[0]) is not None
+                          and producers[n.input[0]].op_type == "DequantizeLinear" for n in exported_model.graph.node)
+    assert fused["rewritten"] >= 0.9 * quantized_convs > fused["exported"], (fused, quantized_convs)
+
+
+def test_detector_rewrites_int8_for_the_cpu_only_in_memory(precision_models, bottle_images):
+    import hashlib
+
+    path = precision_models["int8"]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    fast, as_exported = Detector(path), Detector(path, int8_cpu_kernels=False)
+    assert fast.backend.cpu_int8_rewrite.changed and as_exported.backend.cpu_int8_rewrite is None
+    assert Detector(precision_models["fp32"]).backend.cpu_int8_rewrite is None
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest  # TensorRT reads the file as exported
+    images = list(bottle_images.values())
+    np.testing.assert_allclose([r.score for r in fast.predict_batch(images)],
+                               [r.score for r in as_exported.predict_batch(images)], rtol=0.02)
+
+
+def _qdq(name: str, scale: float, zero_point: int = 0, dtype=np.int8) -> list:
+    from onnx import helper
+
+    return [numpy_helper.from_array(np.array(scale, np.float32), f"{name}_s"),
+            numpy_helper.from_array(np.array(zero_point, dtype), f"{name}_zp")], [
+        helper.make_node("QuantizeLinear", [name, f"{name}_s", f"{name}_zp"], [f"{name}_q"]),
+        helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_zp"], [f"{name}_dq"])]
+
+
+def test_cpu_int8_rewrite_folds_only_exact_activation_patterns():
+    """Synthetic graph: Clip(0, 6) clamped below 127 steps, Relu saturating at 127, and three patterns to leave."""
+    from onnx import TensorProto, helper
+
+    from sdk.backends.cpu_int8 import rewrite_for_cpu_int8_kernels
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 4, 3, 3)).astype(np.float32), f"w{k}") for k in range(4)]
+    inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in
+              (("zero", 0.0), ("six", 6.0), ("minus_one", -1.0))]
+    nodes = []
+
+    def quantized(name, scale):
+        tensors, qdq = _qdq(name, scale)
+        inits.extend(tensors)
+        nodes.extend(qdq)
+        return f"{name}_dq"
+
+    def conv(x, k, out):
+        nodes.append(helper.make_node("Conv", [x, f"w{k}"], [out], pads=[1, 1, 1, 1]))
+        return out
+
+    x = quantized("x", 0.05)
+    nodes.append(helper.make_node("Clip", [conv(x, 0, "c0"), "zero", "six"], ["a0"]))  # folded, q_hi = 60
+    a0 = quantized("a0", 0.1)
+    nodes.append(helper.make_node("Relu", [conv(a0, 1, "c1")], ["a1"]))  # folded, saturates at 127
+    a1 = quantized("a1", 0.02)
+    nodes.append(helper.make_node("Relu", [conv(a1, 2, "c2")], ["a2"]))  # also read in float: left alone
+    nodes.append(helper.make_node("Add", ["a2", "a2"], ["float_tap"]))
+    a2 = quantized("a2", 0.05)
+    nodes.append(helper.make_node("Clip", [conv(a2, 3, "c3"), "minus_one", "six"], ["a3"]))  # not a ReLU
+    quantized("a3", 0.05)
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 8, 8])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 4, 8, 8])
+                               for n in ("a3_dq", "float_tap")],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model)
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    rewrite = rewrite_for_cpu_int8_kernels(rewritten)
+    assert (rewrite.activations_folded, rewrite.pairs_unsigned) == (2, 3)  # x, a2 and a3 pairs made unsigned
+    onnx.checker.check_model(rewritten)
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert ops.count("Relu") == 1 and ops.count("Clip") == 3  # a2's Relu and a3's Clip stay; two uint8 clamps
+    bounds = sorted(int(numpy_helper.to_array(i)) for i in rewritten.graph.initializer if "u8_" in i.name)
+    assert bounds == [128, 128 + 60, 255]
+    inputs = {"x": rng.normal(scale=4.0, size=(2, 4, 8, 8)).astype(np.float32)}
+    expected = _session(model.SerializeToString(), optimize=False).run(None, inputs)
+    got = _session(rewritten.SerializeToString(), optimize=False).run(None, inputs)
+    for a, b in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (expected[0] > 0).any() and (expected[0] < 0).any()
+
+
+def test_asymmetric_int8_graphs_are_refused_by_the_engine_builder(precision_models, tiny_onnx, tmp_path):
+    from benchmarks.int8_cpu import onnxruntime_cpu_recipe
+    from export.precision import quantize_int8
+    from export.tensorrt import EngineBuildError, count_nonzero_zero_points, plan_build
+    from sdk.datasets import load_model_dataset, load_prepared
+
+    assert count_nonzero_zero_points(precision_models["int8"]) == 0
     metadata = Detector(tiny_onnx).metadata
     images = load_prepared(load_model_dataset(metadata).train[:4], metadata.image_size, progress=False)
-    signed = tmp_path / "s8.onnx"
-    quantize_int8(tiny_onnx, signed, images, options=variant_options(tiny_onnx, "minmax")["all-ops s8"])
-    model = onnx.load(str(signed))
-    assert {n.op_type for n in model.graph.node if any(i.endswith("DequantizeLinear_Output") for i in n.input)} >= {
-        "Relu", "Add"}  # not only convolution inputs
-    rewritten = signed_pairs_as_unsigned(model)
-    assert rewritten > 0
-    inits = {i.name: i for i in model.graph.initializer}
-    weight_q = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
-    assert weight_q and all(inits[n.input[2]].data_type == onnx.TensorProto.INT8 for n in weight_q)
-    unsigned = tmp_path / "u8.onnx"
-    onnx.save(model, unsigned)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the graphs as written
-    outputs = [ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]).run(None, {"image": images})
-               for p in (signed, unsigned)]
-    for a, b in zip(*outputs, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-
-
-def test_int8_cpu_layout_quantizes_every_op_with_unsigned_activations(precision_models):
-    path = precision_models["int8_cpu"]
-    assert path.name == "model_int8_cpu.onnx" and precision_models["int8"].name == "model_int8.onnx"
-    model = onnx.load(path)
-    inits = {i.name: i for i in model.graph.initializer}
-    producers = {o: n for n in model.graph.node for o in n.output}
-    q_nodes = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    activation_q = [n for n in q_nodes if n.input[0] not in inits]
-    weight_q = [n for n in q_nodes if n.input[0] in inits]
-    assert activation_q and all(inits[n.input[2]].data_type == onnx.TensorProto.UINT8 for n in activation_q)
-    assert weight_q and all(inits[n.input[2]].data_type == onnx.TensorProto.INT8 for n in weight_q)
-    consumers = {n.op_type for n in model.graph.node
-                 if any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in n.input)}
-    assert consumers >= {"Conv", "ConvTranspose", "Add", "Concat"}
-    relus = [sum(n.op_type == "Relu" for n in onnx.load(p).graph.node) for p in (precision_models["fp32"], path)]
-    assert relus[0] > 0 and relus[1] == 0  # folded into the unsigned quantization range
-    quantized_outputs = {producers[n.input[0]].op_type for n in activation_q if n.input[0] in producers}
-    assert "Conv" in quantized_outputs  # conv outputs quantized: onnxruntime fuses DQ -> Conv -> Q
-    for node in model.graph.node:
-        if node.name.startswith(("head/", "normalize/")):
-            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input)
-    meta = Detector(path).metadata
-    assert meta.precision == "int8" and meta.graph_options["int8_layout"] == "cpu"
-    assert Detector(precision_models["int8"]).metadata.graph_options["int8_layout"] == "tensorrt"
-    assert meta.checks["reduced_precision"]["map_correlation_vs_fp32"] >= 0.95
+    peer = tmp_path / "u8.onnx"
+    quantize_int8(tiny_onnx, peer, images, options=onnxruntime_cpu_recipe(tiny_onnx, "minmax"))
+    nonzero = count_nonzero_zero_points(peer)
+    assert nonzero > 0
+    with pytest.raises(EngineBuildError, match="non-zero zero points"):
+        plan_build("10.3.0", "int8", "int8", nonzero_zero_points=nonzero)

@@ -193,7 +193,7 @@ def test_engine_header_is_plain_json(tiny_onnx: Path, tmp_path: Path):
 
 
 @pytest.mark.parametrize("version", ["10.3.0", "11.4.1"])
-def test_build_plan_refuses_the_cpu_int8_layout(version):
-    with pytest.raises(EngineBuildError, match=r"TensorRT rejects.*--precision int8"):
-        plan_build(version, "int8", "int8", int8_layout="cpu")
-    assert plan_build(version, "int8", "int8", int8_layout="tensorrt").strongly_typed
+def test_build_plan_refuses_asymmetric_int8(version):
+    with pytest.raises(EngineBuildError, match=r"3 Q/DQ nodes with non-zero zero points.*--precision int8"):
+        plan_build(version, "int8", "int8", nonzero_zero_points=3)
+    assert plan_build(version, "int8", "int8", nonzero_zero_points=0).strongly_typed

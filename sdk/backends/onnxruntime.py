@@ -1,15 +1,21 @@
-"""ONNX Runtime backend (CPU by default; any execution provider onnxruntime offers)."""
+"""ONNX Runtime backend (CPU by default; any execution provider onnxruntime offers).
+
+INT8 graphs opened on the CPU alone are rewritten in memory, exactly, so onnxruntime's integer kernels run them
+(:mod:`sdk.backends.cpu_int8`); the file is never modified.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import ModelLoadError
 from ..metadata import INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE, ModelMetadata
 from .base import Backend
+from .cpu_int8 import CpuInt8Rewrite
 
 
 class OnnxRuntimeBackend(Backend):
@@ -20,6 +26,12 @@ class OnnxRuntimeBackend(Backend):
         providers: onnxruntime execution providers, in order of preference; CPU by default.
         intra_op_threads: Threads per operator (0 lets onnxruntime choose).
         optimize: Whether to apply onnxruntime's graph optimisations (``ORT_ENABLE_ALL``) or run the graph as is.
+        int8_cpu_kernels: INT8 graphs on the CPU execution provider alone (with ``optimize``): apply the exact
+            rewrite of :mod:`sdk.backends.cpu_int8` so onnxruntime runs them with integer kernels. Off runs the
+            graph as exported (slower than FP32 on x86; for comparisons).
+
+    Attributes:
+        cpu_int8_rewrite: What the INT8 rewrite changed, or None when it did not apply.
 
     Raises:
         ModelLoadError: Missing or corrupt file, no rdedge metadata, or inputs/outputs that are not rdedge's.
@@ -32,23 +44,13 @@ class OnnxRuntimeBackend(Backend):
         providers: list[str] | None = None,
         intra_op_threads: int = 0,
         optimize: bool = True,
+        int8_cpu_kernels: bool = True,
     ) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelLoadError(f"model file not found: {self.path}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        )
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors for corrupt files
-            raise ModelLoadError(f"onnxruntime cannot load {self.path}: {exc}") from exc
+        self._session_args = (intra_op_threads, optimize, providers or ["CPUExecutionProvider"])
+        self.session = self._open(str(self.path))
         props = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in props:
             raise ModelLoadError(
@@ -62,6 +64,41 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.path} has inputs {inputs} and outputs {outputs}; expected [{INPUT_NAME!r}] and "
                 f"{{{OUTPUT_MAP!r}, {OUTPUT_SCORE!r}}}"
             )
+        self.cpu_int8_rewrite: CpuInt8Rewrite | None = None
+        if int8_cpu_kernels and optimize and self.metadata.precision == "int8" and (
+                self.session.get_providers() == ["CPUExecutionProvider"]):
+            self._use_cpu_int8_kernels()
+
+    def _open(self, model: str | bytes) -> Any:
+        import onnxruntime as ort
+
+        intra_op_threads, optimize, providers = self._session_args
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        )
+        try:
+            return ort.InferenceSession(model, sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors for corrupt files
+            raise ModelLoadError(f"onnxruntime cannot load {self.path}: {exc}") from exc
+
+    def _use_cpu_int8_kernels(self) -> None:
+        """Reopen an INT8 graph rewritten for onnxruntime's CPU integer kernels (same values, see cpu_int8)."""
+        try:
+            import onnx
+        except ImportError as exc:
+            raise ModelLoadError(
+                "running INT8 graphs with onnxruntime's CPU integer kernels needs the onnx package: `pip install "
+                "onnx` (or pass int8_cpu_kernels=False to run the graph as exported, slower)"
+            ) from exc
+
+        from .cpu_int8 import rewrite_for_cpu_int8_kernels
+
+        model = onnx.load(str(self.path))
+        self.cpu_int8_rewrite = rewrite_for_cpu_int8_kernels(model)
+        if self.cpu_int8_rewrite.changed:
+            self.session = self._open(model.SerializeToString())
 
     @property
     def name(self) -> str:
