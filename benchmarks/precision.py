@@ -1,13 +1,13 @@
 """FP32 vs FP16 vs INT8 graphs of one run, in ONNX Runtime on this CPU: accuracy and latency side by side.
 
-Exports the three precisions of a trained run (INT8 in both layouts: TensorRT's and the CPU one), evaluates each
-with ``sdk.Detector`` on the run's test set (image AUROC, pixel AUROC, AUPRO) and times each at batch 1 and 8
-(median of timed calls after warm-up, same thread count), then writes ``benchmarks/results/precision.md`` with the
-differences and speed-ups relative to FP32.
+Exports the three precisions of a trained run, evaluates each with ``sdk.Detector`` on the run's test set (image
+AUROC, pixel AUROC, AUPRO) and times each at batch 1 and 8 (median of timed calls after warm-up, same thread count),
+then writes ``benchmarks/results/precision.md`` with the differences and speed-ups relative to FP32.
 
-onnxruntime runs all three with its default graph optimisations: the INT8 graph's non-quantized remainder is FP32,
-which onnxruntime optimises correctly (Q/DQ pairs fuse into integer kernels); the FP16 graph runs FP16 kernels where
-onnxruntime has them. CPU latency says nothing about TensorRT latency (see ``benchmarks/gpu_check.py``).
+onnxruntime runs all three with its default graph optimisations, as ``sdk.Detector`` opens them: the INT8 graph
+(the same file TensorRT builds) is rewritten exactly for onnxruntime's integer kernels (``sdk.backends.cpu_int8``),
+and its non-quantized remainder is FP32; the FP16 graph runs FP16 kernels where onnxruntime has them. CPU latency
+says nothing about TensorRT latency (see ``benchmarks/gpu_check.py``).
 
 Run: ``python -m benchmarks.precision RUN_DIR``.
 """
@@ -36,10 +36,8 @@ def run(run_dir: str, *, calib_images: int, iterations: int, threads: int) -> di
     from sdk.evaluate import evaluate_detector
 
     rows: dict[str, Any] = {}
-    configs = {"fp32": ("fp32", "tensorrt"), "fp16": ("fp16", "tensorrt"), "int8": ("int8", "tensorrt"),
-               "int8 (cpu layout)": ("int8", "cpu")}
-    for name, (precision, layout) in configs.items():
-        report = export_onnx(run_dir, precision=precision, calib_images=calib_images, int8_layout=layout)
+    for name in ("fp32", "fp16", "int8"):
+        report = export_onnx(run_dir, precision=name, calib_images=calib_images)
         detector = Detector(report.path, intra_op_threads=threads)
         dataset = load_model_dataset(detector.metadata)
         metrics = evaluate_detector(detector, dataset.test, progress=False)
@@ -76,9 +74,9 @@ def markdown(rows: dict[str, Any], args: argparse.Namespace) -> str:
         f"{datetime.date.today().isoformat()}; {os.cpu_count()} CPU cores ({platform.machine()}), {args.threads} "
         f"threads, no GPU; `python -m benchmarks.precision {args.run}`. INT8 calibrated on {args.calib_images} (or "
         "all) good training images. Accuracy from `sdk.Detector` on each exported graph; latency median of "
-        f"{args.iterations} calls after 5 warm-up calls; differences and speed-ups relative to FP32. `int8` is the "
-        "TensorRT layout (symmetric, convolution inputs); `int8 (cpu layout)` is `--int8-layout cpu` (asymmetric "
-        "UINT8, every op quantized; refused by TensorRT).",
+        f"{args.iterations} calls after 5 warm-up calls; differences and speed-ups relative to FP32. `int8` is "
+        "the one INT8 graph (symmetric, zero points 0: the file TensorRT builds), run as `sdk.Detector` runs it on a "
+        "CPU (exact rewrite for onnxruntime's integer kernels).",
         "",
         "| precision | image AUROC | pixel AUROC | AUPRO | ms batch 1 | speed-up b1 | ms batch 8 | speed-up b8 |"
         " map corr. vs FP32 |",
