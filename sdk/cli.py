@@ -146,6 +146,10 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="raw-score threshold for F1 (default: calibrated)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--as-written", action="store_true",
+                        help="ONNX only: run the graph exactly as written, with onnxruntime's graph optimisations "
+                             "off (Q/DQ computed in float, not by fused integer kernels; no CPU INT8 rewrite): the "
+                             "reference semantics of an INT8 graph, slower")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -153,7 +157,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .detector import Detector
     from .evaluate import evaluate_detector
 
-    detector = Detector(resolve_model(args.model), threshold=args.threshold)
+    model = resolve_model(args.model)
+    if args.as_written and model.suffix.lower() != ".onnx":
+        raise RdedgeError(f"--as-written applies to .onnx graphs, not {model}")
+    options = {"optimize": False} if args.as_written else {}
+    detector = Detector(model, threshold=args.threshold, **options)
     training = detector.metadata.training
     data = args.data or training.get("data")
     if not data:

@@ -194,6 +194,26 @@ def test_detector_rewrites_int8_for_the_cpu_only_in_memory(precision_models, bot
                                [r.score for r in as_exported.predict_batch(images)], rtol=0.02)
 
 
+def test_evaluate_as_written_runs_the_int8_graph_without_onnxruntime_fusions(precision_models, bottle_images,
+                                                                           tmp_path, capsys):
+    import json
+
+    from sdk.cli import main
+
+    written = Detector(precision_models["int8"], optimize=False)
+    assert written.backend.cpu_int8_rewrite is None
+    images = list(bottle_images.values())
+    np.testing.assert_allclose([r.score for r in written.predict_batch(images)],
+                               [r.score for r in Detector(precision_models["int8"]).predict_batch(images)], rtol=0.05)
+    assert main(["evaluate", str(precision_models["int8"]), "--json", "--quiet", "--as-written"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_images"] > 0 and 0.0 <= report["image_auroc"] <= 1.0
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not read")
+    assert main(["evaluate", str(engine), "--as-written"]) == 2
+    assert "--as-written applies to .onnx graphs" in capsys.readouterr().err
+
+
 def _qdq(name: str, scale: float, zero_point: int = 0, dtype=np.int8) -> list:
     from onnx import helper
 
