@@ -31,6 +31,9 @@ not produced.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,12 +129,36 @@ def quantize_int8(
 
     if options is None:
         options = int8_quantization_options(fp32_model, method)
-    quantize_static(str(fp32_model), str(out), _ImageReader(calibration_images), **options)
+    with quantizer_silenced():
+        quantize_static(str(fp32_model), str(out), _ImageReader(calibration_images), **options)
     model = onnx.load(str(out))
     feed_scopes_unquantized(model, FP32_SCOPES)
     quantize_after_activations(model)
     remove_unused_initializers(model)
     onnx.save(model, str(out))
+
+
+@contextlib.contextmanager
+def quantizer_silenced() -> Iterator[None]:
+    """Silence onnxruntime's quantizer: its calibration prints and its advice to run ``quant_pre_process`` first.
+
+    rdedge does not pre-process on purpose: that pass fuses and renames nodes, including the pre/post-processing
+    ones this module excludes by name. The quantizer warns through the root logger, which configures a stderr
+    handler as a side effect when there is none; a temporary null handler prevents that.
+    """
+    root = logging.getLogger()
+    placeholder = logging.NullHandler() if not root.handlers else None
+    if placeholder is not None:
+        root.addHandler(placeholder)
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
+        if placeholder is not None:
+            root.removeHandler(placeholder)
 
 
 def quantize_after_activations(model: onnx.ModelProto) -> int:

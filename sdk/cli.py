@@ -132,6 +132,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"    {reduced['precision']} vs fp32: map correlation {reduced['map_correlation_vs_fp32']:.5f}, "
               f"max map error {reduced['map_max_error_vs_fp32_range']:.2%} of the map range, "
               f"max score error {reduced['score_max_relative_error_vs_fp32']:.2%}")
+    qdq = checks.get("qdq")
+    if qdq:
+        print(f"    int8: {qdq['quantize_linear']} QuantizeLinear / {qdq['dequantize_linear']} DequantizeLinear, "
+              f"{qdq['nonzero_zero_points']} non-zero zero points; calibrated on {checks['calibration_images']} good "
+              f"training images ({checks['calibration_method']})")
     return 0
 
 

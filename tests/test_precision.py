@@ -214,6 +214,23 @@ def test_evaluate_as_written_runs_the_int8_graph_without_onnxruntime_fusions(pre
     assert "--as-written applies to .onnx graphs" in capsys.readouterr().err
 
 
+def test_export_int8_command_reports_the_quantization_and_silences_the_quantizer(tiny_run, tmp_path, capsys):
+    import logging
+
+    from sdk.cli import main
+
+    handlers = list(logging.getLogger().handlers)
+    out = tmp_path / "int8.onnx"
+    assert main(["export", str(tiny_run[0]), "--precision", "int8", "--calib-images", "4", "--check-images", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr()
+    assert out.is_file() and f"exported {out}" in printed.out
+    assert "0 non-zero zero points; calibrated on 4 good training images (percentile)" in printed.out
+    for noise in ("Collecting tensor data", "pre-processing", "histogram"):
+        assert noise not in printed.out + printed.err
+    assert logging.getLogger().handlers == handlers  # the quantizer's warnings configured no root handler
+
+
 def _qdq(name: str, scale: float, zero_point: int = 0, dtype=np.int8) -> list:
     from onnx import helper
 
