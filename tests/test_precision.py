@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 from export.onnx import export_onnx
 from sdk import Detector
+from tests.int8_checks import ort_session, rewrite_exactly
 
 
 @pytest.fixture(scope="session")
@@ -139,39 +140,19 @@ def test_polygraphy_lint_passes(precision_models, precision):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-def _session(model: str | bytes, optimize: bool, saved: Path | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # EXTENDED: onnxruntime's Q/DQ fusions, without the machine-specific layouts of ALL (so the saved graph reads)
-    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if optimize
-                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    if saved is not None:
-        options.optimized_model_filepath = str(saved)
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
 def test_cpu_int8_rewrite_is_exact_on_real_images_and_lets_onnxruntime_use_integer_kernels(precision_models,
                                                                                            tmp_path):
-    from sdk.backends.cpu_int8 import rewrite_for_cpu_int8_kernels
     from sdk.datasets import load_model_dataset, load_prepared
 
     path = precision_models["int8"]
     metadata = Detector(path).metadata
     dataset = load_model_dataset(metadata)
     images = load_prepared(dataset.test[:3] + dataset.test[-3:], metadata.image_size, progress=False)
-    model = onnx.load(str(path))
-    rewrite = rewrite_for_cpu_int8_kernels(model)
+    model, rewrite = rewrite_exactly(path, images)  # the graphs as written compute the same values
     assert rewrite.activations_folded > 5 and rewrite.pairs_unsigned > 5
-    onnx.checker.check_model(model)
-    exported = _session(str(path), optimize=False).run(None, {"image": images})
-    rewritten = _session(model.SerializeToString(), optimize=False).run(None, {"image": images})
-    for a, b in zip(exported, rewritten, strict=True):
-        np.testing.assert_array_equal(a, b)  # the graphs as written compute the same values
     fused = {}
     for name, graph in (("exported", str(path)), ("rewritten", model.SerializeToString())):
-        _session(graph, optimize=True, saved=tmp_path / f"{name}.onnx")
+        ort_session(graph, optimize=True, saved=tmp_path / f"{name}.onnx")
         fused[name] = sum(n.op_type == "QLinearConv" for n in onnx.load(str(tmp_path / f"{name}.onnx")).graph.node)
     exported_model = onnx.load(str(path))
     producers = {o: n for n in exported_model.graph.node for o in n.output}
@@ -288,8 +269,8 @@ def test_cpu_int8_rewrite_folds_only_exact_activation_patterns():
     bounds = sorted(int(numpy_helper.to_array(i)) for i in rewritten.graph.initializer if "u8_" in i.name)
     assert bounds == [128, 128 + 60, 255]
     inputs = {"x": rng.normal(scale=4.0, size=(2, 4, 8, 8)).astype(np.float32)}
-    expected = _session(model.SerializeToString(), optimize=False).run(None, inputs)
-    got = _session(rewritten.SerializeToString(), optimize=False).run(None, inputs)
+    expected = ort_session(model.SerializeToString(), optimize=False).run(None, inputs)
+    got = ort_session(rewritten.SerializeToString(), optimize=False).run(None, inputs)
     for a, b in zip(expected, got, strict=True):
         np.testing.assert_array_equal(a, b)
     assert (expected[0] > 0).any() and (expected[0] < 0).any()
