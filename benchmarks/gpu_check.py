@@ -68,7 +68,8 @@ def compare_with_polygraphy(onnx_path: Path, engine_path: Path, images: np.ndarr
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="run folder with checkpoint.pt")
-    parser.add_argument("--dla", type=int, default=None, help="Jetson: also target this DLA core")
+    parser.add_argument("--dla", type=int, default=None,
+                        help="Jetson: build the fp16 and int8 engines for this DLA core (static batch 8)")
     parser.add_argument("--iterations", type=int, default=200, help="timed calls per configuration (default: 200)")
     args = parser.parse_args(argv)
 
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         onnx_path = default_output(checkpoint, precision)
         if not onnx_path.exists():
             export_onnx(checkpoint, onnx_path, precision=precision)
-        engine = build_engine(onnx_path, precision=precision, max_batch=8, dla_core=args.dla)
+        dla_core = None if precision == "fp32" else args.dla  # DLA runs FP16/INT8 only
+        engine = build_engine(onnx_path, precision=precision, max_batch=8, dla_core=dla_core)
         detector = Detector(engine)
         images = reference_images(detector.metadata, 8)
         comparison = compare_with_polygraphy(onnx_path, engine, images, precision)

@@ -18,6 +18,15 @@ Precision rules:
   the ``FP16`` builder flag with the ``normalize/*`` and ``head/*`` layers pinned to FP32 (``OBEY_PRECISION_
   CONSTRAINTS``). DLA always uses the flags path (DLA runs FP16/INT8 only) with GPU fallback.
 * INT8 always comes from a Q/DQ ONNX (``rdedge export --precision int8``); there is no implicit calibration.
+
+DLA (Jetson AGX/NX Orin; TensorRT 10.3–10.7 and 11.4+): DLA has no dynamic dimensions, so a DLA engine has a
+static batch (the profile's min, opt and max all equal ``max_batch``, 1 by default) and the runtime pads smaller
+batches; ``GPU_FALLBACK`` is always set (the cosine/resize/blur post-processing runs on the GPU).
+
+Testing seam: :func:`build_engine` takes the TensorRT module and the GPU description as arguments. CI passes
+TensorRT-RTX (``tensorrt_rtx``, whose ONNX parser and builder run on the CPU; strongly typed only, so built by
+TensorRT 11's rules) to run these very calls end to end. That proves the calls and the file handling, not TensorRT's
+numerics or speed.
 """
 
 from __future__ import annotations
@@ -25,18 +34,24 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from sdk.backends.engine_file import EngineInfo, write_engine_file
+from sdk.errors import RdedgeError
 from sdk.fileio import atomic_path
 from sdk.metadata import INPUT_NAME, METADATA_KEY, ModelMetadata
 
 MIN_VERSION = (10, 3)
 PINNED_FP32_SCOPES = ("normalize/", "head/")
+DEFAULT_MAX_BATCH = 8
+DEFAULT_DLA_BATCH = 1
+TENSORRT_RTX_RULES = "11.0"
+"""TensorRT-RTX builds strongly typed only, as TensorRT 11 does: its builds follow 11.x's rules."""
 
 
-class EngineBuildError(RuntimeError):
-    """The engine cannot be built as asked (version, precision, parser or builder failure)."""
+class EngineBuildError(RdedgeError, RuntimeError):
+    """The engine cannot be built as asked (version, precision, missing TensorRT, parser or builder failure)."""
 
 
 @dataclass(frozen=True)
@@ -89,21 +104,58 @@ def plan_build(tensorrt_version: str, onnx_precision: str, precision: str, dla: 
         )
     if onnx_precision == "int8" and precision != "int8":
         raise EngineBuildError("this ONNX is INT8 (Q/DQ): build it with --precision int8")
+    if dla:
+        if precision == "fp32":
+            raise EngineBuildError("DLA runs FP16 or INT8 only: pass --precision fp16 or int8 with --dla")
+        if not ((10, 3) <= version <= (10, 7) or version >= (11, 4)):
+            raise EngineBuildError(
+                f"TensorRT {tensorrt_version} has no DLA support (DLA: TensorRT 10.3-10.7, e.g. JetPack 6, and "
+                "11.4+ on JetPack 7.2.2+): build without --dla"
+            )
     if version >= (11, 0):
         if onnx_precision != precision:
             raise EngineBuildError(
                 f"TensorRT {tensorrt_version} builds strongly typed only: the engine precision is the ONNX's "
                 f"({onnx_precision}). Export `rdedge export RUN_DIR --precision {precision}` and build that file"
             )
-        return BuildPlan(True, (), (), False, dla)
+        return BuildPlan(True, (), ("GPU_FALLBACK",) if dla else (), False, dla)
     if onnx_precision == precision and not dla:
         return BuildPlan(True, ("STRONGLY_TYPED",), (), False, False)
-    if precision == "fp32" and dla:
-        raise EngineBuildError("DLA runs FP16 or INT8 only: pass --precision fp16 or int8 with --dla")
     flags: tuple[str, ...] = ("FP16",) if precision == "fp16" else ("FP16", "INT8")
     if dla:
         flags += ("GPU_FALLBACK",)
     return BuildPlan(False, (), (*flags, "OBEY_PRECISION_CONSTRAINTS"), True, dla)
+
+
+def profile_batches(dla: bool, opt_batch: int, max_batch: int) -> tuple[int, int, int]:
+    """(min, opt, max) batch of the optimisation profile: dynamic on the GPU, static on DLA.
+
+    Raises:
+        EngineBuildError: Not ``1 <= opt_batch <= max_batch``.
+    """
+    if not 1 <= opt_batch <= max_batch:
+        raise EngineBuildError(f"need 1 <= opt batch ({opt_batch}) <= max batch ({max_batch})")
+    if dla:  # DLA has no dynamic dimensions: min, opt and max must be equal
+        return max_batch, max_batch, max_batch
+    return 1, opt_batch, max_batch
+
+
+def builder_rules_version(trt: ModuleType) -> str:
+    """The TensorRT version whose build rules apply to this builder module (TensorRT-RTX: 11.x's)."""
+    return TENSORRT_RTX_RULES if trt.__name__.split(".")[0] == "tensorrt_rtx" else str(trt.__version__)
+
+
+def import_tensorrt() -> ModuleType:
+    """Import TensorRT's builder, saying how to install it when it is missing."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        raise EngineBuildError(
+            "building engines needs TensorRT's builder on the machine that will run them: on Jetson use JetPack's "
+            "python3-libnvinfer (apt), on a discrete GPU `pip install 'rdedge[trt]'` (see the README's TensorRT "
+            "sections)"
+        ) from exc
+    return tensorrt
 
 
 def timing_cache_path(tensorrt_version: str, compute_capability: str, cache_dir: str | None = None) -> Path:
@@ -134,7 +186,11 @@ def count_nonzero_zero_points(onnx_path: str | os.PathLike[str]) -> int:
 
 def cuda_device_info(device: int = 0) -> tuple[str, str]:
     """(GPU name, compute capability) of a CUDA device, through pycuda."""
-    import pycuda.driver as cuda
+    try:
+        import pycuda.driver as cuda
+    except ImportError as exc:
+        raise EngineBuildError("building engines needs pycuda (to name the GPU in the engine header): "
+                               "`pip install pycuda`") from exc
 
     cuda.init()
     dev = cuda.Device(device)
@@ -147,12 +203,14 @@ def build_engine(
     out: str | os.PathLike[str] | None = None,
     *,
     precision: str | None = None,
-    max_batch: int = 8,
+    max_batch: int | None = None,
     opt_batch: int = 1,
     workspace_gb: float = 2.0,
     dla_core: int | None = None,
     cache_dir: str | None = None,
     device: int = 0,
+    tensorrt: ModuleType | None = None,
+    gpu: tuple[str, str] | None = None,
 ) -> Path:
     """Build an ``.engine`` (header + plan, see :mod:`sdk.backends.engine_file`) next to the ONNX, atomically.
 
@@ -160,26 +218,31 @@ def build_engine(
         onnx_path: An rdedge ONNX (fp32, fp16 or int8).
         out: Engine path; ``<onnx stem>_<precision>.engine`` beside the ONNX by default.
         precision: Engine precision; the ONNX's by default.
-        max_batch: Largest batch of the dynamic-batch profile.
-        opt_batch: Batch the profile is tuned for.
+        max_batch: Largest batch of the dynamic-batch profile (default 8); on DLA the static batch (default 1).
+        opt_batch: Batch the profile is tuned for (GPU only).
         workspace_gb: Builder workspace limit.
         dla_core: Jetson DLA core (GPU fallback on), or None for the GPU.
         cache_dir: Folder of the persistent timing cache.
         device: CUDA device index.
+        tensorrt: The TensorRT module to build with (default: ``import tensorrt``). Tests pass ``tensorrt_rtx``.
+        gpu: (GPU name, compute capability) to record; read from CUDA device ``device`` by default.
 
     Raises:
-        EngineBuildError: See :func:`plan_build`; parser or builder failures with TensorRT's messages.
+        EngineBuildError: See :func:`plan_build`; TensorRT or pycuda missing; parser or builder failures with
+            TensorRT's messages.
     """
-    import tensorrt as trt
-
     onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise EngineBuildError(f"ONNX model not found: {onnx_path}")
     metadata = read_onnx_metadata(onnx_path)
     precision = precision or metadata.precision
-    if not 1 <= opt_batch <= max_batch:
-        raise EngineBuildError(f"need 1 <= opt batch ({opt_batch}) <= max batch ({max_batch})")
-    plan = plan_build(trt.__version__, metadata.precision, precision, dla_core is not None,
+    dla = dla_core is not None
+    max_batch = max_batch or (DEFAULT_DLA_BATCH if dla else DEFAULT_MAX_BATCH)
+    batches = profile_batches(dla, opt_batch, max_batch)
+    trt = tensorrt or import_tensorrt()
+    plan = plan_build(builder_rules_version(trt), metadata.precision, precision, dla,
                       count_nonzero_zero_points(onnx_path))
-    gpu_name, capability = cuda_device_info(device)
+    gpu_name, capability = gpu or cuda_device_info(device)
     out_path = Path(out) if out else onnx_path.with_name(f"{onnx_path.stem}_{precision}.engine")
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -197,17 +260,16 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     size = metadata.image_size
     profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, (1, size, size, 3), (opt_batch, size, size, 3), (max_batch, size, size, 3))
+    profile.set_shape(INPUT_NAME, *((batch, size, size, 3) for batch in batches))
     config.add_optimization_profile(profile)
     for name in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))
-    if plan.pin_postprocess_fp32:
-        pin_layers_fp32(trt, network)
-    if plan.dla:
+    pinned = pin_layers_fp32(trt, network) if plan.pin_postprocess_fp32 else 0
+    if dla:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = dla_core
 
-    cache_path = timing_cache_path(trt.__version__, capability, cache_dir)
+    cache_path = timing_cache_path(str(trt.__version__), capability, cache_dir)
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
 
@@ -215,11 +277,11 @@ def build_engine(
     if serialized is None:
         raise EngineBuildError(f"TensorRT failed to build {onnx_path} (see the messages above)")
     info = EngineInfo(
-        tensorrt_version=trt.__version__, gpu_name=gpu_name, compute_capability=capability, precision=precision,
-        max_batch=max_batch, opt_batch=opt_batch, strongly_typed=plan.strongly_typed,
-        dla_core=-1 if dla_core is None else dla_core,
+        tensorrt_version=str(trt.__version__), gpu_name=gpu_name, compute_capability=capability,
+        precision=precision, max_batch=batches[2], opt_batch=batches[1], min_batch=batches[0],
+        strongly_typed=plan.strongly_typed, dla_core=-1 if dla_core is None else dla_core,
         builder={"flags": list(plan.builder_flags), "workspace_gb": workspace_gb, "onnx": onnx_path.name,
-                 "pinned_fp32": plan.pin_postprocess_fp32},
+                 "pinned_fp32_layers": pinned, "builder": trt.__name__},
     )
     with atomic_path(out_path) as tmp:
         write_engine_file(tmp, metadata.replace(precision=precision), info, bytes(serialized))
@@ -229,14 +291,28 @@ def build_engine(
     return out_path
 
 
-def pin_layers_fp32(trt: Any, network: Any) -> int:
-    """Weakly typed builds: run the ``normalize/*`` and ``head/*`` layers (and their outputs) in FP32."""
-    pinned = 0
+def layers_to_pin_fp32(trt: Any, network: Any) -> list[Any]:
+    """The parsed network's pre/post-processing layers (``normalize/*``, ``head/*``) that compute floats.
+
+    Shape arithmetic in those scopes (``Shape``, ``Slice``, ``Concat`` of INT64 sizes for the resizes) is left alone:
+    forcing an FP32 output type on an integer shape tensor is an error.
+    """
+    floats = {trt.float32, trt.float16}
+    selected = []
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if layer.name.startswith(PINNED_FP32_SCOPES):
-            layer.precision = trt.float32
-            for k in range(layer.num_outputs):
-                layer.set_output_type(k, trt.float32)
-            pinned += 1
-    return pinned
+        if layer.name.startswith(PINNED_FP32_SCOPES) and all(
+            layer.get_output_type(k) in floats for k in range(layer.num_outputs)
+        ):
+            selected.append(layer)
+    return selected
+
+
+def pin_layers_fp32(trt: Any, network: Any) -> int:
+    """Weakly typed builds (TensorRT 10.x flags path): run the float pre/post-processing layers in FP32."""
+    layers = layers_to_pin_fp32(trt, network)
+    for layer in layers:
+        layer.precision = trt.float32
+        for k in range(layer.num_outputs):
+            layer.set_output_type(k, trt.float32)
+    return len(layers)

@@ -356,11 +356,14 @@ def add_build_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="engine file (default: <model>_<precision>.engine beside it)")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
                         help="engine precision (default: the ONNX's; TensorRT 11 requires them equal)")
-    parser.add_argument("--max-batch", type=int, default=8, help="largest batch of the profile (default: 8)")
+    parser.add_argument("--max-batch", type=int, default=None,
+                        help="largest batch of the profile (default: 8); with --dla the engine's fixed batch "
+                             "(default: 1; smaller batches are padded)")
     parser.add_argument("--opt-batch", type=int, default=1, help="batch the profile is tuned for (default: 1)")
     parser.add_argument("--workspace", type=float, default=2.0, help="builder workspace in GB (default: 2)")
     parser.add_argument("--dla", type=int, default=None, metavar="CORE",
-                        help="Jetson: build for this DLA core, with GPU fallback")
+                        help="Jetson AGX/NX Orin: build for this DLA core (fp16/int8, static batch), with GPU "
+                             "fallback")
     parser.add_argument("--cache-dir", default=None,
                         help="timing-cache folder (default: $RDEDGE_CACHE_DIR or ~/.cache/rdedge)")
 

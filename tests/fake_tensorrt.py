@@ -9,11 +9,13 @@ names, batch splitting) is exercised with real numbers. It proves nothing about 
 from __future__ import annotations
 
 import types
+from typing import ClassVar
 
 import numpy as np
 
 _MEMORY: dict[int, np.ndarray] = {}
 ALLOCATIONS: list[int] = []
+EXECUTED_BATCHES: list[int] = []
 
 
 class _Allocation:
@@ -97,6 +99,7 @@ class _ExecutionContext:
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         shape = self.shapes["image"]
+        EXECUTED_BATCHES.append(shape[0])
         n = int(np.prod(shape))
         image = _MEMORY[self.addresses["image"]][:n].reshape(shape)
         maps, scores = self.session.run(["anomaly_map", "score"], {"image": image})
@@ -121,12 +124,14 @@ class _Engine:
 
 class _Runtime:
     DESERIALIZED = 0
+    DLA_CORES_AT_DESERIALIZE: ClassVar[list[int]] = []
 
     def __init__(self, logger: object) -> None:
-        pass
+        self.DLA_core = -1
 
     def deserialize_cuda_engine(self, data: bytes) -> _Engine:
         _Runtime.DESERIALIZED += 1
+        _Runtime.DLA_CORES_AT_DESERIALIZE.append(self.DLA_core)
         return _Engine(data)
 
 

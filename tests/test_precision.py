@@ -5,6 +5,7 @@ parser and builder (TensorRT-RTX, on the CPU: a parse/build check, not TensorRT 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -105,30 +106,71 @@ def test_unknown_precision_is_refused(tiny_run):
         export_onnx(tiny_run[0], precision="int4")
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
-def test_tensorrt_onnx_parser_and_builder_accept_the_graph(precision_models, precision, verification_log):
-    """TensorRT-RTX runs TensorRT's ONNX parser and builder on the CPU; its engines are not TensorRT engines."""
+def run_with_tensorrt_rtx(script: str) -> dict:
+    """Run ``script`` (which prints one JSON line last) in a fresh interpreter with TensorRT-RTX importable.
+
+    A subprocess keeps TensorRT-RTX's CUDA probing (it finds no GPU and logs errors) out of the test process.
+    """
     require_tool(importlib.util.find_spec("tensorrt_rtx") is not None, "tensorrt-rtx-cu13")
-    script = f"""
-import tensorrt_rtx as trt
-logger = trt.Logger(trt.Logger.ERROR)
-builder = trt.Builder(logger)
-network = builder.create_network(0)
-parser = trt.OnnxParser(network, logger)
-if not parser.parse_from_file({str(precision_models[precision])!r}):
-    raise SystemExit("parse failed: " + "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)))
-config = builder.create_builder_config()
-profile = builder.create_optimization_profile()
-profile.set_shape("image", (1, 128, 128, 3), (1, 128, 128, 3), (8, 128, 128, 3))
-config.add_optimization_profile(profile)
-plan = builder.build_serialized_network(network, config)
-if plan is None:
-    raise SystemExit("build failed")
-print("TensorRT-RTX", trt.__version__, "parsed and built {precision}:", plan.nbytes, "bytes")
-"""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[1])
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    verification_log(result.stdout.strip())  # printed in the CI log's "verification" section
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_build_engine_parses_and_builds_with_tensorrt_rtx(precision_models, precision, tmp_path,
+                                                          verification_log):
+    """``rdedge build-engine``'s own TensorRT calls, run by TensorRT-RTX's ONNX parser and builder on the CPU.
+
+    TensorRT-RTX builds by TensorRT 11's rules (strongly typed). Its engines are not TensorRT engines and its timing
+    cache calls are no-ops: this proves the API calls, the profile, the header and the atomic writes, not numerics.
+    """
+    out, cache = tmp_path / f"m_{precision}.engine", tmp_path / "cache"
+    report = run_with_tensorrt_rtx(f"""
+import json, tensorrt_rtx
+from export.tensorrt import build_engine
+from sdk.backends.engine_file import read_engine_header
+for attempt in range(2):  # the second build reads the timing cache and replaces the engine atomically
+    path = build_engine({str(precision_models[precision])!r}, {str(out)!r}, max_batch=8, cache_dir={str(cache)!r},
+                        tensorrt=tensorrt_rtx, gpu=("none (TensorRT-RTX CPU build check)", "0.0"))
+meta, info, offset = read_engine_header(path)
+print(json.dumps({{"path": str(path), "precision": meta.precision, "batches": [info.min_batch, info.opt_batch,
+                  info.max_batch], "typed": info.strongly_typed, "version": info.tensorrt_version,
+                  "builder": info.builder["builder"], "plan_bytes": path.stat().st_size - offset}}))
+""")
+    assert report["path"] == str(out) and report["precision"] == precision
+    assert report["batches"] == [1, 1, 8] and report["typed"] and report["builder"] == "tensorrt_rtx"
+    assert report["plan_bytes"] > 100_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", out.name]  # no temporary files left
+    assert [p.name for p in cache.iterdir()] == [f"trt-{report['version']}-sm00.timing"]
+    verification_log(f"TensorRT-RTX {report['version']} parsed and built {precision} through "
+                     f"export.tensorrt.build_engine: {report['plan_bytes']} bytes")
+
+
+def test_fp32_pinning_finds_the_parsed_post_processing_and_spares_shape_arithmetic(precision_models):
+    """TensorRT 10.x's flags path pins layers by the ONNX scope names, as TensorRT's ONNX parser names them."""
+    report = run_with_tensorrt_rtx(f"""
+import json, tensorrt_rtx as trt
+from export.tensorrt import PINNED_FP32_SCOPES, layers_to_pin_fp32
+logger = trt.Logger(trt.Logger.ERROR)
+network = trt.Builder(logger).create_network(0)
+assert trt.OnnxParser(network, logger).parse_from_file({str(precision_models["fp32"])!r})
+layers = [network.get_layer(i) for i in range(network.num_layers)]
+print(json.dumps({{
+    "scoped": {{l.name: [str(l.type), [str(l.get_output_type(k)) for k in range(l.num_outputs)]]
+               for l in layers if l.name.startswith(PINNED_FP32_SCOPES)}},
+    "pinned": [l.name for l in layers_to_pin_fp32(trt, network)],
+    "layers": len(layers)}}))
+""")
+    scoped, pinned = report["scoped"], set(report["pinned"])
+    integer = {name for name, (_, types) in scoped.items() if any("INT" in t for t in types)}
+    assert {name for name in scoped if name.startswith("normalize/")} <= pinned
+    assert {kind for name, (kind, _) in scoped.items() if name in pinned} >= {
+        "LayerType.REDUCE", "LayerType.RESIZE", "LayerType.CONVOLUTION", "LayerType.ELEMENTWISE", "LayerType.CAST"}
+    assert integer and not integer & pinned  # the resizes' INT64 size arithmetic keeps its type
+    assert pinned == set(scoped) - integer
+    assert len(pinned) < report["layers"] / 2  # the network itself stays free to run in FP16/INT8
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])

@@ -6,6 +6,7 @@ What these tests cannot show: that TensorRT builds and runs these engines with t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -15,7 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.tensorrt import EngineBuildError, plan_build, timing_cache_path, version_tuple
+from export.tensorrt import (
+    EngineBuildError,
+    builder_rules_version,
+    plan_build,
+    profile_batches,
+    timing_cache_path,
+    version_tuple,
+)
 from sdk import Detector, ModelLoadError
 from sdk.backends.engine_file import (
     EngineInfo,
@@ -46,7 +54,8 @@ def test_version_parsing():
         ("10.3.0.30", "int8", "int8", True, False,
          ("FP16", "INT8", "GPU_FALLBACK", "OBEY_PRECISION_CONSTRAINTS"), True),
         ("11.4.1", "fp16", "fp16", False, True, (), False),
-        ("11.4.1", "int8", "int8", True, True, (), False),
+        ("11.4.1", "int8", "int8", True, True, ("GPU_FALLBACK",), False),
+        ("10.7.0", "fp16", "fp16", True, False, ("FP16", "GPU_FALLBACK", "OBEY_PRECISION_CONSTRAINTS"), True),
     ],
 )
 def test_build_plans(version, onnx_precision, precision, dla, typed, flags, pinned):
@@ -65,6 +74,7 @@ def test_build_plans(version, onnx_precision, precision, dla, typed, flags, pinn
         ("10.3.0", "int8", "fp16", "build it with --precision int8"),
         ("11.4.1", "fp32", "fp16", "rdedge export RUN_DIR --precision fp16"),
         ("10.3.0", "fp32", "fp32", None),
+        ("11.4.1", "fp32", "fp32", None),
     ],
 )
 def test_build_plan_refusals(version, onnx_precision, precision, message):
@@ -197,3 +207,59 @@ def test_build_plan_refuses_asymmetric_int8(version):
     with pytest.raises(EngineBuildError, match=r"3 Q/DQ nodes with non-zero zero points.*--precision int8"):
         plan_build(version, "int8", "int8", nonzero_zero_points=3)
     assert plan_build(version, "int8", "int8", nonzero_zero_points=0).strongly_typed
+
+
+@pytest.mark.parametrize("version", ["10.8.0", "10.16.1", "11.0.0", "11.3.0"])
+def test_dla_is_refused_where_tensorrt_has_none(version):
+    with pytest.raises(EngineBuildError, match="has no DLA support"):
+        plan_build(version, "fp16", "fp16", dla=True)
+
+
+def test_profiles_are_dynamic_on_the_gpu_and_static_on_dla():
+    assert profile_batches(False, 2, 8) == (1, 2, 8)
+    assert profile_batches(True, 1, 4) == (4, 4, 4)  # DLA: min, opt and max must be equal
+    for opt, top in ((0, 8), (9, 8)):
+        with pytest.raises(EngineBuildError, match="opt batch"):
+            profile_batches(False, opt, top)
+
+
+def test_tensorrt_rtx_builds_by_tensorrt_11_rules():
+    import types
+
+    assert builder_rules_version(types.SimpleNamespace(__name__="tensorrt_rtx", __version__="1.7.1.116")) == "11.0"
+    assert builder_rules_version(types.SimpleNamespace(__name__="tensorrt", __version__="10.3.0.30")) == "10.3.0.30"
+
+
+def test_build_engine_without_tensorrt_says_what_to_install(tiny_onnx: Path, tmp_path: Path):
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: nothing is missing")
+    from sdk.cli import main
+
+    assert main(["build-engine", str(tiny_onnx), "--out", str(tmp_path / "m.engine")]) == 2
+    assert main(["build-engine", str(tmp_path / "missing.onnx")]) == 2
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(EngineBuildError, match=r"python3-libnvinfer.*rdedge\[trt\]"):
+        from export.tensorrt import build_engine
+
+        build_engine(tiny_onnx, tmp_path / "m.engine")
+
+
+def test_static_batch_dla_engine_pads_small_batches(tiny_onnx: Path, tmp_path: Path, bottle_images, monkeypatch):
+    import sdk.backends.tensorrt as backend
+
+    monkeypatch.setattr(backend, "import_runtime", lambda: (fake_tensorrt.tensorrt, fake_tensorrt.cuda))
+    path = tmp_path / "dla.engine"
+    info = _info(precision="fp16", max_batch=4, opt_batch=4, min_batch=4, dla_core=1)
+    write_engine_file(path, Detector(tiny_onnx).metadata, info, tiny_onnx.read_bytes())
+    fake_tensorrt.EXECUTED_BATCHES.clear()
+    detector, reference = Detector(path), Detector(tiny_onnx)
+    assert fake_tensorrt._Runtime.DLA_CORES_AT_DESERIALIZE[-1] == 1  # the core is chosen before deserializing
+    images = list(bottle_images.values()) * 3  # 6 images: a full batch of 4, then 2 padded to 4
+    got, want = detector.predict_batch(images), reference.predict_batch(images)
+    assert fake_tensorrt.EXECUTED_BATCHES == [4, 4]
+    assert len(got) == 6
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.anomaly_map, w.anomaly_map, rtol=1e-6)
+        assert g.score == pytest.approx(w.score, rel=1e-6)
+    (single,) = detector.predict_batch([images[1]])
+    assert fake_tensorrt.EXECUTED_BATCHES[-1] == 4 and single.score == pytest.approx(want[1].score, rel=1e-6)

@@ -42,6 +42,8 @@ class EngineInfo:
         precision: ``fp32``, ``fp16`` or ``int8``.
         max_batch: Largest batch of the optimisation profile.
         opt_batch: Batch the profile is tuned for.
+        min_batch: Smallest batch of the profile; equal to ``max_batch`` for a static-batch (DLA) engine, whose
+            runtime pads smaller batches.
         strongly_typed: Whether the network was built strongly typed (precision from the ONNX).
         dla_core: DLA core the engine targets (-1: GPU only).
         builder: Free-form build details (flags, workspace, timing cache...).
@@ -53,6 +55,7 @@ class EngineInfo:
     precision: str
     max_batch: int
     opt_batch: int = 1
+    min_batch: int = 1
     strongly_typed: bool = False
     dla_core: int = -1
     builder: dict[str, Any] = field(default_factory=dict)

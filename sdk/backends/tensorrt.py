@@ -7,7 +7,9 @@ Design (TensorRT 10.x and 11.x name-based API):
 * one execution context and one CUDA stream; I/O tensors looked up by name (``image``, ``anomaly_map``, ``score``);
 * page-locked host buffers and device buffers allocated once per batch size and reused; asynchronous copies in,
   ``execute_async_v3``, asynchronous copies out, one synchronisation;
-* batches larger than the engine's profile maximum are split;
+* batches larger than the engine's profile maximum are split; batches smaller than its minimum (static-batch DLA
+  engines) are zero-padded and the padding's outputs dropped;
+* a DLA engine is deserialized on the DLA core it was built for (``runtime.DLA_core``);
 * optional CUDA-graph capture per batch size (``cuda_graph=True``), through cuda-python's runtime API on the same
   stream.
 
@@ -88,6 +90,8 @@ class TensorRTBackend(Backend):
         try:
             self._logger = trt.Logger(trt.Logger.WARNING)
             self._runtime = trt.Runtime(self._logger)
+            if self.engine_info.dla_core >= 0:
+                self._runtime.DLA_core = self.engine_info.dla_core
             with open(self.path, "rb") as f:
                 f.seek(offset)
                 self._engine = self._runtime.deserialize_cuda_engine(f.read())
@@ -122,14 +126,18 @@ class TensorRTBackend(Backend):
 
     def _infer_chunk(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = len(batch)
+        engine_batch = max(n, self.engine_info.min_batch)
         with self._lock:
             self._context_cuda.push()
             try:
-                buffers = self._buffers.get(n)
+                buffers = self._buffers.get(engine_batch)
                 if buffers is None:
-                    buffers = self._buffers[n] = _Buffers(self._cuda, self.metadata.image_size, n)
-                np.copyto(buffers.host[INPUT_NAME], batch)
-                self._bind(buffers, n)
+                    buffers = self._buffers[engine_batch] = _Buffers(self._cuda, self.metadata.image_size,
+                                                                     engine_batch)
+                image = buffers.host[INPUT_NAME]
+                np.copyto(image[:n], batch)
+                image[n:] = 0
+                self._bind(buffers, engine_batch)
                 self._cuda.memcpy_htod_async(buffers.device[INPUT_NAME], buffers.host[INPUT_NAME], self._stream)
                 if self._cuda_graph:
                     self._launch_graph(buffers)
@@ -138,7 +146,7 @@ class TensorRTBackend(Backend):
                 for name in (OUTPUT_MAP, OUTPUT_SCORE):
                     self._cuda.memcpy_dtoh_async(buffers.host[name], buffers.device[name], self._stream)
                 self._stream.synchronize()
-                return buffers.host[OUTPUT_MAP].copy(), buffers.host[OUTPUT_SCORE].copy()
+                return buffers.host[OUTPUT_MAP][:n].copy(), buffers.host[OUTPUT_SCORE][:n].copy()
             finally:
                 self._context_cuda.pop()
 
