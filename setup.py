@@ -25,6 +25,7 @@ DEV = [
     "onnx-graphsurgeon>=0.5",
     "scikit-image>=0.22",
     "tensorrt-rtx-cu13>=1.7",  # TensorRT's ONNX parser and builder on the CPU: a parse/build check in CI
+    "tensorrt-lean-cu13>=11.4",  # TensorRT's runtime bindings: CI checks the backend's calls exist (never run)
 ]
 
 setup(

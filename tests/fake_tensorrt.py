@@ -98,14 +98,22 @@ class _ExecutionContext:
         return True
 
     def execute_async_v3(self, stream_handle: int) -> bool:
-        shape = self.shapes["image"]
+        if _CAPTURE is not None:  # inside cudaStreamBeginCapture/EndCapture: record, do not run
+            shapes, addresses = dict(self.shapes), dict(self.addresses)
+            _CAPTURE.append(lambda: self._run(shapes, addresses))
+            return not FAIL_DURING_CAPTURE
+        return self._run(self.shapes, self.addresses)
+
+    def _run(self, shapes: dict[str, tuple[int, ...]], addresses: dict[str, int]) -> bool:
+        """One enqueue with these shapes and addresses (a replayed graph uses those frozen at capture)."""
+        shape = shapes["image"]
         EXECUTED_BATCHES.append(shape[0])
         n = int(np.prod(shape))
-        image = _MEMORY[self.addresses["image"]][:n].reshape(shape)
+        image = _MEMORY[addresses["image"]][:n].reshape(shape)
         maps, scores = self.session.run(["anomaly_map", "score"], {"image": image})
         for name, value in (("anomaly_map", maps), ("score", scores)):
             raw = np.ascontiguousarray(value, dtype=np.float32).reshape(-1).view(np.uint8)
-            _MEMORY[self.addresses[name]][: raw.size] = raw
+            _MEMORY[addresses[name]][: raw.size] = raw
         return True
 
 
@@ -143,3 +151,50 @@ class _Logger:
 
 
 tensorrt = types.SimpleNamespace(__version__=FAKE_TRT_VERSION, Logger=_Logger, Runtime=_Runtime)
+
+
+# -- FAKE of cuda-python's runtime API for CUDA-graph capture: a "graph" is the list of enqueues made while capturing.
+
+_CAPTURE: list | None = None
+FAIL_DURING_CAPTURE = False
+GRAPHS = {"captured": 0, "destroyed": 0, "launched": 0}
+
+
+class _Graph:
+    def __init__(self, ops: list) -> None:
+        self.ops = ops
+
+
+def _begin_capture(stream: int, mode: int) -> tuple[int]:
+    global _CAPTURE
+    _CAPTURE = []
+    return (0,)
+
+
+def _end_capture(stream: int) -> tuple[int, _Graph]:
+    global _CAPTURE
+    graph, _CAPTURE = _Graph(_CAPTURE or []), None
+    GRAPHS["captured"] += 1
+    return 0, graph
+
+
+def _destroy(graph: _Graph) -> tuple[int]:
+    GRAPHS["destroyed"] += 1
+    return (0,)
+
+
+def _launch(graph_exec: _Graph, stream: int) -> tuple[int]:
+    GRAPHS["launched"] += 1
+    for op in graph_exec.ops:
+        op()
+    return (0,)
+
+
+cudart = types.SimpleNamespace(
+    cudaStreamCaptureMode=types.SimpleNamespace(cudaStreamCaptureModeGlobal=0),
+    cudaStreamBeginCapture=_begin_capture,
+    cudaStreamEndCapture=_end_capture,
+    cudaGraphInstantiate=lambda graph, flags: (0, _Graph(graph.ops)),
+    cudaGraphDestroy=_destroy,
+    cudaGraphLaunch=_launch,
+)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from onnx import numpy_helper
 
 from export.onnx import export_onnx
 from sdk import Detector
+from tests.conftest import require_tool
 from tests.int8_checks import ort_session, rewrite_exactly
 
 
@@ -30,14 +30,6 @@ def precision_models(tiny_run) -> dict[str, Path]:
         "fp16": export_onnx(run, precision="fp16", check_images=4).path,
         "int8": export_onnx(run, precision="int8", check_images=4, calib_images=13).path,  # not a multiple of 8
     }
-
-
-def require_tool(available: bool, what: str) -> None:
-    """Skip without an optional verification tool, but never under CI, which installs it."""
-    if not available:
-        if os.environ.get("CI"):
-            pytest.fail(f"{what} must be installed in CI (pip install -e .[dev])", pytrace=False)
-        pytest.skip(f"{what} not installed")
 
 
 def test_fp16_graph_keeps_io_and_post_processing_fp32(precision_models):

@@ -263,3 +263,119 @@ def test_static_batch_dla_engine_pads_small_batches(tiny_onnx: Path, tmp_path: P
         assert g.score == pytest.approx(w.score, rel=1e-6)
     (single,) = detector.predict_batch([images[1]])
     assert fake_tensorrt.EXECUTED_BATCHES[-1] == 4 and single.score == pytest.approx(want[1].score, rel=1e-6)
+
+
+def _tensorrt_calls(source: Path) -> dict[str, set[str]]:
+    """Attributes the TensorRT backend uses, by receiver: the ``trt`` module, ``trt.Logger``, its runtime, engine
+    and execution context (``self._runtime``, ``self._engine``, ``self._context``) and cuda-python's ``cudart``,
+    read from its AST."""
+    import ast
+
+    receivers = {"_runtime": "Runtime", "_engine": "ICudaEngine", "_context": "IExecutionContext"}
+    calls: dict[str, set[str]] = {"module": set(), "Logger": set(), "cudart": set(),
+                                  **{v: set() for v in receivers.values()}}
+    for node in ast.walk(ast.parse(source.read_text())):
+        if not isinstance(node, ast.Attribute):
+            continue
+        value = node.value
+        if isinstance(value, ast.Name) and value.id in ("trt", "cudart"):
+            calls["module" if value.id == "trt" else "cudart"].add(node.attr)
+        elif isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name):
+            if value.value.id == "trt" and value.attr == "Logger":
+                calls["Logger"].add(node.attr)
+            elif value.value.id == "self" and value.attr in receivers:
+                calls[receivers[value.attr]].add(node.attr)
+    return calls
+
+
+def test_backend_calls_exist_in_the_real_tensorrt_runtime_bindings():
+    """Every TensorRT name the backend uses exists in TensorRT 11.4's runtime bindings (``tensorrt_lean``), and every
+    cuda-python name in the installed ``cuda.bindings.runtime``.
+
+    Introspection only: constructing a ``Runtime`` without a GPU segfaults, so nothing is run. The fake seam used by
+    the other tests is checked against the same bindings, so it cannot drift into an API TensorRT does not have.
+    """
+    from tests.conftest import require_tool
+
+    require_tool(importlib.util.find_spec("tensorrt_lean") is not None, "tensorrt-lean-cu13")
+    require_tool(importlib.util.find_spec("cuda.bindings") is not None, "cuda-bindings")
+    import tensorrt_lean as trt
+
+    import sdk.backends.tensorrt as backend
+
+    calls = _tensorrt_calls(Path(backend.__file__))
+    cudart_calls = calls.pop("cudart")
+    assert cudart_calls >= {"cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGraphInstantiate",
+                            "cudaGraphLaunch"}
+    cudart = backend.import_cuda_runtime()
+    assert not {n for n in cudart_calls if not hasattr(cudart, n)}
+    assert not {n for n in cudart_calls if not hasattr(fake_tensorrt.cudart, n)}  # the fake covers every call
+    assert cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal is not None
+    assert "flags" in cudart.cudaGraphInstantiate.__doc__.split("\n")[0]  # (graph, flags): CUDA 12+ signature
+    assert calls["IExecutionContext"] >= {"set_input_shape", "set_tensor_address", "execute_async_v3"}
+    assert calls["ICudaEngine"] >= {"num_io_tensors", "get_tensor_name", "create_execution_context"}
+    assert calls["Runtime"] >= {"deserialize_cuda_engine", "DLA_core"}
+    classes = {"module": trt, "Logger": trt.Logger, "Runtime": trt.Runtime, "ICudaEngine": trt.ICudaEngine,
+               "IExecutionContext": trt.IExecutionContext}
+    missing = {f"{owner}.{name}" for owner, names in calls.items() for name in names
+               if not hasattr(classes[owner], name)}
+    assert not missing, f"not in TensorRT {trt.__version__}'s runtime bindings: {sorted(missing)}"
+    fake = {"Runtime": fake_tensorrt._Runtime, "ICudaEngine": fake_tensorrt._Engine,
+            "IExecutionContext": fake_tensorrt._ExecutionContext}
+    for owner, cls in fake.items():
+        extra = {n for n in vars(cls) if not n.startswith("_") and n.islower() and not hasattr(classes[owner], n)}
+        assert not extra, f"the fake {owner} has {sorted(extra)}, which TensorRT does not"
+
+
+@pytest.fixture
+def fake_graph_engine(fake_engine: Path, monkeypatch) -> Path:
+    import sdk.backends.tensorrt as backend
+
+    monkeypatch.setattr(backend, "import_cuda_runtime", lambda: fake_tensorrt.cudart)
+    monkeypatch.setattr(fake_tensorrt, "FAIL_DURING_CAPTURE", False)
+    for key in fake_tensorrt.GRAPHS:
+        fake_tensorrt.GRAPHS[key] = 0
+    fake_tensorrt.EXECUTED_BATCHES.clear()
+    return fake_engine
+
+
+def test_cuda_graph_is_captured_once_per_batch_size_then_replayed(fake_graph_engine: Path, tiny_onnx: Path,
+                                                                    bottle_images):
+    detector, reference = Detector(fake_graph_engine, cuda_graph=True), Detector(tiny_onnx)
+    images = list(bottle_images.values()) * 3  # 6 images: batches of 4 and 2 (max batch 4)
+    want = reference.predict_batch(images)
+    for call in range(3):
+        got = detector.predict_batch(images)
+        for g, w in zip(got, want, strict=True):
+            assert g.score == pytest.approx(w.score, rel=1e-6)
+            np.testing.assert_allclose(g.anomaly_map, w.anomaly_map, rtol=1e-6)
+        assert fake_tensorrt.GRAPHS["captured"] == 2  # one graph per batch size, captured on the first call
+        assert fake_tensorrt.GRAPHS["launched"] == 2 * call
+    assert fake_tensorrt.GRAPHS["destroyed"] == 2  # the captured graphs are freed once instantiated
+    assert fake_tensorrt.EXECUTED_BATCHES == [4, 2] + [4, 2] * 2  # warm-up runs, then replays only
+
+
+def test_failed_cuda_graph_capture_ends_the_capture_and_says_so(fake_graph_engine: Path, bottle_images,
+                                                                 monkeypatch):
+    monkeypatch.setattr(fake_tensorrt, "FAIL_DURING_CAPTURE", True)
+    detector = Detector(fake_graph_engine, cuda_graph=True)
+    with pytest.raises(RuntimeError, match="during CUDA-graph capture"):
+        detector.predict_batch(list(bottle_images.values()))
+    assert fake_tensorrt._CAPTURE is None  # the stream is out of capture mode
+    assert fake_tensorrt.GRAPHS == {"captured": 1, "destroyed": 1, "launched": 0}
+
+
+def test_cuda_graph_without_cuda_python_is_refused_at_load(fake_engine: Path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_cuda_python(name, *args, **kwargs):
+        if name == "cuda" or name.startswith("cuda."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_cuda_python)
+    with pytest.raises(ModelLoadError, match="pip install cuda-python"):
+        Detector(fake_engine, cuda_graph=True)
+    assert Detector(fake_engine).backend.name == "tensorrt"  # plain execution needs no cuda-python

@@ -11,7 +11,7 @@ Design (TensorRT 10.x and 11.x name-based API):
   engines) are zero-padded and the padding's outputs dropped;
 * a DLA engine is deserialized on the DLA core it was built for (``runtime.DLA_core``);
 * optional CUDA-graph capture per batch size (``cuda_graph=True``), through cuda-python's runtime API on the same
-  stream.
+  stream (imported when the backend is created, so a missing cuda-python is reported at load).
 
 Thread safety: calls are serialised with a lock (one context, one stream, shared buffers). Use one Detector per
 thread for parallel inference.
@@ -81,6 +81,7 @@ class TensorRTBackend(Backend):
         self.metadata, self.engine_info, offset = read_engine_header(self.path)
         trt, cuda = import_runtime()
         self._trt, self._cuda = trt, cuda
+        self._cudart = import_cuda_runtime() if cuda_graph else None
         cuda.init()
         dev = cuda.Device(device)
         major, minor = dev.compute_capability()
@@ -158,18 +159,39 @@ class TensorRTBackend(Backend):
 
     def _launch_graph(self, buffers: _Buffers) -> None:
         """Capture the enqueue of this batch size once (after one normal run), then replay it."""
-        from cuda.bindings import runtime as cudart
-
+        cudart = self._cudart
         stream = self._stream.handle
         if buffers.graph_exec is None:
             if not self._context.execute_async_v3(stream):  # first run outside capture: TensorRT lazy setup
                 raise RuntimeError("TensorRT execution failed")
             _check(cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal))
-            self._context.execute_async_v3(stream)
-            graph = _check(cudart.cudaStreamEndCapture(stream))
-            buffers.graph_exec = _check(cudart.cudaGraphInstantiate(graph, 0))
+            try:
+                captured = self._context.execute_async_v3(stream)
+            finally:  # always end the capture, or the stream stays unusable
+                graph = _check(cudart.cudaStreamEndCapture(stream))
+            try:
+                if not captured:
+                    raise RuntimeError("TensorRT execution failed during CUDA-graph capture")
+                buffers.graph_exec = _check(cudart.cudaGraphInstantiate(graph, 0))
+            finally:
+                _check(cudart.cudaGraphDestroy(graph))  # the executable graph keeps what it needs
             return
         _check(cudart.cudaGraphLaunch(buffers.graph_exec, stream))
+
+
+def import_cuda_runtime() -> ModuleType:
+    """cuda-python's runtime API, for CUDA-graph capture (``cuda.bindings.runtime``; ``cuda.cudart`` before 12.6)."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError as exc:
+            raise ModelLoadError(
+                "cuda_graph=True needs cuda-python's runtime API: `pip install cuda-python` (the major version of "
+                "the CUDA driver: 12.x on JetPack 6, 13.x on JetPack 7 and CUDA 13 GPUs)"
+            ) from exc
+    return cudart
 
 
 def _check(result: tuple[Any, ...]) -> Any:
