@@ -379,3 +379,31 @@ def test_cuda_graph_without_cuda_python_is_refused_at_load(fake_engine: Path, mo
     with pytest.raises(ModelLoadError, match="pip install cuda-python"):
         Detector(fake_engine, cuda_graph=True)
     assert Detector(fake_engine).backend.name == "tensorrt"  # plain execution needs no cuda-python
+
+
+TENSORRT_10_ONLY_FLAGS = {"FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"}
+"""Weak-typing builder flags: TensorRT 10.x has them, 11.x removed them (its docs' "Removed Python APIs")."""
+
+
+def test_planned_flags_exist_in_tensorrt_11_style_bindings():
+    """Every flag a plan names exists in TensorRT-RTX's enums (TensorRT 11.4's builder flag set), except the
+    TensorRT 10 weak-typing flags, which only TensorRT 10 plans name."""
+    from tests.conftest import require_tool
+
+    require_tool(importlib.util.find_spec("tensorrt_rtx") is not None, "tensorrt-rtx-cu13")
+    import tensorrt_rtx as trt
+
+    for version in ("10.3.0", "10.7.0", "11.4.1"):
+        for onnx_precision, precision in (("fp32", "fp32"), ("fp32", "fp16"), ("fp16", "fp16"), ("int8", "int8")):
+            for dla in (False, True):
+                try:
+                    plan = plan_build(version, onnx_precision, precision, dla)
+                except EngineBuildError:
+                    continue
+                for name in plan.network_flags:
+                    assert hasattr(trt.NetworkDefinitionCreationFlag, name), name
+                for name in plan.builder_flags:
+                    assert hasattr(trt.BuilderFlag, name) or (
+                        name in TENSORRT_10_ONLY_FLAGS and version.startswith("10.")), (version, name)
+    assert hasattr(trt.DeviceType, "DLA") and hasattr(trt.IBuilderConfig, "DLA_core")
+    assert hasattr(trt.IBuilderConfig, "default_device_type")
