@@ -36,40 +36,65 @@ TOLERANCES = {"fp32": (1e-2, 1e-3), "fp16": (2e-2, 2e-3), "int8": (1e-1, 1e-2)}
 kernels that round differently from the float Q/DQ reference."""
 
 
+def as_written_session(onnx_path: Path) -> Any:
+    """The ONNX in ONNX Runtime on the CPU with graph optimisations off: Q/DQ computed in float, as written."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+def compare_runners(reference: Any, candidate: Any, images: np.ndarray, precision: str) -> dict[str, Any]:
+    """Polygraphy's Comparator on one feed per real image: pass/fail at the precision's tolerance, and the largest
+    error of each output relative to the reference's largest magnitude.
+
+    Args:
+        reference: Polygraphy runner of the reference (the ONNX as written, in ONNX Runtime).
+        candidate: Polygraphy runner under test (the engine, in TensorRT).
+        images: Real images, ``(N, H, W, 3)`` uint8 RGB at the model's size.
+        precision: Picks the tolerance from :data:`TOLERANCES`.
+    """
+    from polygraphy.comparator import Comparator
+
+    try:
+        from polygraphy.comparator import SimpleCompareFunc
+    except ImportError:  # Polygraphy before 0.50
+        from polygraphy.comparator import CompareFunc
+
+        SimpleCompareFunc = CompareFunc.simple
+    feeds = [{"image": images[i : i + 1]} for i in range(len(images))]
+    results = Comparator.run([reference, candidate], data_loader=feeds)
+    rtol, atol = TOLERANCES[precision]
+    accuracy = Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(rtol=rtol, atol=atol))
+    errors: dict[str, float] = {}
+    reference_outputs, candidate_outputs = results[0][1], results[1][1]
+    for name in ("anomaly_map", "score"):
+        diffs = [np.abs(a[name] - b[name]).max() / max(np.abs(a[name]).max(), 1e-6)
+                 for a, b in zip(reference_outputs, candidate_outputs, strict=True)]
+        errors[f"{name}_max_error_vs_onnx_max"] = float(max(diffs))
+    return {"polygraphy_passed": bool(accuracy), **errors}
+
+
 def compare_with_polygraphy(onnx_path: Path, engine_path: Path, images: np.ndarray, precision: str,
                             ) -> dict[str, Any]:
-    """Polygraphy Comparator: the ONNX as written in ONNX Runtime vs the engine's plan, one feed per real image."""
-    import onnxruntime as ort
+    """The ONNX as written in ONNX Runtime vs the engine's plan in TensorRT (see :func:`compare_runners`)."""
     from polygraphy.backend.onnxrt import OnnxrtRunner
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
-    from polygraphy.comparator import Comparator, CompareFunc
 
     from sdk.backends.engine_file import read_engine_header
 
     _, _, offset = read_engine_header(engine_path)
     plan = engine_path.read_bytes()[offset:]
-    feeds = [{"image": images[i : i + 1]} for i in range(len(images))]
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    runners = [OnnxrtRunner(session), TrtRunner(EngineFromBytes(plan))]
-    results = Comparator.run(runners, data_loader=feeds)
-    rtol, atol = TOLERANCES[precision]
-    accuracy = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(rtol=rtol, atol=atol))
-    errors: dict[str, float] = {}
-    onnx_outputs, trt_outputs = results[0][1], results[1][1]
-    for name in ("anomaly_map", "score"):
-        diffs = [np.abs(a[name] - b[name]).max() / max(np.abs(a[name]).max(), 1e-6)
-                 for a, b in zip(onnx_outputs, trt_outputs, strict=True)]
-        errors[f"{name}_max_error_vs_onnx_max"] = float(max(diffs))
-    return {"polygraphy_passed": bool(accuracy), **errors}
+    return compare_runners(OnnxrtRunner(as_written_session(onnx_path)), TrtRunner(EngineFromBytes(plan)), images,
+                           precision)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="run folder with checkpoint.pt")
     parser.add_argument("--dla", type=int, default=None,
-                        help="Jetson: build the fp16 and int8 engines for this DLA core (static batch 8)")
+                        help="Jetson: build the fp16 and int8 engines for this DLA core (static batch 1)")
     parser.add_argument("--iterations", type=int, default=200, help="timed calls per configuration (default: 200)")
     args = parser.parse_args(argv)
 
@@ -88,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         if not onnx_path.exists():
             export_onnx(checkpoint, onnx_path, precision=precision)
         dla_core = None if precision == "fp32" else args.dla  # DLA runs FP16/INT8 only
-        engine = build_engine(onnx_path, precision=precision, max_batch=8, dla_core=dla_core)
+        # DLA engines have a static batch: 1, so that Polygraphy's one-image feeds fit and batch 8 runs as 8 calls
+        engine = build_engine(onnx_path, precision=precision, max_batch=8 if dla_core is None else 1,
+                              dla_core=dla_core)
         detector = Detector(engine)
         images = reference_images(detector.metadata, 8)
         comparison = compare_with_polygraphy(onnx_path, engine, images, precision)

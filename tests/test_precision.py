@@ -325,3 +325,28 @@ def test_asymmetric_int8_graphs_are_refused_by_the_engine_builder(precision_mode
     assert nonzero > 0
     with pytest.raises(EngineBuildError, match="non-zero zero points"):
         plan_build("10.3.0", "int8", "int8", nonzero_zero_points=nonzero)
+
+
+def test_gpu_check_comparison_harness_on_onnx_runtime(precision_models):
+    """The GPU check's Polygraphy comparison, run here with ONNX Runtime's optimised graph standing in for the
+    engine (the TensorRT runner is the only part that needs a GPU): the harness reads Polygraphy's results right,
+    passes a runtime that rounds differently within the precision's tolerance, and fails one that computes another
+    graph."""
+    import onnxruntime as ort
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+
+    from benchmarks.gpu_check import TOLERANCES, as_written_session, compare_runners
+    from sdk.datasets import reference_images
+
+    images = reference_images(Detector(precision_models["fp32"]).metadata, 4)
+    reports = {}
+    for precision in ("fp32", "int8"):
+        optimised = ort.InferenceSession(str(precision_models[precision]), providers=["CPUExecutionProvider"])
+        reports[precision] = compare_runners(OnnxrtRunner(as_written_session(precision_models[precision])),
+                                             OnnxrtRunner(optimised), images, precision)
+        assert reports[precision]["polygraphy_passed"], reports
+        assert 0 <= reports[precision]["anomaly_map_max_error_vs_onnx_max"] < TOLERANCES[precision][0]
+    assert reports["int8"]["anomaly_map_max_error_vs_onnx_max"] > reports["fp32"]["anomaly_map_max_error_vs_onnx_max"]
+    wrong = compare_runners(OnnxrtRunner(as_written_session(precision_models["fp32"])),
+                            OnnxrtRunner(as_written_session(precision_models["int8"])), images, "fp32")
+    assert not wrong["polygraphy_passed"], wrong
