@@ -10,6 +10,7 @@ Needs only numpy, OpenCV and a runtime; never PyTorch.
 from .detector import Detector, Result
 from .errors import (
     DatasetError,
+    DetectorClosedError,
     ImageReadError,
     InferenceError,
     InvalidInputError,
@@ -26,6 +27,7 @@ __all__ = [
     "Backoff",
     "DatasetError",
     "Detector",
+    "DetectorClosedError",
     "ImageReadError",
     "InferenceError",
     "InvalidInputError",

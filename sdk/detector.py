@@ -94,6 +94,20 @@ class Detector:
         if threshold is not None:
             self.threshold = threshold
 
+    def close(self) -> None:
+        """Release the runtime now (TensorRT: device buffers, CUDA graphs, engine; onnxruntime: the session).
+
+        Idempotent. Calls afterwards raise :class:`~sdk.errors.DetectorClosedError`. ``with Detector(...) as det:``
+        closes on leaving the block.
+        """
+        self.backend.close()
+
+    def __enter__(self) -> Detector:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     @property
     def image_size(self) -> int:
         """Side of the square model input."""

@@ -34,3 +34,7 @@ class SourceError(RdedgeError, OSError):
 
 class InferenceError(RdedgeError, RuntimeError):
     """The runtime returned something unusable (non-finite scores or maps): the model or engine is broken."""
+
+
+class DetectorClosedError(RdedgeError, RuntimeError):
+    """The detector (or its backend) was closed and has released its runtime; open a new one."""

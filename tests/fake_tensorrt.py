@@ -8,25 +8,33 @@ names, batch splitting) is exercised with real numbers. It proves nothing about 
 
 from __future__ import annotations
 
+import itertools
 import types
 from typing import ClassVar
 
 import numpy as np
 
 _MEMORY: dict[int, np.ndarray] = {}
+_ADDRESSES = itertools.count()
 ALLOCATIONS: list[int] = []
 EXECUTED_BATCHES: list[int] = []
+FREED: list[int] = []
+CONTEXT = {"detached": 0}
 
 
 class _Allocation:
     def __init__(self, nbytes: int) -> None:
         self.buffer = np.zeros(nbytes, dtype=np.uint8)
-        self.address = 0x1000 + 0x100000 * len(_MEMORY)
+        self.address = 0x1000 + 0x100000 * next(_ADDRESSES)
         _MEMORY[self.address] = self.buffer
         ALLOCATIONS.append(nbytes)
 
     def __int__(self) -> int:
         return self.address
+
+    def free(self) -> None:
+        del _MEMORY[self.address]
+        FREED.append(self.address)
 
 
 class _Context:
@@ -35,6 +43,9 @@ class _Context:
 
     def pop(self) -> None:
         pass
+
+    def detach(self) -> None:
+        CONTEXT["detached"] += 1
 
 
 class _Device:
@@ -157,7 +168,7 @@ tensorrt = types.SimpleNamespace(__version__=FAKE_TRT_VERSION, Logger=_Logger, R
 
 _CAPTURE: list | None = None
 FAIL_DURING_CAPTURE = False
-GRAPHS = {"captured": 0, "destroyed": 0, "launched": 0}
+GRAPHS = {"captured": 0, "destroyed": 0, "launched": 0, "executables_destroyed": 0}
 
 
 class _Graph:
@@ -183,6 +194,11 @@ def _destroy(graph: _Graph) -> tuple[int]:
     return (0,)
 
 
+def _destroy_executable(graph_exec: _Graph) -> tuple[int]:
+    GRAPHS["executables_destroyed"] += 1
+    return (0,)
+
+
 def _launch(graph_exec: _Graph, stream: int) -> tuple[int]:
     GRAPHS["launched"] += 1
     for op in graph_exec.ops:
@@ -196,5 +212,6 @@ cudart = types.SimpleNamespace(
     cudaStreamEndCapture=_end_capture,
     cudaGraphInstantiate=lambda graph, flags: (0, _Graph(graph.ops)),
     cudaGraphDestroy=_destroy,
+    cudaGraphExecDestroy=_destroy_executable,
     cudaGraphLaunch=_launch,
 )

@@ -362,7 +362,7 @@ def test_failed_cuda_graph_capture_ends_the_capture_and_says_so(fake_graph_engin
     with pytest.raises(RuntimeError, match="during CUDA-graph capture"):
         detector.predict_batch(list(bottle_images.values()))
     assert fake_tensorrt._CAPTURE is None  # the stream is out of capture mode
-    assert fake_tensorrt.GRAPHS == {"captured": 1, "destroyed": 1, "launched": 0}
+    assert fake_tensorrt.GRAPHS == {"captured": 1, "destroyed": 1, "launched": 0, "executables_destroyed": 0}
 
 
 def test_cuda_graph_without_cuda_python_is_refused_at_load(fake_engine: Path, monkeypatch):
@@ -407,3 +407,36 @@ def test_planned_flags_exist_in_tensorrt_11_style_bindings():
                         name in TENSORRT_10_ONLY_FLAGS and version.startswith("10.")), (version, name)
     assert hasattr(trt.DeviceType, "DLA") and hasattr(trt.IBuilderConfig, "DLA_core")
     assert hasattr(trt.IBuilderConfig, "default_device_type")
+
+
+def test_closing_frees_device_memory_and_cuda_graphs_and_refuses_later_calls(fake_graph_engine: Path,
+                                                                            bottle_images):
+    from sdk import DetectorClosedError
+
+    fake_tensorrt.ALLOCATIONS.clear()
+    fake_tensorrt.FREED.clear()
+    detached = fake_tensorrt.CONTEXT["detached"]
+    images = list(bottle_images.values()) * 3  # batches of 4 and 2: two buffer sets, two graphs
+    with Detector(fake_graph_engine, cuda_graph=True) as detector:
+        detector.predict_batch(images)
+        backend = detector.backend
+        allocated = {int(a) for buffers in backend._buffers.values() for a in buffers.device.values()}
+    assert len(allocated) == 6 and set(fake_tensorrt.FREED) == allocated  # every device buffer, once
+    assert fake_tensorrt.GRAPHS["executables_destroyed"] == 2
+    assert fake_tensorrt.CONTEXT["detached"] == detached + 1
+    assert backend._engine is None and backend._context is None
+    with pytest.raises(DetectorClosedError, match="was closed"):
+        detector.predict_batch(images[:1])
+    detector.close()  # idempotent
+    assert len(fake_tensorrt.FREED) == 6 and fake_tensorrt.CONTEXT["detached"] == detached + 1
+
+
+def test_closing_an_onnx_detector_refuses_later_calls(tiny_onnx: Path, bottle_images):
+    from sdk import DetectorClosedError
+
+    detector = Detector(tiny_onnx)
+    detector.predict_batch(list(bottle_images.values()))
+    detector.close()
+    detector.close()
+    with pytest.raises(DetectorClosedError):
+        detector.predict_batch(list(bottle_images.values()))

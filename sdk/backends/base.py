@@ -40,3 +40,7 @@ class Backend(abc.ABC):
         Returns:
             ``(anomaly_maps, scores)``: (N, S, S) and (N,) float32 arrays.
         """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op for runtimes with nothing to release early
+        """Release the runtime's resources now (device memory, sessions). Idempotent; inference afterwards raises
+        :class:`~sdk.errors.DetectorClosedError`."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelLoadError
+from ..errors import DetectorClosedError, ModelLoadError
 from ..metadata import INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE, ModelMetadata
 from .base import Backend
 from .cpu_int8 import CpuInt8Rewrite
@@ -105,5 +105,10 @@ class OnnxRuntimeBackend(Backend):
         return "onnxruntime"
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.session is None:
+            raise DetectorClosedError(f"{self.path} was closed: open a new Detector")
         maps, scores = self.session.run([OUTPUT_MAP, OUTPUT_SCORE], {INPUT_NAME: batch})
         return maps, scores
+
+    def close(self) -> None:
+        self.session = None

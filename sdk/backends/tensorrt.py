@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ModelLoadError
+from ..errors import DetectorClosedError, ModelLoadError
 from ..metadata import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE
 from .base import Backend
 from .engine_file import check_compatible, io_buffer_shapes, read_engine_header
@@ -108,6 +108,7 @@ class TensorRTBackend(Backend):
         self._buffers: dict[int, _Buffers] = {}
         self._lock = threading.Lock()
         self._cuda_graph = cuda_graph
+        self._closed = False
 
     @property
     def name(self) -> str:
@@ -129,6 +130,8 @@ class TensorRTBackend(Backend):
         n = len(batch)
         engine_batch = max(n, self.engine_info.min_batch)
         with self._lock:
+            if self._closed:
+                raise DetectorClosedError(f"{self.path} was closed: open a new Detector")
             self._context_cuda.push()
             try:
                 buffers = self._buffers.get(engine_batch)
@@ -150,6 +153,32 @@ class TensorRTBackend(Backend):
                 return buffers.host[OUTPUT_MAP][:n].copy(), buffers.host[OUTPUT_SCORE][:n].copy()
             finally:
                 self._context_cuda.pop()
+
+    def close(self) -> None:
+        """Free the CUDA graphs, device buffers, execution context, engine and stream, then release the CUDA context.
+
+        TensorRT objects are dropped in dependency order (context, engine, runtime) while the CUDA context is current,
+        since destroying them frees device memory.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._context_cuda.push()
+            try:
+                for buffers in self._buffers.values():
+                    if buffers.graph_exec is not None:
+                        _check(self._cudart.cudaGraphExecDestroy(buffers.graph_exec))
+                    for allocation in buffers.device.values():
+                        allocation.free()
+                self._buffers.clear()
+                self._context = None
+                self._engine = None
+                self._runtime = None
+                self._stream = None
+            finally:
+                self._context_cuda.pop()
+            self._context_cuda.detach()
 
     def _bind(self, buffers: _Buffers, n: int) -> None:
         size = self.metadata.image_size
