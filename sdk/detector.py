@@ -74,9 +74,11 @@ class Detector:
         >>> result.score, result.is_anomaly
 
     Args:
-        model: Path of an exported model (``.onnx``).
+        model: Path of an exported model: ``.onnx`` (ONNX Runtime) or ``.engine`` (TensorRT, written by
+            ``rdedge build-engine``).
         threshold: Raw-score threshold to use instead of the calibrated one.
-        **backend_options: Passed to the backend (e.g. ``providers`` or ``intra_op_threads`` for onnxruntime).
+        **backend_options: Passed to the backend (e.g. ``providers`` or ``intra_op_threads`` for onnxruntime;
+            ``device`` or ``cuda_graph`` for TensorRT).
 
     Raises:
         ModelLoadError: The file cannot be loaded.
