@@ -237,7 +237,8 @@ def build_engine(
     metadata = read_onnx_metadata(onnx_path)
     precision = precision or metadata.precision
     dla = dla_core is not None
-    max_batch = max_batch or (DEFAULT_DLA_BATCH if dla else DEFAULT_MAX_BATCH)
+    if max_batch is None:
+        max_batch = DEFAULT_DLA_BATCH if dla else DEFAULT_MAX_BATCH
     batches = profile_batches(dla, opt_batch, max_batch)
     trt = tensorrt or import_tensorrt()
     plan = plan_build(builder_rules_version(trt), metadata.precision, precision, dla,

@@ -233,15 +233,16 @@ def test_tensorrt_rtx_builds_by_tensorrt_11_rules():
 def test_build_engine_without_tensorrt_says_what_to_install(tiny_onnx: Path, tmp_path: Path):
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here: nothing is missing")
+    from export.tensorrt import build_engine
     from sdk.cli import main
 
     assert main(["build-engine", str(tiny_onnx), "--out", str(tmp_path / "m.engine")]) == 2
     assert main(["build-engine", str(tmp_path / "missing.onnx")]) == 2
-    assert not list(tmp_path.iterdir())
+    with pytest.raises(EngineBuildError, match=r"opt batch \(1\) <= max batch \(0\)"):  # refused before TensorRT
+        build_engine(tiny_onnx, tmp_path / "m.engine", max_batch=0)
     with pytest.raises(EngineBuildError, match=r"python3-libnvinfer.*rdedge\[trt\]"):
-        from export.tensorrt import build_engine
-
         build_engine(tiny_onnx, tmp_path / "m.engine")
+    assert not list(tmp_path.iterdir())
 
 
 def test_static_batch_dla_engine_pads_small_batches(tiny_onnx: Path, tmp_path: Path, bottle_images, monkeypatch):
