@@ -6,8 +6,9 @@ few explicit calls, and Jetson images ship TensorRT without Polygraphy. Polygrap
 engine with ONNX Runtime (``benchmarks/gpu_check``).
 
 The decisions live in :func:`plan_build`, a pure function tested without TensorRT; :func:`build_engine` only
-translates a plan into TensorRT calls. **The TensorRT calls are unverified here: no GPU and no full TensorRT
-install is available to CI** (TensorRT-RTX's parser/builder is used in the tests as a parse/build check only).
+translates a plan into TensorRT calls. **TensorRT itself has never run these calls: no GPU and no full TensorRT
+install is available to CI.** TensorRT-RTX runs the strongly typed path (see "Testing seam" below); the TensorRT 10
+flags path (FP16/INT8 flags, FP32 layer pinning) has met no real builder.
 
 Precision rules:
 
@@ -15,8 +16,9 @@ Precision rules:
   first; asking for another precision than the ONNX carries is an error.
 * TensorRT 10.x: an ONNX that already carries the target precision is built strongly typed (FP16 ONNX → FP16,
   Q/DQ ONNX → INT8 where quantized, FP32 elsewhere). An FP32 ONNX built as ``fp16`` (JetPack 6's usual path) uses
-  the ``FP16`` builder flag with the ``normalize/*`` and ``head/*`` layers pinned to FP32 (``OBEY_PRECISION_
-  CONSTRAINTS``). DLA always uses the flags path (DLA runs FP16/INT8 only) with GPU fallback.
+  the ``FP16`` builder flag with the float ``normalize/*`` and ``head/*`` layers pinned to FP32 (``OBEY_PRECISION_
+  CONSTRAINTS``; their INT64 shape arithmetic is left alone). DLA always uses the flags path (DLA runs FP16/INT8
+  only) with GPU fallback.
 * INT8 always comes from a Q/DQ ONNX (``rdedge export --precision int8``); there is no implicit calibration.
 
 DLA (Jetson AGX/NX Orin; TensorRT 10.3–10.7 and 11.4+): DLA has no dynamic dimensions, so a DLA engine has a
