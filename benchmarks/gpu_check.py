@@ -38,11 +38,9 @@ kernels that round differently from the float Q/DQ reference."""
 
 def as_written_session(onnx_path: Path) -> Any:
     """The ONNX in ONNX Runtime on the CPU with graph optimisations off: Q/DQ computed in float, as written."""
-    import onnxruntime as ort
+    from sdk.backends.onnxruntime import OnnxRuntimeBackend
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    return OnnxRuntimeBackend(onnx_path, optimize=False).session
 
 
 def compare_runners(reference: Any, candidate: Any, images: np.ndarray, precision: str) -> dict[str, Any]:

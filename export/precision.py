@@ -41,11 +41,11 @@ from typing import Any
 import numpy as np
 import onnx
 
+from sdk.backends.cpu_int8 import ACTIVATIONS
 from sdk.metadata import INPUT_NAME
 
 PRECISIONS = ("fp32", "fp16", "int8")
 QUANTIZED_OP_TYPES = ["Conv", "ConvTranspose", "Relu", "Clip", "Add", "Concat"]
-ACTIVATIONS = ("Relu", "Clip")
 FP32_SCOPES = ("normalize/", "head/")
 """Node-name prefixes of the pre- and post-processing (see ``export.onnx.label_scopes``), never quantized."""
 

@@ -35,6 +35,7 @@ from sdk.backends.engine_file import (
 )
 
 from . import fake_tensorrt
+from .conftest import require_tool
 
 
 def test_version_parsing():
@@ -296,8 +297,6 @@ def test_backend_calls_exist_in_the_real_tensorrt_runtime_bindings():
     Introspection only: constructing a ``Runtime`` without a GPU segfaults, so nothing is run. The fake seam used by
     the other tests is checked against the same bindings, so it cannot drift into an API TensorRT does not have.
     """
-    from tests.conftest import require_tool
-
     require_tool(importlib.util.find_spec("tensorrt_lean") is not None, "tensorrt-lean-cu13")
     require_tool(importlib.util.find_spec("cuda.bindings") is not None, "cuda-bindings")
     import tensorrt_lean as trt
@@ -389,8 +388,6 @@ TENSORRT_10_ONLY_FLAGS = {"FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"}
 def test_planned_flags_exist_in_tensorrt_11_style_bindings():
     """Every flag a plan names exists in TensorRT-RTX's enums (TensorRT 11.4's builder flag set), except the
     TensorRT 10 weak-typing flags, which only TensorRT 10 plans name."""
-    from tests.conftest import require_tool
-
     require_tool(importlib.util.find_spec("tensorrt_rtx") is not None, "tensorrt-rtx-cu13")
     import tensorrt_rtx as trt
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import onnx
 
 ACTIVATIONS = ("Relu", "Clip")
+"""Activations the INT8 layout puts before its Q (``export.precision``) and this rewrite folds into a clamp."""
 UINT8_OFFSET = 128
 
 
