@@ -17,6 +17,7 @@ from .errors import (
     ModelLoadError,
     RdedgeError,
     SourceError,
+    SourceOpenTimeout,
 )
 from .metadata import ModelMetadata, ScoreCalibration
 from .stream import Backoff, Stream, StreamResult, csi_pipeline, usb_pipeline
@@ -37,6 +38,7 @@ __all__ = [
     "Result",
     "ScoreCalibration",
     "SourceError",
+    "SourceOpenTimeout",
     "Stream",
     "StreamResult",
     "__version__",

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()  # SIGTERM keeps its default action: it ends the process even inside a blocking read
     from .stream import open_capture
 
-    capture = open_capture(json.loads(argv[0]))
+    capture = open_capture(json.loads(argv[0]), pipeline_timeout_s=None)  # the parent's open_timeout_s applies
     if not capture.isOpened():
         return 1
     out = sys.stdout.buffer

@@ -32,6 +32,10 @@ class SourceError(RdedgeError, OSError):
     """A video source (camera, file, stream, pipeline) that cannot be opened."""
 
 
+class SourceOpenTimeout(SourceError, TimeoutError):
+    """A video source whose opening did not finish in time (see :func:`sdk.stream.open_within`)."""
+
+
 class InferenceError(RdedgeError, RuntimeError):
     """The runtime returned something unusable (non-finite scores or maps): the model or engine is broken."""
 

@@ -12,7 +12,8 @@
   every frame is scored.
 * **Reconnection.** When a live source stops delivering (camera unplugged, network cut), the reader releases it
   and reopens it with exponential back-off (:class:`Backoff`) until it comes back or ``max_attempts`` is spent;
-  results already produced are never lost and frame indices keep counting. A file simply ends.
+  results already produced are never lost and frame indices keep counting. A file simply ends. Opening a
+  GStreamer pipeline is given up after :data:`PIPELINE_OPEN_TIMEOUT_S` and retried (:func:`open_within`).
 * **Accounting.** For every source, ``read == processed + dropped`` once the stream is closed (frames left
   unscored at close, and frames that cannot be used, count as dropped). :attr:`Stream.stats` gives the counters.
 * **Clean stop.** Leaving the ``with`` block (or :meth:`Stream.close`) stops and joins every reader thread and
@@ -24,6 +25,7 @@ a production line. Errors opening a source for the first time are raised, since 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
@@ -38,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import cv2
 import numpy as np
 
-from .errors import RdedgeError, SourceError
+from .errors import RdedgeError, SourceError, SourceOpenTimeout
 from .image import to_rgb_uint8
 
 if TYPE_CHECKING:
@@ -88,23 +90,108 @@ def describe(source: Source) -> str:
     return text
 
 
-def open_capture(source: Source, *, timeout_s: float = 5.0) -> cv2.VideoCapture:
+PIPELINE_OPEN_TIMEOUT_S = 10.0
+"""How long opening a GStreamer pipeline may take in-process before it is given up (see :func:`open_within`)."""
+
+
+def open_capture(source: Source, *, timeout_s: float = 5.0,
+                 pipeline_timeout_s: float | None = PIPELINE_OPEN_TIMEOUT_S) -> cv2.VideoCapture:
     """Open a source with OpenCV: the camera index, GStreamer pipeline or file/URL backend as appropriate.
 
     Network sources get open and read time-outs (FFmpeg backend), so a dead stream is noticed within
-    ``timeout_s`` instead of blocking for minutes. A camera index opens with OpenCV's own V4L2 backend on Linux
-    (see :func:`camera_backend`).
+    ``timeout_s`` instead of blocking for minutes. A GStreamer pipeline is opened within ``pipeline_timeout_s``
+    (:func:`open_within`; ``None``: no limit): OpenCV waits without limit for the pipeline to start, and
+    GStreamer's ``rtspsrc`` (1.22) can leave it waiting for ever after a refused connection, as from a camera that
+    is rebooting (measured with Debian's OpenCV 4.6: 9 of 100 opens of a refused ``rtspsrc`` pipeline on a busy
+    2-core machine; none when idle). A camera index opens with OpenCV's own V4L2 backend on Linux (see
+    :func:`camera_backend`).
+
+    Raises:
+        SourceOpenTimeout: A pipeline did not open in time.
     """
     if (index := camera_index(source)) is not None:
         return cv2.VideoCapture(index, camera_backend())
     text = os.fspath(source)
     if "!" in text:
-        return cv2.VideoCapture(text, cv2.CAP_GSTREAMER)
+        if pipeline_timeout_s is None:
+            return cv2.VideoCapture(text, cv2.CAP_GSTREAMER)
+        return open_within(lambda: cv2.VideoCapture(text, cv2.CAP_GSTREAMER), pipeline_timeout_s,
+                           describe(source))
     if text.lower().startswith(URL_SCHEMES):
         ms = int(timeout_s * 1000)
         return cv2.VideoCapture(text, cv2.CAP_FFMPEG,
                                 [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
     return cv2.VideoCapture(text)
+
+
+MAX_BLOCKED_OPENS = 8
+"""Given-up openings still blocked in a process beyond which :func:`open_within` starts no more (each holds a
+thread and whatever the capture library allocated)."""
+_BLOCKED_OPENS: set[str] = set()
+_BLOCKED_LOCK = threading.Lock()
+_OPEN_COUNTER = itertools.count(1)
+
+
+def blocked_opens() -> list[str]:
+    """Sources whose in-process opening was given up and is still blocked (each holds a thread and a pipeline)."""
+    with _BLOCKED_LOCK:
+        return sorted(_BLOCKED_OPENS)
+
+
+def open_within(open_source: Callable[[], Capture], timeout_s: float, source_id: str) -> Capture:
+    """Run ``open_source`` on a helper thread and wait at most ``timeout_s`` for it.
+
+    A call into a capture library cannot be interrupted. When it takes too long it is given up: the helper thread
+    goes on, releases the capture if the call ever returns, and meanwhile shows in :func:`blocked_opens`. The
+    caller gets :class:`SourceOpenTimeout` and can retry, so a stream's reconnection goes on. What a blocked call
+    holds is only freed with the process: ``isolate=True`` opens each source in a child process, which is killed
+    instead. Once :data:`MAX_BLOCKED_OPENS` openings are blocked, no new one is started.
+
+    Raises:
+        SourceOpenTimeout: ``open_source`` did not return within ``timeout_s``.
+        SourceError: :data:`MAX_BLOCKED_OPENS` openings are already blocked in this process.
+        Exception: Whatever ``open_source`` raised in time.
+    """
+    with _BLOCKED_LOCK:
+        if len(_BLOCKED_OPENS) >= MAX_BLOCKED_OPENS:
+            raise SourceError(f"not opening {source_id!r}: {len(_BLOCKED_OPENS)} earlier openings are still blocked "
+                              "in this process; restart it, or stream with isolate=True")
+    lock = threading.Lock()
+    finished = threading.Event()
+    outcome: dict[str, Any] = {}
+    key = f"{source_id} (thread {next(_OPEN_COUNTER)})"
+
+    def run() -> None:
+        try:
+            capture, error = open_source(), None
+        except Exception as exc:  # handed to the caller below
+            capture, error = None, exc
+        with lock:
+            given_up = outcome.get("given_up", False)
+            outcome.update(capture=capture, error=error)
+            finished.set()
+        if given_up:
+            if capture is not None:
+                capture.release()
+            with _BLOCKED_LOCK:
+                _BLOCKED_OPENS.discard(key)
+            LOG.warning("the given-up opening of %s returned at last; released", source_id)
+
+    threading.Thread(target=run, name=f"rdedge-open-{source_id}", daemon=True).start()
+    finished.wait(timeout_s)
+    with lock:
+        if not finished.is_set():
+            outcome["given_up"] = True
+            with _BLOCKED_LOCK:
+                _BLOCKED_OPENS.add(key)
+                blocked = len(_BLOCKED_OPENS)
+            LOG.error("opening %s did not finish within %.0f s; given up (%d opening(s) still blocked in this "
+                      "process; isolate=True opens sources in a child process that is killed instead)",
+                      source_id, timeout_s, blocked)
+            raise SourceOpenTimeout(f"opening {source_id!r} did not finish within {timeout_s:g} s")
+    if outcome["error"] is not None:
+        raise outcome["error"]
+    return outcome["capture"]
 
 
 def camera_backend() -> int:
@@ -266,20 +353,25 @@ class FrameReader:
         self._capture: Capture | None = None
         self._thread: threading.Thread | None = None
         self._on_change = on_change or (lambda: None)
+        self._open_error: Exception | None = None
 
     def start(self) -> None:
         """Open the source (raising :class:`SourceError` when it cannot be opened at all) and start reading."""
         self._capture = self._open()
         if self._capture is None:
+            if isinstance(self._open_error, SourceOpenTimeout):
+                raise SourceOpenTimeout(f"cannot open video source {self.stats.source_id!r}: {self._open_error}")
             raise SourceError(f"cannot open video source {self.stats.source_id!r}{open_hint(self.source)}")
         self._thread = threading.Thread(target=self._run, name=f"rdedge-reader-{self.stats.source_id}", daemon=True)
         self._thread.start()
 
     def _open(self) -> Capture | None:
+        self._open_error = None
         try:
             capture = self._opener(self.source)
         except Exception as exc:  # any opener failure means "not available now"
             LOG.warning("opening %s failed: %s", self.stats.source_id, exc)
+            self._open_error = exc
             return None
         if capture is None or not capture.isOpened():
             if capture is not None:
@@ -372,7 +464,7 @@ class FrameReader:
             self.stats.dropped += invalid
             return self.stats.dropped
 
-    def stop(self, join_timeout: float = 10.0) -> None:
+    def stop(self, join_timeout: float = PIPELINE_OPEN_TIMEOUT_S + 5.0) -> None:
         """Stop reading, join the thread, release the source and count any frame left unscored as dropped."""
         self._stop.set()
         if self._thread is not None:

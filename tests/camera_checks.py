@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from sdk import Backoff, Detector
-from sdk.stream import csi_pipeline, opencv_has_gstreamer, usb_pipeline
+from sdk.stream import blocked_opens, csi_pipeline, opencv_has_gstreamer, usb_pipeline
 
 from .rtsp_server import RtspServer
 
@@ -268,4 +268,7 @@ def test_rtsp_pipeline_through_gstreamer_survives_a_camera_restart(det: Detector
         if camera.server is not None:
             camera.kill()
     check_results(results, stream.stats[0], pipeline, (240, 320))
-    record("rtspsrc pipeline, camera restarted", results=len(results), reconnects=stream.stats[0].reconnects)
+    # rtspsrc sometimes blocks OpenCV's open for ever after the refused connection; such openings are given up
+    # (sdk.stream.open_within) and the next attempt reconnects
+    record("rtspsrc pipeline, camera restarted", results=len(results), reconnects=stream.stats[0].reconnects,
+           openings_given_up=len(blocked_opens()))

@@ -7,6 +7,7 @@ is absent, tests that need it skip with the reason, except under CI (``CI`` set)
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 MVTEC_ROOT = Path(os.environ.get("RDEDGE_MVTEC_ROOT", REPO.parent / "shared" / "data" / "mvtec"))
 SUBSET_SIZE = 256  # side of the downscaled copies
+SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian's, whose python3-opencv is built with GStreamer
 
 
 def require(path: Path, what: str) -> Path:
@@ -26,6 +28,31 @@ def require(path: Path, what: str) -> Path:
     if os.environ.get("CI"):
         pytest.fail(message + "; CI must have the data", pytrace=False)
     pytest.skip(message)
+
+
+def unavailable(reason: str) -> None:
+    """Skip for want of a system tool or package, or fail under CI, whose set-up installs them."""
+    if os.environ.get("CI"):
+        pytest.fail(reason + "; CI must run these checks (scripts/system_packages.sh installs what they need)",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def gstreamer_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtual environment on Debian's Python that sees its OpenCV (with GStreamer), plus onnxruntime and pytest."""
+    probe = "import cv2, sys; i = cv2.getBuildInformation(); sys.exit('GStreamer:                   YES' not in i)"
+    if not SYSTEM_PYTHON.exists() or subprocess.run([SYSTEM_PYTHON, "-c", probe]).returncode:
+        unavailable(f"{SYSTEM_PYTHON} has no OpenCV with GStreamer (apt-get install python3-opencv)")
+    venv = tmp_path_factory.mktemp("gst") / "venv"
+    made = subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--system-site-packages", str(venv)], capture_output=True,
+                          text=True)
+    if made.returncode:
+        unavailable(f"cannot make a virtual environment on {SYSTEM_PYTHON} (apt-get install python3-venv): "
+                    f"{made.stderr.strip()[-200:]}")
+    subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "onnxruntime", "tqdm", "pytest"],
+                   check=True)
+    return venv / "bin" / "python"
 
 
 @pytest.fixture(scope="session")

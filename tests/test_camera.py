@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -20,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from .camera_vm import VmUnavailable, run_in_vm
+from .conftest import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
-SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian's, whose python3-opencv is built with GStreamer
 CHECKS = "tests/camera_checks.py"
 # Check -> whether it must pass (True) or be skipped for want of GStreamer (False), per OpenCV build. Each check runs
 # in a process of its own, as a line process would start: GStreamer's v4l2 plugin (1.22) leaves a descriptor open on
@@ -48,29 +47,6 @@ EXPECTED = {
 }
 
 
-def unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(reason + "; CI must run the camera checks (.ci/run installs what they need)", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def gstreamer_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A virtual environment on Debian's Python that sees its OpenCV (with GStreamer), plus onnxruntime and pytest."""
-    probe = "import cv2, sys; i = cv2.getBuildInformation(); sys.exit('GStreamer:                   YES' not in i)"
-    if not SYSTEM_PYTHON.exists() or subprocess.run([SYSTEM_PYTHON, "-c", probe]).returncode:
-        unavailable(f"{SYSTEM_PYTHON} has no OpenCV with GStreamer (apt-get install python3-opencv)")
-    venv = tmp_path_factory.mktemp("gst") / "venv"
-    made = subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--system-site-packages", str(venv)], capture_output=True,
-                          text=True)
-    if made.returncode:
-        unavailable(f"cannot make a virtual environment on {SYSTEM_PYTHON} (apt-get install python3-venv): "
-                    f"{made.stderr.strip()[-200:]}")
-    subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "onnxruntime", "tqdm", "pytest"],
-                   check=True)
-    return venv / "bin" / "python"
-
-
 @pytest.fixture(scope="session")
 def vm_reports(tiny_onnx: Path, gstreamer_python: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Run the checks in the VM once; returns the JUnit outcomes per environment and the checks' records."""
@@ -79,7 +55,8 @@ def vm_reports(tiny_onnx: Path, gstreamer_python: Path, tmp_path_factory: pytest
     out = tmp_path_factory.mktemp("vm")
     runs = {"project": Path(sys.executable), "debian-gstreamer": gstreamer_python}
     script = "; ".join(
-        f"{python} -m pytest -p no:cacheprovider -q -o faulthandler_timeout=120 {CHECKS}::{check} "
+        f"{python} -m pytest -p no:cacheprovider -q -o faulthandler_timeout=120 -o faulthandler_exit_on_timeout=true "
+        f"{CHECKS}::{check} "
         f"--junitxml={out / name}-{check}.xml"
         for name, python in runs.items() for check in EXPECTED[name])
     env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8",

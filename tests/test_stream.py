@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from benchmarks.soak import bottle_frames, soak, write_video
-from sdk import Backoff, Detector, SourceError
+from sdk import Backoff, Detector, SourceError, SourceOpenTimeout
+from sdk import stream as stream_module
 from sdk.capture_process import ProcessCapture, capture_processes
 from sdk.image import list_images
-from sdk.stream import Stream, csi_pipeline, describe, is_live, usb_pipeline
+from sdk.stream import FrameReader, Stream, blocked_opens, csi_pipeline, describe, is_live, open_within, usb_pipeline
 
 from .conftest import REPO
 from .loopback import MjpegServer
@@ -153,6 +154,103 @@ def test_unusable_frames_are_skipped_counted_and_never_stop_the_stream(det: Dete
     stats = stream.stats[0]
     assert (stats.read, stats.processed, stats.invalid, stats.dropped) == (6, 3, 3, 3)
     assert all(np.isfinite(r.score) for r in results)
+
+
+class _BlockingOpen:
+    """Stands in for a capture library's open that blocks until ``gate`` is set (as OpenCV's GStreamer open can:
+    ``tests/gstreamer_checks.py`` shows it with the real library), then returns a capture that records its
+    release."""
+
+    def __init__(self, frames: list[np.ndarray] | None = None) -> None:
+        self.gate = threading.Event()
+        self.capture = _ScriptedCapture(frames or [])
+        self.released = threading.Event()
+        self.capture.release = self.released.set
+        self.calls = 0
+
+    def __call__(self) -> _ScriptedCapture:
+        self.calls += 1
+        self.gate.wait()
+        return self.capture
+
+
+def wait_until(condition, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_an_opening_that_blocks_is_given_up_in_time_and_released_when_it_returns():
+    blocking = _BlockingOpen()
+    started = time.monotonic()
+    with pytest.raises(SourceOpenTimeout, match=r"'cam' did not finish within 0\.2 s"):
+        open_within(blocking, 0.2, "cam")
+    assert 0.2 <= time.monotonic() - started < 2.0
+    assert [name.split(" ")[0] for name in blocked_opens()] == ["cam"]
+    blocking.gate.set()  # the library returns at last: nobody wants the capture any more
+    assert blocking.released.wait(5.0) and wait_until(lambda: not blocked_opens())
+
+
+def test_an_opening_in_time_returns_its_capture_or_its_error():
+    blocking = _BlockingOpen()
+    blocking.gate.set()
+    assert open_within(blocking, 5.0, "cam") is blocking.capture and not blocking.released.is_set()
+
+    def refused():
+        raise ConnectionRefusedError("refused")
+
+    with pytest.raises(ConnectionRefusedError):
+        open_within(refused, 5.0, "cam")
+    assert not blocked_opens()
+
+
+def test_no_new_opening_starts_while_too_many_are_blocked(monkeypatch):
+    monkeypatch.setattr(stream_module, "MAX_BLOCKED_OPENS", 1)
+    first, second = _BlockingOpen(), _BlockingOpen()
+    with pytest.raises(SourceOpenTimeout):
+        open_within(first, 0.1, "cam")
+    second.gate.set()
+    with pytest.raises(SourceError, match="1 earlier openings are still blocked"):
+        open_within(second, 5.0, "cam")  # refused at once, without calling the library
+    assert second.calls == 0
+    first.gate.set()
+    assert wait_until(lambda: not blocked_opens())
+    assert open_within(second, 5.0, "cam") is second.capture
+
+
+def test_a_reconnection_whose_opening_blocks_goes_on_with_the_next_attempt(frames):
+    """The stream seen in CI: the camera restarted, one reopening blocked for ever, the reader waited with it."""
+    first, stuck, back = _BlockingOpen(frames[:3]), _BlockingOpen(), _BlockingOpen(frames[3:6])
+    first.gate.set()
+    back.gate.set()
+    attempts = iter([first, stuck, back])
+    reader = FrameReader("rtsp://camera.local/stream", mode="every", live=True,
+                         backoff=Backoff(initial_s=0.01, max_attempts=5),
+                         opener=lambda source: open_within(next(attempts), 0.3, describe(source)))
+    reader.start()
+    taken = []
+
+    def six_taken() -> bool:
+        if (frame := reader.take()) is not None:
+            taken.append(frame.index)
+        return len(taken) == 6
+
+    assert wait_until(six_taken)
+    reader.stop()
+    assert taken == list(range(6)) and reader.stats.reconnects == 1
+    stuck.gate.set()
+    assert stuck.released.wait(5.0) and wait_until(lambda: not blocked_opens())
+
+
+def test_a_first_opening_that_blocks_raises_source_open_timeout(det: Detector):
+    blocking = _BlockingOpen()
+    with pytest.raises(SourceOpenTimeout, match=r"cannot open video source 'rtsp://cam/1': .* within 0\.2 s"):
+        det.stream("rtsp://cam/1", opener=lambda source: open_within(blocking, 0.2, describe(source))).start()
+    blocking.gate.set()
+    assert blocking.released.wait(5.0)
 
 
 def test_sources_that_cannot_be_opened_raise_source_error(det: Detector, tmp_path: Path):
