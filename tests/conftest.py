@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -18,6 +20,16 @@ REPO = Path(__file__).resolve().parents[1]
 MVTEC_ROOT = Path(os.environ.get("RDEDGE_MVTEC_ROOT", REPO.parent / "shared" / "data" / "mvtec"))
 SUBSET_SIZE = 256  # side of the downscaled copies
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian's, whose python3-opencv is built with GStreamer
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout_s`` has passed (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def require(path: Path, what: str) -> Path:

@@ -20,6 +20,8 @@ import pytest
 from sdk import SourceOpenTimeout
 from sdk.stream import FrameReader, blocked_opens, open_capture, opencv_has_gstreamer
 
+from .conftest import wait_until
+
 pytestmark = pytest.mark.skipif(not opencv_has_gstreamer(), reason="this OpenCV is built without GStreamer")
 
 
@@ -38,15 +40,6 @@ def pipeline(fifo: Path) -> str:
 def unblock(fifo: Path) -> None:
     """Open the FIFO for writing and close it: the pipeline's open of it returns (and it reads an empty file)."""
     os.close(os.open(fifo, os.O_WRONLY))
-
-
-def wait_until(condition, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_opening_a_pipeline_that_blocks_is_given_up_in_time(fifo: Path):

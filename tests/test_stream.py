@@ -21,7 +21,7 @@ from sdk.capture_process import ProcessCapture, capture_processes
 from sdk.image import list_images
 from sdk.stream import FrameReader, Stream, blocked_opens, csi_pipeline, describe, is_live, open_within, usb_pipeline
 
-from .conftest import REPO
+from .conftest import REPO, wait_until
 from .loopback import MjpegServer
 from .rtsp_server import RtspServer
 
@@ -172,15 +172,6 @@ class _BlockingOpen:
         self.calls += 1
         self.gate.wait()
         return self.capture
-
-
-def wait_until(condition, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_an_opening_that_blocks_is_given_up_in_time_and_released_when_it_returns():
