@@ -18,7 +18,7 @@ TRAIN = [
 EVAL = ["scipy>=1.10", "scikit-learn>=1.3"]
 TRT = ["tensorrt>=10.3", "pycuda>=2024.1"]
 DEV = [
-    "pytest>=8",
+    "pytest>=9",  # faulthandler_exit_on_timeout (pyproject.toml): a hung test ends the run with its traceback
     "ruff>=0.6",
     "elpv-dataset>=1.0",
     "polygraphy>=0.49",

@@ -62,7 +62,7 @@ def gstreamer_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if made.returncode:
         unavailable(f"cannot make a virtual environment on {SYSTEM_PYTHON} (apt-get install python3-venv): "
                     f"{made.stderr.strip()[-200:]}")
-    subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "onnxruntime", "tqdm", "pytest"],
+    subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "onnxruntime", "tqdm", "pytest>=9"],
                    check=True)
     return venv / "bin" / "python"
 
