@@ -166,24 +166,28 @@ def timing_cache_path(tensorrt_version: str, compute_capability: str, cache_dir:
     return root / f"trt-{tensorrt_version}-sm{compute_capability.replace('.', '')}.timing"
 
 
-def read_onnx_metadata(onnx_path: str | os.PathLike[str]) -> ModelMetadata:
-    """The rdedge metadata of an exported ONNX file."""
+def read_onnx_metadata(onnx_path: str | os.PathLike[str], model: Any = None) -> ModelMetadata:
+    """The rdedge metadata of an exported ONNX file (``model``: the file already loaded, so it is not read again)."""
     import onnx
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    if model is None:
+        model = onnx.load(str(onnx_path), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in props:
         raise EngineBuildError(f"{onnx_path} has no rdedge metadata: export it with `rdedge export`")
     return ModelMetadata.from_json(props[METADATA_KEY])
 
 
-def count_nonzero_zero_points(onnx_path: str | os.PathLike[str]) -> int:
-    """Q/DQ nodes of an ONNX whose zero point is not 0 (TensorRT accepts symmetric quantization only)."""
+def count_nonzero_zero_points(onnx_model: Any) -> int:
+    """Q/DQ nodes of an ONNX (a path or a loaded ``ModelProto``) whose zero point is not 0 (TensorRT accepts
+    symmetric quantization only)."""
     import onnx
 
     from export.precision import qdq_summary
 
-    return int(qdq_summary(onnx.load(str(onnx_path)))["nonzero_zero_points"])
+    if not isinstance(onnx_model, onnx.ModelProto):
+        onnx_model = onnx.load(str(onnx_model))
+    return int(qdq_summary(onnx_model)["nonzero_zero_points"])
 
 
 def cuda_device_info(device: int = 0) -> tuple[str, str]:
@@ -236,15 +240,19 @@ def build_engine(
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise EngineBuildError(f"ONNX model not found: {onnx_path}")
-    metadata = read_onnx_metadata(onnx_path)
+    import onnx
+
+    model = onnx.load(str(onnx_path))  # once, for the metadata and the zero points; TensorRT parses the file itself
+    metadata = read_onnx_metadata(onnx_path, model)
+    nonzero_zero_points = count_nonzero_zero_points(model)
+    del model
     precision = precision or metadata.precision
     dla = dla_core is not None
     if max_batch is None:
         max_batch = DEFAULT_DLA_BATCH if dla else DEFAULT_MAX_BATCH
     batches = profile_batches(dla, opt_batch, max_batch)
     trt = tensorrt or import_tensorrt()
-    plan = plan_build(builder_rules_version(trt), metadata.precision, precision, dla,
-                      count_nonzero_zero_points(onnx_path))
+    plan = plan_build(builder_rules_version(trt), metadata.precision, precision, dla, nonzero_zero_points)
     gpu_name, capability = gpu or cuda_device_info(device)
     out_path = Path(out) if out else onnx_path.with_name(f"{onnx_path.stem}_{precision}.engine")
 
