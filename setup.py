@@ -35,8 +35,10 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["sdk", "sdk.*", "train", "train.*", "export", "export.*", "benchmarks"]),
+    packages=find_packages(
+        include=["rdedge", "rdedge.*", "sdk", "sdk.*", "train", "train.*", "export", "export.*", "benchmarks"]
+    ),
     install_requires=["numpy>=1.24", "opencv-python-headless>=4.8", "onnxruntime>=1.17", "onnx>=1.17", "tqdm>=4.60"],
     extras_require={"train": TRAIN, "eval": EVAL, "trt": TRT, "dev": DEV + TRAIN},
-    entry_points={"console_scripts": ["rdedge=sdk.cli:main"]},
+    entry_points={"console_scripts": ["rdedge=rdedge.main:main"]},
 )

@@ -21,14 +21,16 @@ def run_demo(args: argparse.Namespace) -> int:
     from sdk import Detector
     from sdk.datasets import load_dataset
     from sdk.evaluate import evaluate_detector
-    from train.trainer import TrainConfig, train
+    from train.config import DEFAULT_EPOCHS, TrainConfig
+    from train.trainer import train
 
+    epochs = args.epochs or DEFAULT_EPOCHS
     progress = not getattr(args, "quiet", False)
     timings = {}
     started = time.perf_counter()
-    print(f"[1/4] train rd4ad / {args.backbone} on {args.data}, {args.epochs} epochs, {args.image_size} px")
+    print(f"[1/4] train rd4ad / {args.backbone} on {args.data}, {epochs} epochs, {args.image_size} px")
     config = TrainConfig(data=args.data, out=args.out, category=args.category, backbone=args.backbone,
-                         epochs=args.epochs, image_size=args.image_size, seed=args.seed)
+                         epochs=epochs, image_size=args.image_size, seed=args.seed)
     train(config, progress=progress)
     timings["train"] = time.perf_counter() - started
 
@@ -61,7 +63,7 @@ def run_demo(args: argparse.Namespace) -> int:
         "|---|---|",
         f"| training images / validation / test | {md.training['n_train']} / {md.training['n_validation']} / "
         f"{metrics['n_images']} ({metrics['n_anomalous']} anomalous) |",
-        f"| epochs, seconds per epoch | {args.epochs}, {md.training['seconds_per_epoch']:.1f} |",
+        f"| epochs, seconds per epoch | {epochs}, {md.training['seconds_per_epoch']:.1f} |",
         f"| image AUROC | {fmt(metrics['image_auroc'])} |",
         f"| pixel AUROC | {fmt(metrics['pixel_auroc'])} |",
         f"| AUPRO (FPR ≤ 0.3) | {fmt(metrics['aupro'])} |",

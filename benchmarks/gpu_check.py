@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from export.onnx import default_output, export_onnx
     from export.tensorrt import build_engine, cuda_device_info
     from sdk import Detector
+    from sdk.contract import PRECISION_NAMES
     from sdk.datasets import load_model_dataset, reference_images
     from sdk.evaluate import evaluate_detector
     from train.checkpoint import resolve_checkpoint
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = resolve_checkpoint(args.run)
     gpu_name, capability = cuda_device_info()
     rows = []
-    for precision in ("fp32", "fp16", "int8"):
+    for precision in PRECISION_NAMES:
         onnx_path = default_output(checkpoint, precision)
         if not onnx_path.exists():
             export_onnx(checkpoint, onnx_path, precision=precision)
@@ -115,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         engine = build_engine(onnx_path, precision=precision, max_batch=8 if dla_core is None else 1,
                               dla_core=dla_core)
         detector = Detector(engine)
-        images = reference_images(detector.metadata, 8)
+        images = reference_images(detector.metadata, 8, model_path=onnx_path)
         comparison = compare_with_polygraphy(onnx_path, engine, images, precision)
-        test = load_model_dataset(detector.metadata).test
+        test = load_model_dataset(detector.metadata, model_path=onnx_path).test
         for runtime, det in (("engine", detector), ("onnxruntime", Detector(onnx_path))):
             metrics = evaluate_detector(det, test, progress=False)
             comparison.update({f"{runtime}_{k}": metrics[k] for k in ("image_auroc", "pixel_auroc")})

@@ -66,9 +66,9 @@ def run(fp32_path: str, *, calib_images: int, method: str, iterations: int, thre
 
     fp32 = Path(fp32_path)
     reference = Detector(fp32, intra_op_threads=threads)
-    dataset = load_model_dataset(reference.metadata)
+    dataset = load_model_dataset(reference.metadata, model_path=fp32)
     calibration = load_prepared(dataset.train[:calib_images], reference.metadata.image_size, desc="calibration")
-    image = list(reference_images(reference.metadata, 1))
+    image = list(reference_images(reference.metadata, 1, model_path=fp32))
     rows: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         int8, peer = Path(tmp) / "int8.onnx", Path(tmp) / "peer.onnx"

@@ -104,13 +104,13 @@ def run_benchmark(
         batch_size), ``speedup`` (papers' median / ONNX median per batch size), ``model`` and ``machine``.
     """
     from sdk import Detector
-    from sdk.cli import resolve_model
+    from sdk.backends import resolve_model
     from sdk.datasets import reference_images
 
     threads = threads or os.cpu_count() or 1
     onnx_path = resolve_model(str(run))
     detector = Detector(onnx_path, intra_op_threads=threads)
-    images = reference_images(detector.metadata, max(batch_sizes))
+    images = reference_images(detector.metadata, max(batch_sizes), model_path=onnx_path)
     while len(images) < max(batch_sizes):  # tiny validation sets: repeat real images
         images = np.concatenate([images, images])
     runners: dict[str, Callable[[np.ndarray], Any]] = {

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sdk.contract import MODEL_FILE
 from sdk.fileio import write_text_atomic
 
 from .latency import RESULTS_DIR, summarize, time_calls
@@ -70,7 +71,7 @@ def run_one(spec: str, category: str | None, method: str, args: argparse.Namespa
         variants.append(("drd (refinement off)", {"refinement": False}))
     rows = []
     for label, overrides in variants:
-        path = run_dir / ("model.onnx" if overrides is None else "model_no_refinement.onnx")
+        path = run_dir / (MODEL_FILE if overrides is None else "model_no_refinement.onnx")
         report = export_onnx(run_dir, path, graph_overrides=overrides)
         metrics = evaluate_model(path, spec, category)
         rows.append({

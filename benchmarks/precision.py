@@ -32,16 +32,17 @@ from .latency import RESULTS_DIR, summarize, time_calls
 def run(run_dir: str, *, calib_images: int, iterations: int, threads: int) -> dict[str, Any]:
     from export.onnx import export_onnx
     from sdk import Detector
+    from sdk.contract import PRECISION_NAMES
     from sdk.datasets import load_model_dataset, reference_images
     from sdk.evaluate import evaluate_detector
 
     rows: dict[str, Any] = {}
-    for name in ("fp32", "fp16", "int8"):
+    for name in PRECISION_NAMES:
         report = export_onnx(run_dir, precision=name, calib_images=calib_images)
         detector = Detector(report.path, intra_op_threads=threads)
-        dataset = load_model_dataset(detector.metadata)
+        dataset = load_model_dataset(detector.metadata, model_path=report.path)
         metrics = evaluate_detector(detector, dataset.test, progress=False)
-        images = reference_images(detector.metadata, 8)
+        images = reference_images(detector.metadata, 8, model_path=report.path)
         while len(images) < 8:
             images = np.concatenate([images, images])
         latency = {}

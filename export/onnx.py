@@ -33,21 +33,22 @@ import numpy as np
 import onnx
 import torch
 
-from export.precision import PRECISIONS, qdq_summary, quantize_int8
+from export.precision import qdq_summary, quantize_int8
 from export.reference import papers_postprocess
+from sdk.backends.onnxruntime import OnnxRuntimeBackend
+from sdk.contract import FP32_SCOPES, INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE, check_precision
 from sdk.datasets import load_model_dataset, load_prepared, reference_images
+from sdk.errors import RdedgeError
 from sdk.fileio import atomic_path
-from sdk.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE, ModelMetadata
+from sdk.metadata import ModelMetadata, ScoreCalibration
 from train.checkpoint import build_graph_from_checkpoint, resolve_checkpoint
 from train.graph import DetectorGraph
-from train.trainer import calibrate
 
 DEFAULT_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4
-ONNX_NAME = "model.onnx"
 
 
-class ExportCheckError(RuntimeError):
+class ExportCheckError(RdedgeError, RuntimeError):
     """The exported graph does not reproduce the PyTorch model (or SciPy's smoothing) within tolerance."""
 
 
@@ -93,14 +94,10 @@ def to_onnx_model(graph: DetectorGraph, image_size: int, opset: int = DEFAULT_OP
     return model
 
 
-SCOPE_PREFIXES = ("normalize", "head")
-"""Top-level modules whose ONNX nodes are renamed ``<scope>/<name>``: TensorRT layer names then show which layers
-are the FP32 pre- and post-processing (pinned to FP32 in weakly typed builds, checked with the engine inspector)."""
-
-
 def label_scopes(model: onnx.ModelProto) -> None:
-    """Prefix pre/post-processing node names with their module scope; drop exporter stack traces (they hold
-    absolute source paths of the exporting machine)."""
+    """Prefix the pre/post-processing node names with their module scope (:data:`sdk.contract.FP32_SCOPES`:
+    TensorRT layer names then show which layers are pinned to FP32); drop exporter stack traces (they hold absolute
+    source paths of the exporting machine)."""
     import ast
 
     for node in model.graph.node:
@@ -113,8 +110,29 @@ def label_scopes(model: onnx.ModelProto) -> None:
                     scopes = list(ast.literal_eval(prop.value))
                 except (ValueError, SyntaxError):
                     scopes = []
-        if len(scopes) > 1 and scopes[1] in SCOPE_PREFIXES and not node.name.startswith(f"{scopes[1]}/"):
+        if len(scopes) > 1 and scopes[1] in FP32_SCOPES and not node.name.startswith(f"{scopes[1]}/"):
             node.name = f"{scopes[1]}/{node.name}"
+
+
+def run_graph(model_path: Path, images: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(maps, scores) of a written graph on prepared images, run by the SDK's own ONNX Runtime backend (the INT8
+    CPU rewrite included), exactly as ``Detector`` runs it."""
+    backend = OnnxRuntimeBackend(model_path)
+    try:
+        outputs = [backend.infer(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    finally:
+        backend.close()
+    return np.concatenate([m for m, _ in outputs]), np.concatenate([s for _, s in outputs])
+
+
+def calibrate_graph(model_path: Path, validation_images: np.ndarray, sigmas: float,
+                    precision: str) -> ScoreCalibration:
+    """Image and pixel thresholds of a written graph, from its own outputs on held-out good images."""
+    maps, scores = run_graph(model_path, validation_images)
+    return ScoreCalibration.from_scores(
+        scores, sigmas=sigmas, map_maxima=maps.max(axis=(1, 2)),
+        source=f"{precision} ONNX graph in ONNX Runtime, {len(scores)} held-out good images",
+    )
 
 
 def check_against_torch(
@@ -128,10 +146,7 @@ def check_against_torch(
     Raises:
         ExportCheckError: Any error above ``tolerance``.
     """
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    ort_maps, ort_scores = session.run([OUTPUT_MAP, OUTPUT_SCORE], {INPUT_NAME: images})
+    ort_maps, ort_scores = run_graph(model_path, images)
     with torch.no_grad():
         x = torch.from_numpy(images)
         torch_maps, torch_scores = graph(x)
@@ -170,10 +185,7 @@ def check_reduced_precision(
     Reports the map correlation, the largest map error relative to the map's range and the largest score error
     relative to the score; fails on non-finite outputs or a map correlation below :data:`MIN_MAP_CORRELATION`.
     """
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    maps, scores = session.run([OUTPUT_MAP, OUTPUT_SCORE], {INPUT_NAME: images})
+    maps, scores = run_graph(model_path, images)
     with torch.no_grad():
         ref_maps, ref_scores = (t.numpy() for t in graph(torch.from_numpy(images)))
     if not (np.isfinite(maps).all() and np.isfinite(scores).all()):
@@ -193,9 +205,7 @@ def check_reduced_precision(
 
 def default_output(checkpoint: Path, precision: str) -> Path:
     """``RUN_DIR/model.onnx`` for FP32, ``RUN_DIR/model_<precision>.onnx`` otherwise."""
-    if precision == "fp32":
-        return checkpoint.parent / ONNX_NAME
-    return checkpoint.parent / f"model_{precision}.onnx"
+    return checkpoint.parent / check_precision(precision).onnx_file
 
 
 def export_onnx(
@@ -224,9 +234,12 @@ def export_onnx(
         calib_images: INT8 only: good training images used for calibration (all when fewer).
         calib_method: INT8 only: ``percentile`` (default), ``entropy`` or ``minmax``.
         graph_overrides: Graph options to change from the trained ones (e.g. ``{"refinement": False}`` for DRD's
-            ablation). The score then changes meaning, so the threshold is re-calibrated on the run's same
-            held-out good validation images (never on test images).
+            ablation).
         progress: Show progress while loading check images.
+
+    Every export calibrates its image and pixel thresholds on the graph it writes, run by the SDK's backend on the
+    run's held-out good validation images (never test images): a FP16 or INT8 graph, or a graph with overrides, has
+    thresholds of its own. The metadata written keeps no local path (:meth:`ModelMetadata.without_local_paths`).
 
     Raises:
         ExportCheckError: The self-check failed; nothing is written.
@@ -235,24 +248,24 @@ def export_onnx(
         raise ValueError(f"opset must be at least 17, got {opset}")
     if check_images < 1:
         raise ValueError("check_images must be at least 1: an export is always checked on real images")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision)
     checkpoint = resolve_checkpoint(run)
     out_path = Path(out) if out is not None else default_output(checkpoint, precision)
     graph, metadata = build_graph_from_checkpoint(checkpoint, graph_overrides)
-    if graph_overrides:
-        metadata = recalibrate(graph, metadata, progress)
-    model = to_onnx_model(graph, metadata.image_size, opset)
+    dataset = load_model_dataset(metadata)  # the checkpoint's local record of its data (never the exported one)
     images = reference_images(metadata, check_images, progress=progress)
+    validation = load_prepared(dataset.validation, metadata.image_size, desc="calibration (held-out good)",
+                               progress=progress)
+    model = to_onnx_model(graph, metadata.image_size, opset)
     with tempfile.TemporaryDirectory() as tmp:
-        unchecked = Path(tmp) / "unchecked.onnx"
-        onnx.save(model, unchecked)
+        unchecked = Path(tmp) / "fp32.onnx"
+        save_with_metadata(model, metadata, unchecked)
         checks = check_against_torch(unchecked, graph, images, tolerance)
+        written = unchecked
         if precision == "fp16":
             half = copy.deepcopy(graph).half_network()
             model = to_onnx_model(half, metadata.image_size, opset)
         elif precision == "int8":
-            dataset = load_model_dataset(metadata)
             calibration = load_prepared(dataset.train[:calib_images], metadata.image_size, desc="calibration",
                                         progress=progress)
             quantize_int8(unchecked, Path(tmp) / "int8.onnx", calibration, calib_method)
@@ -261,13 +274,17 @@ def export_onnx(
             checks["calibration_images"] = len(calibration)
             checks["calibration_method"] = calib_method
         if precision != "fp32":
-            onnx.save(model, Path(tmp) / "reduced.onnx")
-            checks["reduced_precision"] = check_reduced_precision(Path(tmp) / "reduced.onnx", graph, images, precision)
+            written = Path(tmp) / f"{precision}.onnx"
+            save_with_metadata(model, metadata.replace(precision=precision), written)
+            checks["reduced_precision"] = check_reduced_precision(written, graph, images, precision)
+        # Each precision's thresholds come from its own graph (run as Detector runs it) on held-out good images.
+        score_calibration = calibrate_graph(written, validation, metadata.calibration.sigmas, precision)
     metadata = metadata.replace(
         precision=precision,
+        calibration=score_calibration,
         checks=checks,
         versions={**metadata.versions, "export_torch": torch.__version__, "export_onnx": onnx.__version__},
-    )
+    ).without_local_paths()
     set_metadata(model, metadata)
     onnx.checker.check_model(model)
     with atomic_path(out_path) as tmp_path:
@@ -275,12 +292,10 @@ def export_onnx(
     return ExportReport(path=out_path, metadata=metadata, checks=checks)
 
 
-def recalibrate(graph: DetectorGraph, metadata: ModelMetadata, progress: bool = False) -> ModelMetadata:
-    """Redo the threshold calibration of a run on its held-out validation images with a changed graph."""
-    dataset = load_model_dataset(metadata)
-    images = load_prepared(dataset.validation, metadata.image_size, desc="recalibrate", progress=progress)
-    calibration, _ = calibrate(graph, images, metadata.calibration.sigmas)
-    return metadata.replace(calibration=calibration)
+def save_with_metadata(model: onnx.ModelProto, metadata: ModelMetadata, path: Path) -> None:
+    """Write a graph with its metadata (a working copy, so the SDK's backend can open it for the checks)."""
+    set_metadata(model, metadata)
+    onnx.save(model, path)
 
 
 def set_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> None:

@@ -42,12 +42,9 @@ import numpy as np
 import onnx
 
 from sdk.backends.cpu_int8 import ACTIVATIONS
-from sdk.metadata import INPUT_NAME
+from sdk.contract import FP32_SCOPE_PREFIXES, INPUT_NAME
 
-PRECISIONS = ("fp32", "fp16", "int8")
 QUANTIZED_OP_TYPES = ["Conv", "ConvTranspose", "Relu", "Clip", "Add", "Concat"]
-FP32_SCOPES = ("normalize/", "head/")
-"""Node-name prefixes of the pre- and post-processing (see ``export.onnx.label_scopes``), never quantized."""
 
 
 class _ImageReader:
@@ -88,7 +85,7 @@ def int8_quantization_options(fp32_model: Path, method: str = "percentile") -> d
     if method not in methods:
         raise ValueError(f"calibration method must be one of {sorted(methods)}, got {method!r}")
     # The head's Gaussian blur is a Conv too: exclude the pre/post-processing nodes by name, not only by type.
-    excluded = [n.name for n in onnx.load(str(fp32_model)).graph.node if n.name.startswith(FP32_SCOPES)]
+    excluded = [n.name for n in onnx.load(str(fp32_model)).graph.node if n.name.startswith(FP32_SCOPE_PREFIXES)]
     return {
         "quant_format": QuantFormat.QDQ,
         "activation_type": QuantType.QInt8,
@@ -132,7 +129,7 @@ def quantize_int8(
     with quantizer_silenced():
         quantize_static(str(fp32_model), str(out), _ImageReader(calibration_images), **options)
     model = onnx.load(str(out))
-    feed_scopes_unquantized(model, FP32_SCOPES)
+    feed_scopes_unquantized(model, FP32_SCOPE_PREFIXES)
     quantize_after_activations(model)
     remove_unused_initializers(model)
     onnx.save(model, str(out))

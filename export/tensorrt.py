@@ -39,13 +39,23 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from export.precision import qdq_summary
 from sdk.backends.engine_file import EngineInfo, write_engine_file
+from sdk.backends.tensorrt import import_tensorrt
+from sdk.contract import (
+    FP32_SCOPE_PREFIXES,
+    INPUT_NAME,
+    METADATA_KEY,
+    PRECISIONS,
+    check_precision,
+    engine_file_name,
+    version_tuple,
+)
 from sdk.errors import RdedgeError
 from sdk.fileio import atomic_path
-from sdk.metadata import INPUT_NAME, METADATA_KEY, ModelMetadata
+from sdk.metadata import ModelMetadata
 
 MIN_VERSION = (10, 3)
-PINNED_FP32_SCOPES = ("normalize/", "head/")
 DEFAULT_MAX_BATCH = 8
 DEFAULT_DLA_BATCH = 1
 TENSORRT_RTX_RULES = "11.0"
@@ -75,12 +85,6 @@ class BuildPlan:
     dla: bool
 
 
-def version_tuple(version: str) -> tuple[int, int]:
-    """``"10.3.0.30"`` → ``(10, 3)``."""
-    parts = [int(part) for part in version.split(".")[:2]]
-    return parts[0], parts[1] if len(parts) > 1 else 0
-
-
 def plan_build(tensorrt_version: str, onnx_precision: str, precision: str, dla: bool = False,
                nonzero_zero_points: int = 0) -> BuildPlan:
     """Decide how to build ``precision`` from an ONNX of ``onnx_precision`` with this TensorRT version.
@@ -91,8 +95,11 @@ def plan_build(tensorrt_version: str, onnx_precision: str, precision: str, dla: 
     version = version_tuple(tensorrt_version)
     if version < MIN_VERSION:
         raise EngineBuildError(f"TensorRT {tensorrt_version} is too old: rdedge needs 10.3 (JetPack 6) or newer")
-    if precision not in ("fp32", "fp16", "int8"):
-        raise EngineBuildError(f"unknown precision {precision!r}")
+    for name in (onnx_precision, precision):
+        try:
+            check_precision(name)
+        except ValueError as exc:
+            raise EngineBuildError(str(exc)) from None
     if onnx_precision == "int8" and nonzero_zero_points:
         raise EngineBuildError(
             f"this INT8 ONNX has {nonzero_zero_points} Q/DQ nodes with non-zero zero points (asymmetric "
@@ -102,10 +109,16 @@ def plan_build(tensorrt_version: str, onnx_precision: str, precision: str, dla: 
     if precision == "int8" and onnx_precision != "int8":
         raise EngineBuildError(
             "INT8 engines are built from a Q/DQ ONNX: run `rdedge export RUN_DIR --precision int8` and build "
-            "model_int8.onnx"
+            f"{PRECISIONS['int8'].onnx_file}"
         )
     if onnx_precision == "int8" and precision != "int8":
         raise EngineBuildError("this ONNX is INT8 (Q/DQ): build it with --precision int8")
+    if list(PRECISIONS).index(precision) < list(PRECISIONS).index(onnx_precision):
+        raise EngineBuildError(
+            f"this ONNX is {onnx_precision}: an engine cannot be built in a wider precision ({precision}) than its "
+            f"graph. Build it with --precision {onnx_precision}, or export `rdedge export RUN_DIR --precision "
+            f"{precision}` and build that file"
+        )
     if dla:
         if precision == "fp32":
             raise EngineBuildError("DLA runs FP16 or INT8 only: pass --precision fp16 or int8 with --dla")
@@ -147,19 +160,6 @@ def builder_rules_version(trt: ModuleType) -> str:
     return TENSORRT_RTX_RULES if trt.__name__.split(".")[0] == "tensorrt_rtx" else str(trt.__version__)
 
 
-def import_tensorrt() -> ModuleType:
-    """Import TensorRT's builder, saying how to install it when it is missing."""
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise EngineBuildError(
-            "building engines needs TensorRT's builder on the machine that will run them: on Jetson use JetPack's "
-            "python3-libnvinfer (apt), on a discrete GPU `pip install 'rdedge[trt]'` (see the README's TensorRT "
-            "sections)"
-        ) from exc
-    return tensorrt
-
-
 def timing_cache_path(tensorrt_version: str, compute_capability: str, cache_dir: str | None = None) -> Path:
     """Persistent timing cache, one per TensorRT version and compute capability (timings do not transfer)."""
     root = Path(cache_dir or os.environ.get("RDEDGE_CACHE_DIR", Path.home() / ".cache" / "rdedge"))
@@ -182,8 +182,6 @@ def count_nonzero_zero_points(onnx_model: Any) -> int:
     """Q/DQ nodes of an ONNX (a path or a loaded ``ModelProto``) whose zero point is not 0 (TensorRT accepts
     symmetric quantization only)."""
     import onnx
-
-    from export.precision import qdq_summary
 
     if not isinstance(onnx_model, onnx.ModelProto):
         onnx_model = onnx.load(str(onnx_model))
@@ -251,10 +249,10 @@ def build_engine(
     if max_batch is None:
         max_batch = DEFAULT_DLA_BATCH if dla else DEFAULT_MAX_BATCH
     batches = profile_batches(dla, opt_batch, max_batch)
-    trt = tensorrt or import_tensorrt()
+    trt = tensorrt or import_tensorrt("building engines", EngineBuildError)
     plan = plan_build(builder_rules_version(trt), metadata.precision, precision, dla, nonzero_zero_points)
     gpu_name, capability = gpu or cuda_device_info(device)
-    out_path = Path(out) if out else onnx_path.with_name(f"{onnx_path.stem}_{precision}.engine")
+    out_path = Path(out) if out else onnx_path.with_name(engine_file_name(onnx_path, precision))
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -312,7 +310,7 @@ def layers_to_pin_fp32(trt: Any, network: Any) -> list[Any]:
     selected = []
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if layer.name.startswith(PINNED_FP32_SCOPES) and all(
+        if layer.name.startswith(FP32_SCOPE_PREFIXES) and all(
             layer.get_output_type(k) in floats for k in range(layer.num_outputs)
         ):
             selected.append(layer)

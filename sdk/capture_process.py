@@ -37,11 +37,11 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class ProcessCapture:
-    """The ``Capture`` of :mod:`sdk.stream` (``isOpened``/``read``/``release``), read from a child process.
+    """The ``Capture`` of :mod:`sdk.sources` (``isOpened``/``read``/``release``), read from a child process.
 
     Args:
         source: Camera index, file, URL or GStreamer pipeline, opened in the child with
-            :func:`sdk.stream.open_capture`.
+            :func:`sdk.sources.open_capture`.
         open_timeout_s: How long the child may take to start and open the source.
         read_timeout_s: How long a read may wait for the next frame before it counts as failed.
         python: The interpreter of the child (default: this one, so it has the same OpenCV).
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
               "to stdout.", file=sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
     _die_with_parent()  # SIGTERM keeps its default action: it ends the process even inside a blocking read
-    from .stream import open_capture
+    from .sources import open_capture
 
     capture = open_capture(json.loads(argv[0]), pipeline_timeout_s=None)  # the parent's open_timeout_s applies
     if not capture.isOpened():

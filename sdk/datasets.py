@@ -23,6 +23,7 @@ used only to calibrate the threshold and the score normalisation. Nothing is eve
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Sequence
@@ -38,6 +39,11 @@ from .image import list_images, prepare_image, read_image, resize_mask
 if TYPE_CHECKING:
     from .metadata import ModelMetadata
 
+PACKAGED_SCHEMES = ("elpv:",)
+"""Spec prefixes of datasets that come from a package (the same on every machine), not from a folder."""
+TRAIN_LOG = "train_log.json"
+"""The trainer's local record in a run folder (full metadata, local paths included); exported models never carry
+those paths, so a model opened in its run folder finds its training data through this file."""
 ELPV_SPLIT_SEED = 20260101
 """Seed of the fixed ELPV good-cell split (independent of the training seed, so all runs share one test set)."""
 
@@ -115,7 +121,7 @@ def load_dataset(
     """
     if not 0.0 < validation_fraction < 1.0:
         raise DatasetError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-    if spec.startswith("elpv:"):
+    if spec.startswith(PACKAGED_SCHEMES):
         name, train, test = _load_elpv(spec.split(":", 1)[1])
     else:
         name, train, test = _load_mvtec(Path(spec), category)
@@ -227,22 +233,64 @@ def load_prepared(samples: Sequence[Sample], size: int, *, desc: str = "loading"
     return out
 
 
-def load_model_dataset(metadata: ModelMetadata) -> DatasetSplit:
-    """The dataset split a model was trained with (same spec, category, validation fraction and seed)."""
+def portable_spec(spec: str) -> str:
+    """A dataset spec fit to ship in a model: a packaged spec as is, a folder by its name only."""
+    return spec if spec.startswith(PACKAGED_SCHEMES) else Path(spec).name
+
+
+def model_data_spec(metadata: ModelMetadata, model_path: str | os.PathLike[str] | None = None) -> str | None:
+    """Where a model's training data is on this machine: its packaged spec, the spec recorded by the trainer (in a
+    checkpoint's metadata, or in the :data:`TRAIN_LOG` of the run folder holding ``model_path``), else ``None``."""
+    spec = metadata.training.get("data")
+    if not spec:
+        return None
+    if spec.startswith(PACKAGED_SCHEMES) or Path(spec).is_absolute() or ("/" in spec and Path(spec).exists()):
+        return spec  # a portable name has no "/": what has one is a trainer's local record
+    if model_path is not None:
+        log = Path(model_path).parent / TRAIN_LOG
+        try:
+            local = json.loads(log.read_text(encoding="utf-8"))["training"]["data"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if local and Path(local).name == Path(spec).name:
+            return local
+    return None
+
+
+def load_model_dataset(metadata: ModelMetadata, *, data: str | None = None, category: str | None = None,
+                       model_path: str | os.PathLike[str] | None = None) -> DatasetSplit:
+    """The dataset split a model was trained with (same spec, category, validation fraction and seed).
+
+    Args:
+        metadata: The model's (or a checkpoint's) metadata.
+        data: Dataset spec to use instead of the recorded one.
+        category: MVTec category instead of the recorded one (with ``data``: the category of ``data``).
+        model_path: The model file, whose run folder's :data:`TRAIN_LOG` may say where the data is here.
+
+    Raises:
+        DatasetError: The model records its data by name only and no local record says where it is.
+    """
     training = metadata.training
+    spec = data or model_data_spec(metadata, model_path)
+    if spec is None:
+        raise DatasetError(
+            f"the model records its training data by name only ({training.get('data')!r}, category "
+            f"{training.get('category')!r}): pass the dataset (--data PATH)"
+        )
     return load_dataset(
-        training["data"],
-        training.get("category"),
+        spec,
+        category if data else (category or training.get("category")),
         validation_fraction=training.get("validation_fraction", 0.1),
         seed=training.get("seed", 0),
     )
 
 
-def reference_images(metadata: ModelMetadata, n_images: int, *, progress: bool = False) -> np.ndarray:
+def reference_images(metadata: ModelMetadata, n_images: int, *, progress: bool = False,
+                     model_path: str | os.PathLike[str] | None = None) -> np.ndarray:
     """Up to ``n_images`` real prepared images of a model's own dataset: its held-out validation images first.
 
     Used by the export self-check and the benchmarks; nothing here is used to select or tune a model.
     """
-    dataset = load_model_dataset(metadata)
+    dataset = load_model_dataset(metadata, model_path=model_path)
     samples = (dataset.validation + dataset.test)[:n_images]
     return load_prepared(samples, metadata.image_size, desc="reference images", progress=progress)

@@ -6,60 +6,19 @@ import math
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
 from .backends import Backend, load_backend
 from .errors import InferenceError, InvalidInputError
-from .image import read_image, resize_square, to_rgb_uint8
+from .image import prepare_image, read_image
 from .metadata import ModelMetadata
-from .stream import Source, Stream
+from .result import Result
+from .sources import Source
+from .stream import Stream
 
 ImageLike = np.ndarray | str | os.PathLike[str]
-
-
-@dataclass
-class Result:
-    """What the detector says about one image.
-
-    Attributes:
-        score: Raw image score (maximum of the smoothed anomaly map), as the graph computes it.
-        normalized_score: Score mapped to [0, 1]; 0.5 is the threshold (see ``ScoreCalibration.normalize``).
-        is_anomaly: Whether ``score`` exceeds the threshold.
-        threshold: Threshold in force when the image was processed.
-        anomaly_map: (S, S) float32 anomaly map at model size.
-        input_size: (height, width) of the image given.
-        latency_ms: Wall time of pre-processing, inference and post-processing; for a batch, the batch's time
-            divided by its size.
-    """
-
-    score: float
-    normalized_score: float
-    is_anomaly: bool
-    threshold: float
-    anomaly_map: np.ndarray
-    input_size: tuple[int, int]
-    latency_ms: float
-    _full_map: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def mask(self) -> np.ndarray:
-        """Binary (S, S) mask of the pixels whose anomaly value exceeds the threshold."""
-        return self.anomaly_map > self.threshold
-
-    def anomaly_map_at_input_size(self) -> np.ndarray:
-        """The anomaly map resized (bilinear) to the input image's size; computed once, on request."""
-        if self._full_map is None:
-            h, w = self.input_size
-            self._full_map = cv2.resize(self.anomaly_map, (w, h), interpolation=cv2.INTER_LINEAR)
-        return self._full_map
-
-    def mask_at_input_size(self) -> np.ndarray:
-        """Binary mask at the input image's size."""
-        return self.anomaly_map_at_input_size() > self.threshold
 
 
 class Detector:
@@ -76,7 +35,9 @@ class Detector:
     Args:
         model: Path of an exported model: ``.onnx`` (ONNX Runtime) or ``.engine`` (TensorRT, written by
             ``rdedge build-engine``).
-        threshold: Raw-score threshold to use instead of the calibrated one.
+        threshold: Image threshold (raw score) to use instead of the calibrated one.
+        pixel_threshold: Pixel threshold (anomaly-map value, for masks and overlays) to use instead of the
+            calibrated one.
         **backend_options: Passed to the backend (e.g. ``providers`` or ``intra_op_threads`` for onnxruntime;
             ``device`` or ``cuda_graph`` for TensorRT).
 
@@ -84,17 +45,21 @@ class Detector:
         ModelLoadError: The file cannot be loaded.
 
     Thread safety: one Detector may be called from several threads and gives the same results as from one. It
-    keeps no per-call state (the threshold is read once per call); onnxruntime sessions run calls concurrently,
+    keeps no per-call state (the thresholds are read once per call); onnxruntime sessions run calls concurrently,
     the TensorRT backend serialises them with a lock (one execution context). For parallel TensorRT inference,
     use one Detector per thread.
     """
 
-    def __init__(self, model: str | os.PathLike[str], *, threshold: float | None = None, **backend_options: Any):
+    def __init__(self, model: str | os.PathLike[str], *, threshold: float | None = None,
+                 pixel_threshold: float | None = None, **backend_options: Any):
         self.backend: Backend = load_backend(model, **backend_options)
         self.metadata: ModelMetadata = self.backend.metadata
         self._threshold = self.metadata.calibration.threshold
+        self._pixel_threshold = self.metadata.calibration.pixel
         if threshold is not None:
             self.threshold = threshold
+        if pixel_threshold is not None:
+            self.pixel_threshold = pixel_threshold
 
     def close(self) -> None:
         """Release the runtime now (TensorRT: device buffers, CUDA graphs, engine; onnxruntime: the session).
@@ -122,10 +87,17 @@ class Detector:
 
     @threshold.setter
     def threshold(self, value: float) -> None:
-        value = float(value)
-        if not math.isfinite(value):
-            raise InvalidInputError(f"threshold must be a finite number, got {value}")
-        self._threshold = value
+        self._threshold = _finite(value, "threshold")
+
+    @property
+    def pixel_threshold(self) -> float:
+        """Anomaly-map threshold of masks and overlays; settable at run time (the calibrated value is
+        ``metadata.calibration.pixel``)."""
+        return self._pixel_threshold
+
+    @pixel_threshold.setter
+    def pixel_threshold(self, value: float) -> None:
+        self._pixel_threshold = _finite(value, "pixel threshold")
 
     def normalize(self, score: float) -> float:
         """Normalise a raw score: validation mean → 0, current threshold → 0.5, clipped to [0, 1]."""
@@ -151,7 +123,12 @@ class Detector:
             InvalidInputError: An empty sequence, or an image that cannot be used.
             ImageReadError: A path that cannot be read.
         """
-        if isinstance(images, np.ndarray) and images.ndim == 4:
+        if isinstance(images, np.ndarray):
+            if images.ndim != 4:
+                raise InvalidInputError(
+                    f"predict_batch takes a sequence of images or an (N, H, W, C) array, got an array of shape "
+                    f"{images.shape}: score one image with detector(image), or pass [image]"
+                )
             images = list(images)
         if len(images) == 0:
             raise InvalidInputError("predict_batch needs at least one image")
@@ -161,13 +138,11 @@ class Detector:
         input_sizes = []
         for i, image in enumerate(images):
             if isinstance(image, (str, os.PathLike)):
-                image = read_image(image)
-                rgb_i = False
+                image, rgb_i = read_image(image), False
             else:
                 rgb_i = rgb
-            array = to_rgb_uint8(image, rgb=rgb_i)
-            input_sizes.append((int(array.shape[0]), int(array.shape[1])))
-            batch[i] = resize_square(array, size)
+            batch[i] = prepare_image(image, size, rgb=rgb_i)
+            input_sizes.append((int(image.shape[0]), int(image.shape[1])))
         maps, scores = self.backend.infer(batch)
         if not (np.isfinite(scores).all() and np.isfinite(maps).all()):
             raise InferenceError(
@@ -175,12 +150,14 @@ class Detector:
                 "or engine is broken (re-export it; for an engine, rebuild it with rdedge build-engine)"
             )
         latency_ms = (time.perf_counter() - start) * 1000.0 / len(images)
+        threshold, pixel_threshold = self._threshold, self._pixel_threshold  # read once: one pair per call
         return [
             Result(
                 score=float(scores[i]),
-                normalized_score=self.normalize(float(scores[i])),
-                is_anomaly=bool(scores[i] > self._threshold),
-                threshold=self._threshold,
+                normalized_score=self.metadata.calibration.normalize(float(scores[i]), threshold),
+                is_anomaly=bool(scores[i] > threshold),
+                threshold=threshold,
+                pixel_threshold=pixel_threshold,
                 anomaly_map=maps[i],
                 input_size=input_sizes[i],
                 latency_ms=latency_ms,
@@ -210,7 +187,7 @@ class Detector:
             ...         print(item.frame_index, item.score, item.is_anomaly)
 
         Args:
-            source: One source or a sequence of sources (see :mod:`sdk.stream`).
+            source: One source or a sequence of sources (see :mod:`sdk.sources`).
             **options: :class:`sdk.stream.Stream` options: ``mode`` (``latest``/``every``/``auto``), ``overlay``,
                 ``keep_frames``, ``max_batch``, ``max_frames``, ``backoff``, ``rgb``, ``isolate`` (each source read
                 in a child process).
@@ -231,5 +208,14 @@ class Detector:
         m = self.metadata
         return (
             f"Detector({str(self.backend.path)!r}, backend={self.backend.name}, method={m.method}, "
-            f"backbone={m.backbone}, size={m.image_size}, threshold={self._threshold:.4g})"
+            f"backbone={m.backbone}, size={m.image_size}, threshold={self._threshold:.4g}, "
+            f"pixel_threshold={self._pixel_threshold:.4g})"
         )
+
+
+def _finite(value: float, what: str) -> float:
+    """``value`` as a finite float, else :class:`InvalidInputError`."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise InvalidInputError(f"{what} must be a finite number, got {value}")
+    return value

@@ -33,7 +33,7 @@ class SourceError(RdedgeError, OSError):
 
 
 class SourceOpenTimeout(SourceError, TimeoutError):
-    """A video source whose opening did not finish in time (see :func:`sdk.stream.open_within`)."""
+    """A video source whose opening did not finish in time (see :func:`sdk.sources.open_within`)."""
 
 
 class InferenceError(RdedgeError, RuntimeError):

@@ -52,3 +52,16 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def resolve_run_file(path: str | os.PathLike[str], name: str, error: type[Exception], remedy: str) -> Path:
+    """``path`` itself when it is a file, or the file ``name`` in the run folder ``path`` (a model, a checkpoint).
+
+    Raises:
+        error: Neither exists; the message names the missing file and ends with ``remedy``.
+    """
+    p = Path(path)
+    target = p / name if p.is_dir() else p
+    if not target.is_file():
+        raise error(f"{target} not found ({remedy})")
+    return target

@@ -10,29 +10,39 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .contract import PRECISION_NAMES
 from .errors import ModelLoadError
 
-METADATA_KEY = "rdedge"
-"""Key of the JSON metadata entry in an ONNX model's ``metadata_props``."""
-
 SCHEMA_VERSION = 1
-INPUT_NAME = "image"
-"""Graph input: uint8 RGB images, NHWC, shape (N, size, size, 3)."""
-OUTPUT_MAP = "anomaly_map"
-"""Graph output: float32 anomaly maps, shape (N, size, size)."""
-OUTPUT_SCORE = "score"
-"""Graph output: float32 image scores (the maximum of each smoothed map), shape (N,)."""
+
+
+def _mean_std(values: list[float], what: str) -> tuple[float, float]:
+    """Mean and standard deviation (ddof=1) of at least two finite values."""
+    if len(values) < 2:
+        raise ValueError(f"need at least 2 validation {what} to calibrate, got {len(values)}")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"validation {what} contain NaN or infinity")
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 @dataclass(frozen=True)
 class ScoreCalibration:
-    """Statistics of image scores on held-out *good* validation images, and the threshold derived from them.
+    """Statistics of a graph's outputs on held-out *good* validation images, and the two thresholds derived from them.
 
-    The threshold is ``mean + sigmas * std`` of the validation scores: only good images are used, never the test set.
-    Normalised scores map the validation mean to 0 and the threshold to 0.5 (see :meth:`normalize`).
+    Only good images are used, never the test set. Two thresholds, because the image score is not always a map
+    value (DRD's refined score is ``max(map) · (1 + v)``):
+
+    * the **image threshold** ``threshold = mean + sigmas · std`` of the validation *scores* decides the verdict;
+    * the **pixel threshold** ``pixel_threshold = map_max_mean + sigmas · map_max_std`` of the validation images'
+      *map maxima* decides which map pixels are anomalous (masks, overlays). Where the score is the map's maximum
+      (RD4AD, RD++, REASON) the two are equal.
+
+    Normalised scores map the validation mean to 0 and the image threshold to 0.5 (see :meth:`normalize`).
 
     Attributes:
         mean: Mean validation score.
@@ -40,8 +50,12 @@ class ScoreCalibration:
         minimum: Smallest validation score.
         maximum: Largest validation score.
         n_images: Number of validation images.
-        sigmas: Number of standard deviations above the mean at which the threshold sits.
-        threshold: The calibrated image threshold on raw scores; also used on the anomaly map for masks.
+        sigmas: Number of standard deviations above the mean at which both thresholds sit.
+        threshold: The calibrated image threshold on raw scores.
+        map_max_mean: Mean of the validation images' anomaly-map maxima (``None`` in models from before it existed).
+        map_max_std: Their standard deviation (ddof=1).
+        pixel_threshold: The calibrated threshold on anomaly-map values; see :attr:`pixel`.
+        source: What produced the calibrated outputs (graph, precision, runtime, image count).
     """
 
     mean: float
@@ -51,26 +65,35 @@ class ScoreCalibration:
     n_images: int
     sigmas: float
     threshold: float
+    map_max_mean: float | None = None
+    map_max_std: float | None = None
+    pixel_threshold: float | None = None
+    source: str = ""
 
     @classmethod
-    def from_scores(cls, scores: Any, sigmas: float = 3.0) -> ScoreCalibration:
-        """Calibrate from a sequence of validation scores of good images."""
+    def from_scores(cls, scores: Any, sigmas: float = 3.0, map_maxima: Any = None,
+                    source: str = "") -> ScoreCalibration:
+        """Calibrate from validation scores of good images and, for the pixel threshold, their maps' maxima.
+
+        Args:
+            scores: Image scores of the held-out good images.
+            sigmas: Standard deviations above the mean for both thresholds.
+            map_maxima: The maximum of each image's anomaly map; without them the pixel threshold is the image one.
+            source: What produced the outputs, for the metadata.
+        """
         values = [float(s) for s in scores]
-        if len(values) < 2:
-            raise ValueError(f"need at least 2 validation scores to calibrate, got {len(values)}")
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError("validation scores contain NaN or infinity")
-        mean = sum(values) / len(values)
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-        return cls(
-            mean=mean,
-            std=std,
-            minimum=min(values),
-            maximum=max(values),
-            n_images=len(values),
-            sigmas=sigmas,
-            threshold=mean + sigmas * std,
-        )
+        mean, std = _mean_std(values, "scores")
+        pixel: dict[str, float] = {}
+        if map_maxima is not None:
+            map_mean, map_std = _mean_std([float(m) for m in map_maxima], "map maxima")
+            pixel = {"map_max_mean": map_mean, "map_max_std": map_std, "pixel_threshold": map_mean + sigmas * map_std}
+        return cls(mean=mean, std=std, minimum=min(values), maximum=max(values), n_images=len(values), sigmas=sigmas,
+                   threshold=mean + sigmas * std, source=source, **pixel)
+
+    @property
+    def pixel(self) -> float:
+        """The pixel threshold; the image threshold for models calibrated before pixel thresholds existed."""
+        return self.threshold if self.pixel_threshold is None else self.pixel_threshold
 
     def normalize(self, score: float, threshold: float | None = None) -> float:
         """Map a raw score to [0, 1]: the validation mean gives 0, ``threshold`` gives 0.5, clipped at 1.
@@ -93,7 +116,7 @@ class ModelMetadata:
         backbone: Teacher network name.
         image_size: Side of the square model input, in pixels.
         calibration: Score statistics and threshold from held-out good images.
-        precision: Numeric precision of the graph (``fp32``; later ``fp16``/``int8``).
+        precision: Numeric precision of the graph (a name of :data:`sdk.contract.PRECISIONS`).
         weights_sha256: Hash of the trained weights, to tell two models apart.
         input_mean: Per-channel RGB mean (0-1 scale) applied inside the graph.
         input_std: Per-channel RGB standard deviation applied inside the graph.
@@ -117,6 +140,19 @@ class ModelMetadata:
     graph_options: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+
+    def without_local_paths(self) -> ModelMetadata:
+        """A copy fit to ship: training provenance keeps names (dataset spec or folder name, category, file names,
+        hashes), never a path of the machine that trained or exported it."""
+        from .datasets import portable_spec
+
+        training = dict(self.training)
+        if training.get("data"):
+            training["data"] = portable_spec(str(training["data"]))
+        for key in ("out", "weights"):
+            if training.get(key):
+                training[key] = os.path.basename(os.path.normpath(str(training[key])))
+        return self.replace(training=training)
 
     def to_json(self) -> str:
         """Serialise to a JSON string."""
@@ -150,6 +186,8 @@ class ModelMetadata:
             raw["input_mean"] = tuple(raw.get("input_mean", cls.input_mean))
             raw["input_std"] = tuple(raw.get("input_std", cls.input_std))
             known = {f.name for f in dataclasses.fields(cls)}
+            if raw.get("precision", "fp32") not in PRECISION_NAMES:
+                raise ModelLoadError(f"model metadata names an unknown precision {raw['precision']!r}")
             return cls(calibration=calibration, **{k: v for k, v in raw.items() if k in known})
         except (KeyError, TypeError) as exc:
             raise ModelLoadError(f"model metadata is incomplete or malformed: {exc}") from exc

@@ -2,8 +2,10 @@
 
 Both are built so that a crash or a Ctrl-C loses nothing already produced and leaves no half-written file:
 
-* CSV and JSON Lines logs are appended and flushed one record at a time (a live stream may run for days);
-  a ``.json`` log (one array) is written atomically when closed.
+* CSV and JSON Lines logs are appended and flushed one record at a time (a live stream may run for days); an
+  existing log is continued, never truncated: a CSV keeps its one header (a CSV with other columns is refused,
+  not mixed). A ``.json`` log (one array) keeps the records it already holds and is rewritten atomically when
+  closed.
 * An annotated video is written to a temporary file beside the destination, completed and renamed when closed
   (also after an error or Ctrl-C: what was recorded is kept); a destination that existed is never left
   half-overwritten.
@@ -25,10 +27,10 @@ from .errors import RdedgeError
 from .fileio import publish, temporary_beside, write_text_atomic
 
 if TYPE_CHECKING:
-    from .detector import Result
+    from .result import Result
 
-LOG_FIELDS = ("source", "frame", "timestamp", "score", "normalized_score", "is_anomaly", "threshold", "latency_ms",
-              "inference_ms", "dropped", "error")
+LOG_FIELDS = ("source", "frame", "timestamp", "score", "normalized_score", "is_anomaly", "threshold",
+              "pixel_threshold", "latency_ms", "inference_ms", "dropped", "error")
 LOG_SUFFIXES = (".csv", ".jsonl", ".json")
 
 
@@ -38,7 +40,7 @@ def result_record(result: Result, source: str, *, frame: int | None = None, time
     return {
         "source": source, "frame": frame, "timestamp": round(time.time() if timestamp is None else timestamp, 6),
         "score": result.score, "normalized_score": result.normalized_score, "is_anomaly": result.is_anomaly,
-        "threshold": result.threshold,
+        "threshold": result.threshold, "pixel_threshold": result.pixel_threshold,
         "latency_ms": round(result.latency_ms if latency_ms is None else latency_ms, 3),
         "inference_ms": round(result.latency_ms, 3), "dropped": dropped, "error": None,
     }
@@ -48,10 +50,10 @@ class ResultLog:
     """A log of results, one record per image or frame, in the format the file suffix names.
 
     Args:
-        path: ``.csv``, ``.jsonl`` or ``.json``.
+        path: ``.csv``, ``.jsonl`` or ``.json``; an existing log is continued (see the module text).
 
     Raises:
-        RdedgeError: Another suffix.
+        RdedgeError: Another suffix, or an existing file that is not a log of this format.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -63,13 +65,40 @@ class ResultLog:
         self._json: list[dict[str, Any]] = []
         self._file: IO[str] | None = None
         self._csv: csv.DictWriter[str] | None = None
-        if self.format != ".json":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("w", encoding="utf-8", newline="")
-            if self.format == ".csv":
-                self._csv = csv.DictWriter(self._file, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        if self.format == ".json":
+            self._json = self._existing_json()
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        header_needed = self.format == ".csv" and self._check_csv_header()
+        self._file = self.path.open("a", encoding="utf-8", newline="")
+        if self.format == ".csv":
+            self._csv = csv.DictWriter(self._file, fieldnames=LOG_FIELDS, extrasaction="ignore")
+            if header_needed:
                 self._csv.writeheader()
                 self._file.flush()
+
+    def _check_csv_header(self) -> bool:
+        """Whether a CSV needs its header written (new or empty file); refuses one with other columns."""
+        if not self.path.is_file() or self.path.stat().st_size == 0:
+            return True
+        with self.path.open(encoding="utf-8", newline="") as f:
+            header = next(csv.reader(f), [])
+        if tuple(header) != LOG_FIELDS:
+            raise RdedgeError(f"{self.path} is a CSV with other columns ({', '.join(header[:4])}, ...): not "
+                              "appending to it; log to a new file")
+        return False
+
+    def _existing_json(self) -> list[dict[str, Any]]:
+        """The records an existing ``.json`` log holds (kept when it is rewritten)."""
+        if not self.path.is_file():
+            return []
+        try:
+            records = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RdedgeError(f"{self.path} exists but is not a JSON log ({exc}): log to a new file") from exc
+        if not isinstance(records, list):
+            raise RdedgeError(f"{self.path} exists but is not a JSON array of records: log to a new file")
+        return records
 
     def write(self, record: dict[str, Any]) -> None:
         """Add one record (keys from :data:`LOG_FIELDS`; missing ones are left empty)."""

@@ -5,15 +5,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .detector import Result
 from .image import to_rgb_uint8
+from .result import Result
 
 
 def overlay(image: np.ndarray, result: Result, *, rgb: bool = False, alpha: float = 0.45) -> np.ndarray:
     """Draw the anomaly map as a JET heat map over the image, outline the mask, and write score and verdict.
 
-    The colour scale is centred on the threshold: the map's minimum is blue, the threshold is green-yellow and
-    anything as far above the threshold as the minimum is below it is red.
+    The colour scale is centred on the pixel threshold: the map's minimum is blue, the pixel threshold is
+    green-yellow and anything as far above it as the minimum is below it is red. The outlined mask is the pixels
+    above the pixel threshold; the verdict text follows the image threshold.
 
     Args:
         image: The image given to the detector (array, any size).
@@ -27,8 +28,8 @@ def overlay(image: np.ndarray, result: Result, *, rgb: bool = False, alpha: floa
     base = cv2.cvtColor(to_rgb_uint8(image, rgb=rgb), cv2.COLOR_RGB2BGR)
     h, w = base.shape[:2]
     amap = result.anomaly_map_at_input_size()
-    low = min(float(amap.min()), result.threshold)
-    high = 2.0 * result.threshold - low
+    low = min(float(amap.min()), result.pixel_threshold)
+    high = 2.0 * result.pixel_threshold - low
     scaled = np.clip((amap - low) / max(high - low, 1e-12), 0.0, 1.0)
     heat = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_JET)
     out = cv2.addWeighted(heat, alpha, base, 1.0 - alpha, 0.0)

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from sdk import Backoff, Detector
-from sdk.stream import blocked_opens, csi_pipeline, opencv_has_gstreamer, usb_pipeline
+from sdk.sources import blocked_opens, csi_pipeline, opencv_has_gstreamer, usb_pipeline
 
 from .rtsp_server import RtspServer
 
@@ -178,7 +178,7 @@ def test_camera_index_survives_an_unplug_after_an_earlier_stream(det: Detector, 
 
 def test_rdedge_predict_on_a_camera_index_writes_video_and_log(camera: str, tmp_path: Path):
     out, log = tmp_path / "out", tmp_path / "line.csv"
-    done = subprocess.run([sys.executable, "-m", "sdk.cli", "predict", os.environ["RDEDGE_TEST_MODEL"], "0",
+    done = subprocess.run([sys.executable, "-m", "rdedge", "predict", os.environ["RDEDGE_TEST_MODEL"], "0",
                            "--max-frames", "5", "--out", str(out), "--log", str(log)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -269,6 +269,6 @@ def test_rtsp_pipeline_through_gstreamer_survives_a_camera_restart(det: Detector
             camera.kill()
     check_results(results, stream.stats[0], pipeline, (240, 320))
     # rtspsrc sometimes blocks OpenCV's open for ever after the refused connection; such openings are given up
-    # (sdk.stream.open_within) and the next attempt reconnects
+    # (sdk.sources.open_within) and the next attempt reconnects
     record("rtspsrc pipeline, camera restarted", results=len(results), reconnects=stream.stats[0].reconnects,
            openings_given_up=len(blocked_opens()))

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from sdk import SourceOpenTimeout
-from sdk.stream import FrameReader, blocked_opens, open_capture, opencv_has_gstreamer
+from sdk.reader import FrameReader
+from sdk.sources import blocked_opens, open_capture, opencv_has_gstreamer
 
 from .conftest import wait_until
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import cv2
 import pytest
 
-from sdk.cli import build_parser, main
+from rdedge.main import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ["train", "export", "build-engine", "evaluate", "predict", "bench", "demo"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sdk.cli", *args], cwd=REPO, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "rdedge", *args], cwd=REPO, capture_output=True, text=True)
 
 
 def test_every_subcommand_has_help():
@@ -177,3 +177,71 @@ def test_predict_log_suffix_and_missing_video_are_clear_errors(tiny_run, tmp_pat
     assert ".csv, .jsonl, .json" in capsys.readouterr().err
     assert main(["predict", str(tiny_run[0]), str(tmp_path / "missing.mp4")]) == 1
     assert "video file not found" in capsys.readouterr().err
+
+
+def test_predict_log_appends_to_an_existing_log(tiny_run, bottle_subset: Path, tmp_path: Path, capsys):
+    """Defect: --log said "appended" but truncated the file. Each format now continues an existing log: a CSV keeps
+    one header, a .json keeps its records; a CSV with other columns is refused, not mixed."""
+    import csv
+
+    images = sorted((bottle_subset / "test" / "good").glob("*.png"))[:2]
+    for suffix in (".csv", ".jsonl", ".json"):
+        log = tmp_path / f"line{suffix}"
+        for image in images:  # two runs, one image each
+            assert main(["predict", str(tiny_run[0]), str(image), "--log", str(log)]) == 0
+        text = log.read_text()
+        if suffix == ".csv":
+            rows = list(csv.DictReader(log.open()))
+            assert text.count("source,frame,timestamp") == 1 and [r["source"] for r in rows] == list(map(str, images))
+            assert all(float(r["pixel_threshold"]) > 0 for r in rows)
+        else:
+            records = json.loads(text) if suffix == ".json" else [json.loads(line) for line in text.splitlines()]
+            assert [r["source"] for r in records] == list(map(str, images))
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("when,what\n1,2\n")
+    assert main(["predict", str(tiny_run[0]), str(images[0]), "--log", str(foreign)]) == 2
+    assert "other columns" in capsys.readouterr().err and foreign.read_text() == "when,what\n1,2\n"
+
+
+def test_an_export_refusal_is_one_clear_message(tiny_run, tmp_path: Path, monkeypatch, capsys):
+    """Defect: a refused self-check ended `rdedge export` with a traceback (ExportCheckError was no RdedgeError).
+    Here the FP16 gate is raised above what any graph can reach, so the real check refuses the real graph."""
+    import export.onnx
+
+    monkeypatch.setitem(export.onnx.MIN_MAP_CORRELATION, "fp16", 1.01)
+    out = tmp_path / "refused.onnx"
+    assert main(["export", str(tiny_run[0]), "--precision", "fp16", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rdedge export: error: fp16 graph departs from FP32") and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_training_epochs_have_one_default():
+    """Defect: TrainConfig defaulted to 20 epochs while the command and the README said 30."""
+    from train.config import DEFAULT_EPOCHS, TrainConfig
+
+    parsed = build_parser().parse_args(["train", "--data", "d", "--out", "o"])
+    assert TrainConfig(data="d", out="o").epochs == parsed.epochs == DEFAULT_EPOCHS == 30
+    assert f"--epochs {DEFAULT_EPOCHS}" in (REPO / "README.md").read_text()
+
+
+def test_exported_models_carry_no_local_paths(tiny_run, bottle_subset: Path, tmp_path: Path, capsys):
+    """Defect: exported metadata held the training data folder, the run folder and the weights file as absolute
+    paths. They keep names only; evaluate finds the data with --data, or in its run folder's train_log.json."""
+    import shutil
+
+    from sdk import Detector
+
+    run, report = tiny_run
+    text = Detector(report.path).metadata.to_json()
+    for local in (str(bottle_subset), str(run), str(bottle_subset.parent), "/tmp/", "/work/"):
+        assert local not in text
+    training = Detector(report.path).metadata.training
+    assert training["data"] == bottle_subset.name and training["out"] == run.name
+    shipped = tmp_path / "customer" / "model.onnx"  # the model alone, away from its run folder
+    shipped.parent.mkdir()
+    shutil.copy(report.path, shipped)
+    assert main(["evaluate", str(shipped), "--json", "--quiet"]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main(["evaluate", str(shipped), "--data", str(bottle_subset), "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_images"] == 10

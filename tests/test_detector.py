@@ -60,13 +60,32 @@ def test_threshold_is_settable_at_run_time(tiny_onnx: Path, bottle_images):
     score = det(bottle_images["good"]).score
     det.threshold = score - 1e-3
     low = det(bottle_images["good"])
-    assert low.is_anomaly and low.normalized_score > 0.5 and low.mask.any()
+    assert low.is_anomaly and low.normalized_score > 0.5 and low.threshold == score - 1e-3
     det.threshold = score + 1e-3
     high = det(bottle_images["good"])
-    assert not high.is_anomaly and high.normalized_score < 0.5 and not high.mask.any()
+    assert not high.is_anomaly and high.normalized_score < 0.5
     assert Detector(tiny_onnx, threshold=123.0).threshold == 123.0
     with pytest.raises(InvalidInputError):
         det.threshold = float("nan")
+
+
+def test_image_and_pixel_thresholds_are_calibrated_and_set_apart(tiny_onnx: Path, bottle_images):
+    """The verdict follows the image threshold, the mask the pixel threshold; both are calibrated on held-out good
+    images and settable at run time."""
+    det = Detector(tiny_onnx)
+    calibration = det.metadata.calibration
+    assert calibration.pixel_threshold is not None and det.pixel_threshold == calibration.pixel_threshold
+    assert "onnx" in calibration.source.lower() and calibration.n_images >= 2
+    result = det(bottle_images["good"])
+    peak = float(result.anomaly_map.max())
+    det.pixel_threshold = (peak + float(result.anomaly_map.min())) / 2
+    masked = det(bottle_images["good"])
+    assert masked.mask.any() and masked.mask_at_input_size().any() and masked.is_anomaly == result.is_anomaly
+    det.pixel_threshold = peak + 1e-4
+    assert not det(bottle_images["good"]).mask.any()
+    assert Detector(tiny_onnx, pixel_threshold=0.5).pixel_threshold == 0.5
+    with pytest.raises(InvalidInputError):
+        det.pixel_threshold = float("inf")
 
 
 def test_warmup_and_predict_many(det: Detector, bottle_images):
@@ -97,6 +116,15 @@ def test_empty_batch_is_an_error(det: Detector):
         det.predict_batch([])
 
 
+@pytest.mark.parametrize("shape", [(256, 256, 3), (256, 256), (2, 256)])
+def test_predict_batch_refuses_an_array_that_is_not_a_batch(det: Detector, bottle_images, shape):
+    """Defect: predict_batch(one HxWx3 image) scored each image row as an image."""
+    image = np.resize(bottle_images["good"], shape)
+    with pytest.raises(InvalidInputError, match=r"detector\(image\)"):
+        det.predict_batch(image)
+    assert len(det.predict_batch(image[None] if image.ndim == 3 else [image])) == 1
+
+
 def test_bad_model_files(tmp_path: Path, tiny_onnx: Path):
     with pytest.raises(ModelLoadError, match="unsupported"):
         Detector(tmp_path / "model.pt")
@@ -115,5 +143,5 @@ def test_bad_model_files(tmp_path: Path, tiny_onnx: Path):
 
 
 def test_import_sdk_does_not_import_torch():
-    code = "import sys, sdk, sdk.cli, sdk.evaluate; d = sdk.Detector; assert 'torch' not in sys.modules, 'torch'"
+    code = "import sys, sdk, rdedge.main, sdk.evaluate; d = sdk.Detector; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from sdk import Detector, ImageReadError, InferenceError, InvalidInputError
-from sdk.metadata import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE
+from sdk.contract import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE
 
 
 @pytest.fixture(scope="module")

@@ -125,7 +125,7 @@ def run_steps(method_name: str, batch: torch.Tensor, key: str, steps: int) -> li
     history = []
     for _ in range(steps):
         method.setup(0)  # the same pseudo-anomalies at every step: a fixed problem whose losses must go down
-        out = method.training_step(net, batch, graph.normalize)
+        out = method.training_step(net, batch, graph)
         out[key].backward()
         for opt in optimizers:
             opt.step()
@@ -216,7 +216,7 @@ def test_every_method_exports_int8_that_the_cpu_rewrite_runs_unchanged(method_ru
     report = export_onnx(run, tmp_path / "int8.onnx", precision="int8", check_images=2, calib_images=8)
     assert count_nonzero_zero_points(report.path) == 0
     assert report.checks["reduced_precision"]["map_correlation_vs_fp32"] >= 0.9, method
-    test = load_model_dataset(report.metadata).test
+    test = load_model_dataset(report.metadata, model_path=run / "checkpoint.pt").test  # its run's train_log
     samples = [next(t for t in test if t.defect == "good"), next(t for t in test if t.defect != "good")]
     _, rewrite = rewrite_exactly(report.path, load_prepared(samples, 128, progress=False))
     assert rewrite.activations_folded > 0 and rewrite.pairs_unsigned > 0, method
@@ -238,6 +238,39 @@ def test_drd_ablation_export_recalibrates_on_held_out_images(method_run, tmp_pat
     assert result.score == pytest.approx(float(result.anomaly_map.max()), rel=1e-6)
 
 
+@pytest.mark.parametrize("method_run", ["drd"], indirect=True)
+def test_drd_has_its_own_pixel_threshold_on_the_maps_scale(method_run, bottle_subset: Path):
+    """Defect: DRD's threshold was calibrated on the refined score max·(1+v) but applied to raw map pixels, so masks
+    were judged on the wrong scale (here: empty on every test image, flagged or not). The pixel threshold is
+    calibrated on the held-out good images' map maxima (the exported graph's own outputs), apart from the image
+    threshold."""
+    from sdk import Detector
+    from sdk.datasets import load_dataset, load_prepared
+    from sdk.metadata import ScoreCalibration
+
+    det = Detector(method_run[2].path)
+    calibration = det.metadata.calibration
+    assert calibration.pixel_threshold < calibration.threshold  # refined scores are larger than map maxima
+    validation = load_dataset(str(bottle_subset), seed=0).validation
+    results = det.predict_batch(list(load_prepared(validation, 128, progress=False)), rgb=True)
+    again = ScoreCalibration.from_scores([r.score for r in results], calibration.sigmas,
+                                         map_maxima=[r.anomaly_map.max() for r in results])
+    assert again.threshold == pytest.approx(calibration.threshold, rel=1e-5)
+    assert again.pixel_threshold == pytest.approx(calibration.pixel_threshold, rel=1e-5)
+    assert calibration.map_max_mean <= calibration.pixel_threshold  # on the maps' own scale
+    test = load_dataset(str(bottle_subset), seed=0).test
+    maps = [r.anomaly_map for r in det.predict_batch([s.load_image() for s in test])]
+    assert not any((m > calibration.threshold).any() for m in maps)  # the old rule: no pixel could ever be masked
+
+
+@pytest.mark.parametrize("method_run", ["rdpp"], indirect=True)
+def test_where_the_score_is_the_map_maximum_both_thresholds_agree(method_run):
+    from sdk import Detector
+
+    calibration = Detector(method_run[2].path).metadata.calibration
+    assert calibration.pixel_threshold == pytest.approx(calibration.threshold, rel=1e-6)
+
+
 def test_training_never_reads_test_images(bottle_subset: Path, tmp_path: Path, monkeypatch):
     from sdk import datasets
     from train.trainer import TrainConfig, train
@@ -255,5 +288,18 @@ def test_method_options_are_validated():
     assert get_method("reason", suppression_target="teacher").suppression_target == "teacher"
     with pytest.raises(ValueError, match="suppression_target"):
         get_method("reason", suppression_target="student")
-    with pytest.raises(ValueError, match="no options"):
+    with pytest.raises(ValueError, match="valid: none"):
         get_method("rd4ad", refinement=True)
+
+
+@pytest.mark.parametrize(("method", "valid"), [("drd", "refinement"), ("reason", "suppression_target"),
+                                                ("rdpp", "none"), ("rd4ad", "none")])
+def test_an_unknown_method_option_is_one_clear_error_listing_the_valid_ones(method, valid, capsys):
+    """Defect: ``--method-option`` unknown to drd or reason ended in a TypeError traceback."""
+    from rdedge.main import main
+
+    code = main(["train", "--data", "elpv:mono", "--out", "unused", "--method", method, "--method-option",
+                 "colour=red"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"method {method} has no option 'colour'; valid: {valid}" in err

@@ -118,14 +118,19 @@ def test_build_engine_parses_and_builds_with_tensorrt_rtx(precision_models, prec
     TensorRT-RTX builds by TensorRT 11's rules (strongly typed). Its engines are not TensorRT engines and its timing
     cache calls are no-ops: this proves the API calls, the profile, the header and the atomic writes, not numerics.
     """
-    out, cache = tmp_path / f"m_{precision}.engine", tmp_path / "cache"
+    default_name = precision == "int8"  # the default engine name says the precision once: model_int8.engine
+    out = tmp_path / f"m_{precision}.engine"
+    if default_name:
+        out = precision_models[precision].with_name("model_int8.engine")
+    cache = tmp_path / "cache"
     report = run_with_tensorrt_rtx(f"""
 import json, tensorrt_rtx
 from export.tensorrt import build_engine
 from sdk.backends.engine_file import read_engine_header
 for attempt in range(2):  # the second build reads the timing cache and replaces the engine atomically
-    path = build_engine({str(precision_models[precision])!r}, {str(out)!r}, max_batch=8, cache_dir={str(cache)!r},
-                        tensorrt=tensorrt_rtx, gpu=("none (TensorRT-RTX CPU build check)", "0.0"))
+    path = build_engine({str(precision_models[precision])!r}, {None if default_name else str(out)!r}, max_batch=8,
+                        cache_dir={str(cache)!r}, tensorrt=tensorrt_rtx,
+                        gpu=("none (TensorRT-RTX CPU build check)", "0.0"))
 meta, info, offset = read_engine_header(path)
 print(json.dumps({{"path": str(path), "precision": meta.precision, "batches": [info.min_batch, info.opt_batch,
                   info.max_batch], "typed": info.strongly_typed, "version": info.tensorrt_version,
@@ -134,7 +139,11 @@ print(json.dumps({{"path": str(path), "precision": meta.precision, "batches": [i
     assert report["path"] == str(out) and report["precision"] == precision
     assert report["batches"] == [1, 1, 8] and report["typed"] and report["builder"] == "tensorrt_rtx"
     assert report["plan_bytes"] > 100_000
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", out.name]  # no temporary files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"] + ([] if default_name else [out.name])  # no
+    # temporary files left
+    assert sorted(p.name for p in out.parent.iterdir() if p.suffix == ".engine") == [out.name]
+    if default_name:
+        out.unlink()
     assert [p.name for p in cache.iterdir()] == [f"trt-{report['version']}-sm00.timing"]
     verification_log(f"TensorRT-RTX {report['version']} parsed and built {precision} through "
                      f"export.tensorrt.build_engine: {report['plan_bytes']} bytes")
@@ -144,14 +153,15 @@ def test_fp32_pinning_finds_the_parsed_post_processing_and_spares_shape_arithmet
     """TensorRT 10.x's flags path pins layers by the ONNX scope names, as TensorRT's ONNX parser names them."""
     report = run_with_tensorrt_rtx(f"""
 import json, tensorrt_rtx as trt
-from export.tensorrt import PINNED_FP32_SCOPES, layers_to_pin_fp32
+from export.tensorrt import layers_to_pin_fp32
+from sdk.contract import FP32_SCOPE_PREFIXES
 logger = trt.Logger(trt.Logger.ERROR)
 network = trt.Builder(logger).create_network(0)
 assert trt.OnnxParser(network, logger).parse_from_file({str(precision_models["fp32"])!r})
 layers = [network.get_layer(i) for i in range(network.num_layers)]
 print(json.dumps({{
     "scoped": {{l.name: [str(l.type), [str(l.get_output_type(k)) for k in range(l.num_outputs)]]
-               for l in layers if l.name.startswith(PINNED_FP32_SCOPES)}},
+               for l in layers if l.name.startswith(FP32_SCOPE_PREFIXES)}},
     "pinned": [l.name for l in layers_to_pin_fp32(trt, network)],
     "layers": len(layers)}}))
 """)
@@ -180,7 +190,7 @@ def test_cpu_int8_rewrite_is_exact_on_real_images_and_lets_onnxruntime_use_integ
 
     path = precision_models["int8"]
     metadata = Detector(path).metadata
-    dataset = load_model_dataset(metadata)
+    dataset = load_model_dataset(metadata, model_path=path)
     images = load_prepared(dataset.test[:3] + dataset.test[-3:], metadata.image_size, progress=False)
     model, rewrite = rewrite_exactly(path, images)  # the graphs as written compute the same values
     assert rewrite.activations_folded > 5 and rewrite.pairs_unsigned > 5
@@ -213,7 +223,7 @@ def test_evaluate_as_written_runs_the_int8_graph_without_onnxruntime_fusions(pre
                                                                            tmp_path, capsys):
     import json
 
-    from sdk.cli import main
+    from rdedge.main import main
 
     written = Detector(precision_models["int8"], optimize=False)
     assert written.backend.cpu_int8_rewrite is None
@@ -232,7 +242,7 @@ def test_evaluate_as_written_runs_the_int8_graph_without_onnxruntime_fusions(pre
 def test_export_int8_command_reports_the_quantization_and_silences_the_quantizer(tiny_run, tmp_path, capsys):
     import logging
 
-    from sdk.cli import main
+    from rdedge.main import main
 
     handlers = list(logging.getLogger().handlers)
     out = tmp_path / "int8.onnx"
@@ -318,7 +328,8 @@ def test_asymmetric_int8_graphs_are_refused_by_the_engine_builder(precision_mode
 
     assert count_nonzero_zero_points(precision_models["int8"]) == 0
     metadata = Detector(tiny_onnx).metadata
-    images = load_prepared(load_model_dataset(metadata).train[:4], metadata.image_size, progress=False)
+    train_samples = load_model_dataset(metadata, model_path=tiny_onnx).train[:4]
+    images = load_prepared(train_samples, metadata.image_size, progress=False)
     peer = tmp_path / "u8.onnx"
     quantize_int8(tiny_onnx, peer, images, options=onnxruntime_cpu_recipe(tiny_onnx, "minmax"))
     nonzero = count_nonzero_zero_points(peer)
@@ -338,7 +349,7 @@ def test_gpu_check_comparison_harness_on_onnx_runtime(precision_models):
     from benchmarks.gpu_check import TOLERANCES, as_written_session, compare_runners
     from sdk.datasets import reference_images
 
-    images = reference_images(Detector(precision_models["fp32"]).metadata, 4)
+    images = reference_images(Detector(precision_models["fp32"]).metadata, 4, model_path=precision_models["fp32"])
     reports = {}
     for precision in ("fp32", "int8"):
         optimised = ort.InferenceSession(str(precision_models[precision]), providers=["CPUExecutionProvider"])
@@ -350,3 +361,23 @@ def test_gpu_check_comparison_harness_on_onnx_runtime(precision_models):
     wrong = compare_runners(OnnxrtRunner(as_written_session(precision_models["fp32"])),
                             OnnxrtRunner(as_written_session(precision_models["int8"])), images, "fp32")
     assert not wrong["polygraphy_passed"], wrong
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_each_precision_is_calibrated_on_its_own_outputs(precision_models, bottle_subset, precision):
+    """Defect: FP16 and INT8 exports kept the FP32 run's threshold. Each graph's thresholds now come from its own
+    outputs, run by the Detector, on the run's held-out good images (never test images)."""
+    from sdk.datasets import load_dataset, load_prepared
+    from sdk.metadata import ScoreCalibration
+
+    fp32 = Detector(precision_models["fp32"]).metadata.calibration
+    detector = Detector(precision_models[precision])
+    calibration = detector.metadata.calibration
+    assert calibration.source.startswith(f"{precision} ONNX graph") and calibration.n_images == fp32.n_images
+    validation = load_dataset(str(bottle_subset), seed=0).validation
+    results = detector.predict_batch(list(load_prepared(validation, detector.image_size, progress=False)), rgb=True)
+    again = ScoreCalibration.from_scores([r.score for r in results], calibration.sigmas,
+                                         map_maxima=[r.anomaly_map.max() for r in results])
+    assert again.threshold == pytest.approx(calibration.threshold, rel=1e-6)
+    assert again.pixel_threshold == pytest.approx(calibration.pixel_threshold, rel=1e-6)
+    assert calibration.threshold != fp32.threshold

@@ -16,10 +16,12 @@ import pytest
 
 from benchmarks.soak import bottle_frames, soak, write_video
 from sdk import Backoff, Detector, SourceError, SourceOpenTimeout
-from sdk import stream as stream_module
+from sdk import sources as sources_module
 from sdk.capture_process import ProcessCapture, capture_processes
 from sdk.image import list_images
-from sdk.stream import FrameReader, Stream, blocked_opens, csi_pipeline, describe, is_live, open_within, usb_pipeline
+from sdk.reader import FrameReader
+from sdk.sources import blocked_opens, csi_pipeline, describe, is_live, open_within, usb_pipeline
+from sdk.stream import Stream
 
 from .conftest import REPO, wait_until
 from .loopback import MjpegServer
@@ -199,7 +201,7 @@ def test_an_opening_in_time_returns_its_capture_or_its_error():
 
 
 def test_no_new_opening_starts_while_too_many_are_blocked(monkeypatch):
-    monkeypatch.setattr(stream_module, "MAX_BLOCKED_OPENS", 1)
+    monkeypatch.setattr(sources_module, "MAX_BLOCKED_OPENS", 1)
     first, second = _BlockingOpen(), _BlockingOpen()
     with pytest.raises(SourceOpenTimeout):
         open_within(first, 0.1, "cam")
@@ -257,7 +259,7 @@ def test_sources_that_cannot_be_opened_raise_source_error(det: Detector, tmp_pat
 def test_unavailable_camera_url_and_pipeline_say_why(det: Detector):
     import glob
 
-    from sdk.stream import opencv_has_gstreamer
+    from sdk.sources import opencv_has_gstreamer
 
     if not glob.glob("/dev/video*"):
         with pytest.raises(SourceError, match="no camera at index 7"):

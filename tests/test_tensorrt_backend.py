@@ -22,7 +22,6 @@ from export.tensorrt import (
     plan_build,
     profile_batches,
     timing_cache_path,
-    version_tuple,
 )
 from sdk import Detector, ModelLoadError
 from sdk.backends.engine_file import (
@@ -33,6 +32,7 @@ from sdk.backends.engine_file import (
     read_engine_header,
     write_engine_file,
 )
+from sdk.contract import engine_file_name, version_tuple
 
 from . import fake_tensorrt
 from .conftest import require_tool
@@ -42,6 +42,29 @@ def test_version_parsing():
     assert version_tuple("10.3.0.30") == (10, 3)
     assert version_tuple("11.4.1") == (11, 4)
     assert version_tuple("11") == (11, 0)
+    assert version_tuple("10.3.0.30", 3) == version_tuple("10.3.0", 3) == (10, 3, 0)  # the engine-file rule
+    assert version_tuple("11.4.1b2", 3) == (11, 4, 1)
+    with pytest.raises(ValueError, match="not a version"):
+        version_tuple("unknown")
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "10.7.0", "11.4.1"])
+@pytest.mark.parametrize(("onnx_precision", "precision"), [("fp16", "fp32"), ("int8", "fp32"), ("int8", "fp16")])
+def test_an_engine_is_never_wider_than_its_onnx(version, onnx_precision, precision):
+    """Defect: an FP16 ONNX built with --precision fp32 was planned with FP16/INT8 flags and labelled fp32."""
+    with pytest.raises(EngineBuildError, match=f"--precision {onnx_precision}"):
+        plan_build(version, onnx_precision, precision)
+
+
+@pytest.mark.parametrize(
+    ("onnx_name", "precision", "engine_name"),
+    [("model_int8.onnx", "int8", "model_int8.engine"), ("model_fp16.onnx", "fp16", "model_fp16.engine"),
+     ("model.onnx", "fp16", "model_fp16.engine"), ("model.onnx", "fp32", "model_fp32.engine"),
+     ("line3.onnx", "int8", "line3_int8.engine")],
+)
+def test_default_engine_names_say_the_precision_once(onnx_name, precision, engine_name):
+    """Defect: ``model_int8.onnx`` gave ``model_int8_int8.engine``."""
+    assert engine_file_name(f"runs/x/{onnx_name}", precision) == engine_name
 
 
 @pytest.mark.parametrize(
@@ -182,6 +205,20 @@ def test_tensorrt_backend_data_flow_matches_onnx_runtime(fake_engine: Path, tiny
     assert len(fake_tensorrt.ALLOCATIONS) == allocated  # buffers are reused, never reallocated
 
 
+@pytest.mark.parametrize("failure", ["deserialize", "tensor names"])
+def test_a_failed_engine_load_releases_the_cuda_context(fake_engine: Path, tiny_onnx: Path, tmp_path: Path,
+                                                        monkeypatch, failure):
+    """Defect: a failed deserialisation kept the retained CUDA context (FAKE TensorRT/pycuda seam)."""
+    if failure == "deserialize":
+        monkeypatch.setattr(fake_tensorrt._Runtime, "deserialize_cuda_engine", lambda self, data: None)
+    else:
+        monkeypatch.setattr(fake_tensorrt._Engine, "get_tensor_name", lambda self, i: f"other{i}")
+    detached = fake_tensorrt.CONTEXT["detached"]
+    with pytest.raises(ModelLoadError, match=r"deserialize|not rdedge's"):
+        Detector(fake_engine)
+    assert fake_tensorrt.CONTEXT["detached"] == detached + 1
+
+
 def test_tensorrt_backend_refuses_a_foreign_engine_before_deserializing(tiny_onnx: Path, tmp_path: Path,
                                                                        monkeypatch):
     import sdk.backends.tensorrt as backend
@@ -235,7 +272,7 @@ def test_build_engine_without_tensorrt_says_what_to_install(tiny_onnx: Path, tmp
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here: nothing is missing")
     from export.tensorrt import build_engine
-    from sdk.cli import main
+    from rdedge.main import main
 
     assert main(["build-engine", str(tiny_onnx), "--out", str(tmp_path / "m.engine")]) == 2
     assert main(["build-engine", str(tmp_path / "missing.onnx")]) == 2

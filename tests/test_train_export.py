@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from export.onnx import ExportCheckError, export_onnx
-from sdk.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE, ModelMetadata
+from sdk.contract import INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE
+from sdk.metadata import ModelMetadata
 from train.checkpoint import CheckpointError, build_graph_from_checkpoint, load_checkpoint
 
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from sdk.fileio import atomic_path
+from sdk.errors import RdedgeError
+from sdk.fileio import atomic_path, resolve_run_file
 from sdk.metadata import ModelMetadata
 
 from .backbones import build_teacher, get_teacher_spec
@@ -31,7 +32,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 """File name of the checkpoint inside a run folder."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RdedgeError, ValueError):
     """A file that is not a readable rdedge checkpoint."""
 
 
@@ -47,12 +48,7 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """A run folder or a checkpoint file → the checkpoint file."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / CHECKPOINT_NAME
-    if not p.is_file():
-        raise CheckpointError(f"no checkpoint at {p} (train one with `rdedge train ... --out RUN_DIR`)")
-    return p
+    return resolve_run_file(path, CHECKPOINT_NAME, CheckpointError, "train one with `rdedge train ... --out RUN_DIR`")
 
 
 def save_checkpoint(path: str | os.PathLike[str], net: ReverseDistillationNet, metadata: ModelMetadata) -> Path:

@@ -6,62 +6,23 @@ import json
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import sdk
-from sdk.datasets import load_dataset, load_prepared
+from sdk.datasets import PACKAGED_SCHEMES, TRAIN_LOG, load_dataset, load_prepared
 from sdk.fileio import write_text_atomic
 from sdk.metadata import ModelMetadata, ScoreCalibration
 
 from .backbones import build_teacher, get_teacher_spec
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
+from .config import TrainConfig
 from .graph import DetectorGraph
 from .methods import get_method
-
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run (the ``rdedge train`` options).
-
-    Attributes:
-        data: Dataset spec (folder or ``elpv:mono``/``elpv:poly``).
-        out: Run folder for the checkpoint.
-        category: MVTec category when ``data`` is a root with several.
-        method: Method name.
-        backbone: Teacher name.
-        weights: Local teacher weights file (ResNets).
-        epochs: Training epochs (fixed; no model selection).
-        image_size: Model input side.
-        batch_size: Images per step.
-        lr: Student learning rate; the method's default when None.
-        seed: Seed of initialisation, shuffling and the validation hold-out.
-        validation_fraction: Share of good training images held out for calibration.
-        sigmas: Threshold = validation mean + ``sigmas`` · std.
-        max_train_images: Use only the first N training images (quick runs and tests); all when None.
-        method_options: Method-specific options (e.g. ``{"refinement": False}`` for DRD).
-    """
-
-    data: str
-    out: str
-    category: str | None = None
-    method: str = "rd4ad"
-    backbone: str = "efficientnet_lite0"
-    weights: str | None = None
-    epochs: int = 20
-    image_size: int = 256
-    batch_size: int = 16
-    lr: float | None = None
-    seed: int = 0
-    validation_fraction: float = 0.1
-    sigmas: float = 3.0
-    max_train_images: int | None = None
-    method_options: dict[str, Any] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -73,22 +34,37 @@ def seed_everything(seed: int) -> None:
 
 @torch.no_grad()
 def score_images(graph: DetectorGraph, images: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Run the detector graph on prepared uint8 images → (maps, scores) as numpy arrays."""
+    """Run the detector graph on prepared uint8 images → (each map's maximum, scores) as numpy arrays."""
     graph.eval()
-    maps, scores = [], []
+    map_maxima, scores = [], []
     for start in range(0, len(images), batch_size):
         m, s = graph(torch.from_numpy(images[start : start + batch_size]))
-        maps.append(m.numpy())
+        map_maxima.append(m.amax(dim=(1, 2)).numpy())
         scores.append(s.numpy())
-    return np.concatenate(maps), np.concatenate(scores)
+    return np.concatenate(map_maxima), np.concatenate(scores)
 
 
 def calibrate(
     graph: DetectorGraph, validation_images: np.ndarray, sigmas: float
 ) -> tuple[ScoreCalibration, np.ndarray]:
-    """Threshold and score statistics from the graph's scores on held-out good images → (calibration, scores)."""
-    _, scores = score_images(graph, validation_images)
-    return ScoreCalibration.from_scores(scores, sigmas=sigmas), scores
+    """Image and pixel thresholds from the graph's outputs on held-out good images → (calibration, scores).
+
+    The checkpoint's calibration; ``rdedge export`` calibrates each exported graph again on its own outputs.
+    """
+    map_maxima, scores = score_images(graph, validation_images)
+    source = f"fp32 PyTorch graph, {len(scores)} held-out good images"
+    return ScoreCalibration.from_scores(scores, sigmas=sigmas, map_maxima=map_maxima, source=source), scores
+
+
+def local_paths(config: TrainConfig) -> dict[str, str | None]:
+    """The config's paths made absolute: the checkpoint is this machine's record, and ``rdedge export`` finds the
+    data through it from any working folder (exported models keep names only)."""
+    paths: dict[str, str | None] = {"out": str(Path(config.out).resolve())}
+    if not config.data.startswith(PACKAGED_SCHEMES):
+        paths["data"] = str(Path(config.data).resolve())
+    if config.weights:
+        paths["weights"] = str(Path(config.weights).resolve())
+    return paths
 
 
 def software_versions() -> dict[str, str]:
@@ -139,7 +115,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         losses = []
         for step, start in enumerate(range(0, len(order), config.batch_size)):
             batch = torch.from_numpy(train_images[order[start : start + config.batch_size].numpy()])
-            out = method.training_step(net, batch, graph.normalize)
+            out = method.training_step(net, batch, graph)
             out["loss"].backward()
             if (step + 1) % accumulate == 0 or step == steps_per_epoch - 1:
                 for opt in optimizers:
@@ -164,6 +140,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         graph_options=method.graph_options(),
         training={
             **asdict(config),
+            **local_paths(config),
             "dataset": dataset.name,
             "n_train": len(train_images),
             "n_validation": len(val_images),
@@ -175,5 +152,5 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     )
     out_dir = Path(config.out)
     path = save_checkpoint(out_dir / CHECKPOINT_NAME, net, metadata)
-    write_text_atomic(out_dir / "train_log.json", json.dumps(json.loads(metadata.to_json()), indent=2) + "\n")
+    write_text_atomic(out_dir / TRAIN_LOG, json.dumps(json.loads(metadata.to_json()), indent=2) + "\n")
     return path

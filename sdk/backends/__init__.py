@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..contract import MODEL_FILE
 from ..errors import ModelLoadError
+from ..fileio import resolve_run_file
 from .base import Backend
 
 BACKENDS: dict[str, str] = {
@@ -41,4 +43,14 @@ def load_backend(path: str | os.PathLike[str], **options: Any) -> Backend:
     return backend_class(path, **options)
 
 
-__all__ = ["BACKENDS", "Backend", "load_backend"]
+def resolve_model(path: str | os.PathLike[str]) -> Path:
+    """A model file as given, or a run folder → its FP32 graph (:data:`sdk.contract.MODEL_FILE`).
+
+    Raises:
+        ModelLoadError: No such file, or a folder without the model (saying how to export it).
+    """
+    remedy = f"run `rdedge export {path}` first" if Path(path).is_dir() else "no such model file"
+    return resolve_run_file(path, MODEL_FILE, ModelLoadError, remedy)
+
+
+__all__ = ["BACKENDS", "Backend", "load_backend", "resolve_model"]

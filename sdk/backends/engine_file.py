@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..contract import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE, version_tuple
 from ..errors import ModelLoadError
 from ..metadata import ModelMetadata
 
@@ -98,6 +99,7 @@ def read_engine_header(path: str | os.PathLike[str]) -> tuple[ModelMetadata, Eng
             header = json.loads(f.read(length))
             model = ModelMetadata.from_json(json.dumps(header["model"]))
             info = EngineInfo(**header["engine"])
+            version_tuple(info.tensorrt_version)
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelLoadError(f"{p} has a corrupt header: {exc}") from exc
     offset = _PREFIX.size + length
@@ -118,7 +120,7 @@ def check_compatible(info: EngineInfo, tensorrt_version: str, gpu_name: str, com
         ModelLoadError: With the mismatch and the ``rdedge build-engine`` command to run on this machine.
     """
     problems = []
-    if _version_key(info.tensorrt_version) != _version_key(tensorrt_version):
+    if version_tuple(info.tensorrt_version, 3) != version_tuple(tensorrt_version, 3):  # a build number changes nothing
         problems.append(f"built with TensorRT {info.tensorrt_version}, this machine has {tensorrt_version}")
     if info.compute_capability != compute_capability:
         problems.append(f"built for compute capability {info.compute_capability} ({info.gpu_name}), this GPU is "
@@ -132,15 +134,8 @@ def check_compatible(info: EngineInfo, tensorrt_version: str, gpu_name: str, com
         )
 
 
-def _version_key(version: str) -> tuple[str, ...]:
-    """major.minor.patch of a TensorRT version string (the build number does not change compatibility)."""
-    return tuple(version.split(".")[:3])
-
-
 def io_buffer_shapes(image_size: int, batch: int) -> dict[str, tuple[tuple[int, ...], str]]:
     """Shapes and numpy dtypes of the engine's I/O tensors for one batch size (for buffer allocation)."""
-    from ..metadata import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE
-
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     return {

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from ..contract import INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE
 from ..errors import DetectorClosedError, ModelLoadError
-from ..metadata import INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE, ModelMetadata
+from ..metadata import ModelMetadata
 from .base import Backend
 from .cpu_int8 import CpuInt8Rewrite
 

@@ -30,21 +30,32 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DetectorClosedError, ModelLoadError
-from ..metadata import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE
+from ..contract import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE
+from ..errors import DetectorClosedError, ModelLoadError, RdedgeError
 from .base import Backend
 from .engine_file import check_compatible, io_buffer_shapes, read_engine_header
 
 
-def import_runtime() -> tuple[ModuleType, ModuleType]:
-    """Import ``tensorrt`` and ``pycuda.driver`` lazily, with install instructions when missing."""
+def import_tensorrt(purpose: str, error: type[RdedgeError] = ModelLoadError) -> ModuleType:
+    """Import TensorRT lazily (``import sdk`` needs none), or raise ``error`` saying how to install it.
+
+    Args:
+        purpose: What needs TensorRT, for the message (e.g. "running .engine files").
+        error: The error class to raise (the export's build errors, the backend's load errors).
+    """
     try:
         import tensorrt
     except ImportError as exc:
-        raise ModelLoadError(
-            "running .engine files needs TensorRT: on Jetson use JetPack's python3-libnvinfer; on a discrete GPU "
+        raise error(
+            f"{purpose} needs TensorRT: on Jetson use JetPack's python3-libnvinfer (apt); on a discrete GPU "
             "`pip install 'rdedge[trt]'` (see the README's TensorRT sections)"
         ) from exc
+    return tensorrt
+
+
+def import_runtime() -> tuple[ModuleType, ModuleType]:
+    """Import ``tensorrt`` and ``pycuda.driver`` lazily, with install instructions when missing."""
+    tensorrt = import_tensorrt("running .engine files")
     try:
         import pycuda.driver as cuda
     except ImportError as exc:
@@ -89,26 +100,34 @@ class TensorRTBackend(Backend):
         self._context_cuda = dev.retain_primary_context()
         self._context_cuda.push()
         try:
-            self._logger = trt.Logger(trt.Logger.WARNING)
-            self._runtime = trt.Runtime(self._logger)
-            if self.engine_info.dla_core >= 0:
-                self._runtime.DLA_core = self.engine_info.dla_core
-            with open(self.path, "rb") as f:
-                f.seek(offset)
-                self._engine = self._runtime.deserialize_cuda_engine(f.read())
-            if self._engine is None:
-                raise ModelLoadError(f"TensorRT could not deserialize {self.path} (see the messages above)")
-            names = {self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)}
-            if names != {INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE}:
-                raise ModelLoadError(f"{self.path} has I/O tensors {sorted(names)}, not rdedge's")
-            self._context = self._engine.create_execution_context()
-            self._stream = cuda.Stream()
-        finally:
+            self._load_engine(trt, cuda, offset)
+        except BaseException:  # a failed load keeps nothing: TensorRT objects go, then the retained CUDA context
+            self._context = self._engine = self._runtime = self._stream = None
             self._context_cuda.pop()
+            self._context_cuda.detach()
+            raise
+        self._context_cuda.pop()
         self._buffers: dict[int, _Buffers] = {}
         self._lock = threading.Lock()
         self._cuda_graph = cuda_graph
         self._closed = False
+
+    def _load_engine(self, trt: ModuleType, cuda: ModuleType, offset: int) -> None:
+        """Deserialize the engine (the CUDA context current) and create its execution context and stream."""
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        if self.engine_info.dla_core >= 0:
+            self._runtime.DLA_core = self.engine_info.dla_core
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            self._engine = self._runtime.deserialize_cuda_engine(f.read())
+        if self._engine is None:
+            raise ModelLoadError(f"TensorRT could not deserialize {self.path} (see the messages above)")
+        names = {self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)}
+        if names != {INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE}:
+            raise ModelLoadError(f"{self.path} has I/O tensors {sorted(names)}, not rdedge's")
+        self._context = self._engine.create_execution_context()
+        self._stream = cuda.Stream()
 
     @property
     def name(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Method
+from .base import Method, MethodOptionError
 from .drd import DRD
 from .rd4ad import RD4AD
 from .rdpp import RDPlusPlus
@@ -18,8 +18,8 @@ def get_method(name: str, **options: Any) -> Method:
     try:
         method_class = METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}") from None
-    return method_class(**options)
+        raise MethodOptionError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}") from None
+    return method_class.create(**options)
 
 
-__all__ = ["METHODS", "Method", "get_method"]
+__all__ = ["METHODS", "Method", "MethodOptionError", "get_method"]

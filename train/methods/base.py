@@ -9,9 +9,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sdk.errors import RdedgeError
+
 from ..backbones import TeacherSpec
-from ..graph import InputNormalizer
+from ..graph import DetectorGraph
 from ..model import ReverseDistillationNet
+
+
+class MethodOptionError(RdedgeError, ValueError):
+    """An unknown method, or an option the method does not have or cannot take."""
 
 
 class Method(abc.ABC):
@@ -34,11 +40,25 @@ class Method(abc.ABC):
     default_lr: ClassVar[float] = 0.005
     accumulation_steps: ClassVar[int] = 1
 
-    def __init__(self, **options: Any) -> None:
-        if options:
-            raise ValueError(f"method {self.name} takes no options, got {sorted(options)}")
+    option_names: ClassVar[tuple[str, ...]] = ()
+    """The options ``--method-option`` may set (keyword arguments of the subclass's constructor)."""
+
+    def __init__(self) -> None:
         self.options: dict[str, Any] = {}
         self.setup(0)
+
+    @classmethod
+    def create(cls, **options: Any) -> Method:
+        """Instantiate with options, refusing unknown ones with a :class:`MethodOptionError` that lists the valid
+        ones."""
+        unknown = sorted(set(options) - set(cls.option_names))
+        if unknown:
+            valid = ", ".join(cls.option_names) if cls.option_names else "none"
+            raise MethodOptionError(f"method {cls.name} has no option {', '.join(map(repr, unknown))}; valid: {valid}")
+        try:
+            return cls(**options)
+        except (TypeError, ValueError) as exc:
+            raise MethodOptionError(f"method {cls.name}: {exc}") from exc
 
     def setup(self, seed: int) -> None:
         """Seed the method's own random draws (pseudo-anomalies, noise)."""
@@ -59,15 +79,17 @@ class Method(abc.ABC):
 
     @abc.abstractmethod
     def training_step(
-        self, net: ReverseDistillationNet, images: Tensor, normalizer: InputNormalizer
+        self, net: ReverseDistillationNet, images: Tensor, graph: DetectorGraph
     ) -> dict[str, Tensor]:
         """Compute the losses on a batch of good images.
 
         Args:
             net: The network (in train mode).
             images: (N, S, S, 3) uint8 RGB, as the deployed graph receives them.
-            normalizer: The graph's input normalisation (``normalizer(images)``; ``normalizer.from_unit(x)`` for
-                (N, 3, S, S) float images in [0, 1], e.g. synthesised pseudo-anomalies).
+            graph: The deployable graph around ``net``: its input normalisation (``graph.normalize(images)``;
+                ``graph.normalize.from_unit(x)`` for (N, 3, S, S) float images in [0, 1], e.g. synthesised
+                pseudo-anomalies) and its anomaly-map head (``graph.head``), so that training computes maps as the
+                exported graph does.
 
         Returns:
             A dict of scalar losses; ``"loss"`` is the one back-propagated.

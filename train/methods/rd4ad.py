@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from ..backbones import TeacherSpec
-from ..graph import InputNormalizer
+from ..graph import DetectorGraph
 from ..losses import flattened_cosine_loss, sum_over_scales
 from ..model import ReverseDistillationNet
 from .base import Method
@@ -30,7 +30,7 @@ class RD4AD(Method):
         return [torch.optim.Adam(net.student_parameters(), lr=lr, betas=(0.5, 0.999))]
 
     def training_step(
-        self, net: ReverseDistillationNet, images: Tensor, normalizer: InputNormalizer
+        self, net: ReverseDistillationNet, images: Tensor, graph: DetectorGraph
     ) -> dict[str, Tensor]:
-        teacher, student = net(normalizer(images))
+        teacher, student = net(graph.normalize(images))
         return {"loss": sum_over_scales(flattened_cosine_loss, teacher, student)}

@@ -19,13 +19,11 @@ Training, following the official ``train.py`` and ``funcs.py`` behaviour:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ...backbones import TeacherSpec
-from ...components.anomaly_map import cosine_distance_map
 from ...components.bottleneck import CascadeFusion
-from ...graph import InputNormalizer
+from ...graph import DetectorGraph
 from ...losses import channel_cosine_loss, pixel_cosine_loss, sum_over_scales
 from ...model import ReverseDistillationNet
 from ..base import Method, unit_images
@@ -45,6 +43,7 @@ class DRD(Method):
 
     name = "drd"
     combine = "mean"
+    option_names = ("refinement",)
 
     def __init__(self, refinement: bool = True) -> None:
         super().__init__()
@@ -61,11 +60,11 @@ class DRD(Method):
         return [torch.optim.Adam(net.student_parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=WEIGHT_DECAY)]
 
     def training_step(
-        self, net: ReverseDistillationNet, images: Tensor, normalizer: InputNormalizer
+        self, net: ReverseDistillationNet, images: Tensor, graph: DetectorGraph
     ) -> dict[str, Tensor]:
-        clean = normalizer(images)
+        clean = graph.normalize(images)
         pseudo01, _ = cut_paste(unit_images(images), self.rng)
-        pseudo = normalizer.from_unit(pseudo01)
+        pseudo = graph.normalize.from_unit(pseudo01)
         target = similarity_target(pseudo, clean)
 
         teacher = net.encode(clean)
@@ -79,10 +78,6 @@ class DRD(Method):
             channel_cosine_loss, teacher, student
         )
         rec = sum_over_scales(channel_cosine_loss, teacher, pseudo_student)
-        size = images.shape[1:3]
-        pseudo_map = sum(
-            F.interpolate(cosine_distance_map(t, s).unsqueeze(1), size=size, mode="bilinear", align_corners=True)
-            for t, s in zip(noisy_teacher, pseudo_student, strict=True)
-        ).squeeze(1) / len(noisy_teacher)
+        pseudo_map = graph.head.raw_map(noisy_teacher, pseudo_student)  # the exported head's map, before smoothing
         seg = SEGMENTATION_WEIGHT * (pseudo_map - target).abs().mean()
         return {"loss": kd + rec + seg, "kd": kd, "rec": rec, "seg": seg}

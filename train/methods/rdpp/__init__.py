@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ...backbones import TeacherSpec
 from ...components.projection import MultiProjection
-from ...graph import InputNormalizer
+from ...graph import DetectorGraph
 from ...losses import flattened_cosine_loss, pixel_cosine_loss, sum_over_scales
 from ...model import ReverseDistillationNet
 from ..base import Method, unit_images
@@ -64,13 +64,13 @@ class RDPlusPlus(Method):
         ]
 
     def training_step(
-        self, net: ReverseDistillationNet, images: Tensor, normalizer: InputNormalizer
+        self, net: ReverseDistillationNet, images: Tensor, graph: DetectorGraph
     ) -> dict[str, Tensor]:
         if self.synthesis is None or self.synthesis.scale != images.shape[1] / 256.0:
             self.synthesis = SimplexNoiseAnomaly(images.shape[1], self.seed)
         noisy, _ = self.synthesis(unit_images(images), self.rng)
-        teacher = net.encode(normalizer(images))
-        noisy_teacher = net.encode(normalizer.from_unit(noisy))
+        teacher = net.encode(graph.normalize(images))
+        noisy_teacher = net.encode(graph.normalize.from_unit(noisy))
         projected = net.project(teacher)
         noisy_projected = net.project(noisy_teacher)
         student = net.decoder(net.bottleneck(projected))

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ...backbones import TeacherSpec
 from ...components.projection import MultiProjection
-from ...graph import InputNormalizer
+from ...graph import DetectorGraph
 from ...losses import flattened_cosine_loss, pixel_cosine_loss, sum_over_scales
 from ...model import ReverseDistillationNet
 from ..base import Method
@@ -42,6 +42,8 @@ class REASON(Method):
 
     name = "reason"
 
+    option_names = ("suppression_target",)
+
     def __init__(self, suppression_target: str = "decoder") -> None:
         super().__init__()
         if suppression_target not in TARGETS:
@@ -59,10 +61,10 @@ class REASON(Method):
         return [torch.optim.Adam(groups, betas=(0.5, 0.999))]
 
     def training_step(
-        self, net: ReverseDistillationNet, images: Tensor, normalizer: InputNormalizer
+        self, net: ReverseDistillationNet, images: Tensor, graph: DetectorGraph
     ) -> dict[str, Tensor]:
         with torch.no_grad():
-            stem = net.teacher.forward_stem(normalizer(images))
+            stem = net.teacher.forward_stem(graph.normalize(images))
             clean = net.teacher.forward_stages(stem)
             noisy_stem, _ = inject_latent_noise(stem, self.generator)
             noisy = net.teacher.forward_stages(noisy_stem)

@@ -1,0 +1,5 @@
+"""``python -m rdedge``: the ``rdedge`` command."""
+
+from rdedge.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""``rdedge export``: a trained run → one self-checked ONNX detector graph, calibrated at its precision."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..arguments import add_precision_argument
+
+NAME = "export"
+HELP = "Export a trained run to one self-checked ONNX detector graph."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run folder (or checkpoint file) from `rdedge train`")
+    parser.add_argument("--out", default=None,
+                        help="ONNX file to write (default: RUN_DIR/model.onnx, or model_<precision>.onnx)")
+    add_precision_argument(parser, default="fp32", help_text="graph precision (default: fp32)")
+    parser.add_argument("--calib-images", type=int, default=256,
+                        help="int8: good training images to calibrate on (default: 256, or all when fewer)")
+    parser.add_argument("--calib-method", choices=["percentile", "entropy", "minmax"], default="percentile",
+                        help="int8: activation range calibration (default: percentile)")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset, at least 17 (default: 18)")
+    parser.add_argument("--check-images", type=int, default=8,
+                        help="real images for the ONNX Runtime vs PyTorch self-check (default: 8)")
+    parser.add_argument("--no-refinement", action="store_true",
+                        help="DRD ablation: export without the detection refinement")
+
+
+def run(args: argparse.Namespace) -> int:
+    from export.onnx import export_onnx
+
+    overrides = {"refinement": False} if args.no_refinement else None
+    report = export_onnx(args.run, args.out, opset=args.opset, check_images=args.check_images,
+                         graph_overrides=overrides, precision=args.precision, calib_images=args.calib_images,
+                         calib_method=args.calib_method, progress=not args.quiet)
+    checks = report.checks
+    print(f"exported {report.path}")
+    print(f"  self-check on {checks['n_images']} real images (tolerance {checks['tolerance']:g}):")
+    for key, value in checks.items():
+        if key.startswith("onnxruntime"):
+            print(f"    fp32 {key}: max relative error {value:.2e}")
+    reduced = checks.get("reduced_precision")
+    if reduced:
+        print(f"    {reduced['precision']} vs fp32: map correlation {reduced['map_correlation_vs_fp32']:.5f}, "
+              f"max map error {reduced['map_max_error_vs_fp32_range']:.2%} of the map range, "
+              f"max score error {reduced['score_max_relative_error_vs_fp32']:.2%}")
+    qdq = checks.get("qdq")
+    if qdq:
+        print(f"    int8: {qdq['quantize_linear']} QuantizeLinear / {qdq['dequantize_linear']} DequantizeLinear, "
+              f"{qdq['nonzero_zero_points']} non-zero zero points; calibrated on {checks['calibration_images']} good "
+              f"training images ({checks['calibration_method']})")
+    calibration = report.metadata.calibration
+    print(f"  thresholds: image {calibration.threshold:.5g}, pixel {calibration.pixel:.5g} ({calibration.source})")
+    return 0

@@ -1,0 +1,57 @@
+"""``rdedge train``: train a model on good images and calibrate its thresholds."""
+
+from __future__ import annotations
+
+import argparse
+
+from train.config import TrainConfig
+
+from ..arguments import parse_options
+
+NAME = "train"
+HELP = "Train a model on good images and calibrate its threshold."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = TrainConfig(data="", out="")
+    parser.add_argument("--data", required=True,
+                        help="dataset: an MVTec-layout folder, or elpv:mono / elpv:poly (pip install elpv-dataset)")
+    parser.add_argument("--category", default=None, help="MVTec category when --data is the root of several")
+    parser.add_argument("--method", default=defaults.method,
+                        help=f"training method: rd4ad, rdpp, drd or reason (default: {defaults.method})")
+    parser.add_argument("--backbone", default=defaults.backbone,
+                        help=f"teacher: efficientnet_lite0, resnet18 or wide_resnet50_2 (default: {defaults.backbone})")
+    parser.add_argument("--weights", default=None,
+                        help="local ImageNet weights file for a ResNet teacher (default: the torch hub cache)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs,
+                        help=f"training epochs, fixed (default: {defaults.epochs})")
+    parser.add_argument("--image-size", type=int, default=defaults.image_size,
+                        help=f"model input side, multiple of 32 (default: {defaults.image_size})")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                        help=f"images per step (default: {defaults.batch_size})")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's, 0.005)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help=f"random seed (default: {defaults.seed})")
+    parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction,
+                        help="share of good training images held out to calibrate the thresholds (default: "
+                             f"{defaults.validation_fraction})")
+    parser.add_argument("--sigmas", type=float, default=defaults.sigmas,
+                        help="thresholds = validation mean + SIGMAS x std of good images' scores (image) and map "
+                             f"maxima (pixel) (default: {defaults.sigmas:g})")
+    parser.add_argument("--max-train-images", type=int, default=None, help="train on at most N images (quick runs)")
+    parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="method option, repeatable: drd refinement=false; reason suppression_target=teacher")
+    parser.add_argument("--out", required=True, help="run folder to write checkpoint.pt into")
+
+
+def run(args: argparse.Namespace) -> int:
+    from train.trainer import train
+
+    config = TrainConfig(
+        data=args.data, out=args.out, category=args.category, method=args.method, backbone=args.backbone,
+        weights=args.weights, epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
+        lr=args.lr, seed=args.seed, validation_fraction=args.validation_fraction, sigmas=args.sigmas,
+        max_train_images=args.max_train_images, method_options=parse_options(args.method_option),
+    )
+    path = train(config, progress=not args.quiet)
+    print(f"checkpoint written to {path}")
+    return 0

@@ -1,0 +1,52 @@
+"""The :class:`Result` of scoring one image: score, verdict, thresholds and anomaly map."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class Result:
+    """What the detector says about one image.
+
+    Attributes:
+        score: Raw image score, as the graph computes it (the maximum of the smoothed anomaly map; DRD: refined).
+        normalized_score: Score mapped to [0, 1]; 0.5 is the image threshold (see ``ScoreCalibration.normalize``).
+        is_anomaly: Whether ``score`` exceeds ``threshold``.
+        threshold: Image threshold in force when the image was processed (decides the verdict).
+        pixel_threshold: Pixel threshold in force (decides which anomaly-map pixels are anomalous: masks,
+            overlays). Equal to ``threshold`` where the score is the map's maximum.
+        anomaly_map: (S, S) float32 anomaly map at model size.
+        input_size: (height, width) of the image given.
+        latency_ms: Wall time of pre-processing, inference and post-processing; for a batch, the batch's time
+            divided by its size.
+    """
+
+    score: float
+    normalized_score: float
+    is_anomaly: bool
+    threshold: float
+    pixel_threshold: float
+    anomaly_map: np.ndarray
+    input_size: tuple[int, int]
+    latency_ms: float
+    _full_map: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Binary (S, S) mask of the pixels whose anomaly value exceeds the pixel threshold."""
+        return self.anomaly_map > self.pixel_threshold
+
+    def anomaly_map_at_input_size(self) -> np.ndarray:
+        """The anomaly map resized (bilinear) to the input image's size; computed once, on request."""
+        if self._full_map is None:
+            h, w = self.input_size
+            self._full_map = cv2.resize(self.anomaly_map, (w, h), interpolation=cv2.INTER_LINEAR)
+        return self._full_map
+
+    def mask_at_input_size(self) -> np.ndarray:
+        """Binary mask (pixel threshold) at the input image's size."""
+        return self.anomaly_map_at_input_size() > self.pixel_threshold

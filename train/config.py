@@ -1,0 +1,51 @@
+"""The settings of a training run, without PyTorch (the ``rdedge`` command reads its defaults from here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_EPOCHS = 30
+"""Training epochs when none are given (``rdedge train``, :class:`TrainConfig`, the README)."""
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (the ``rdedge train`` options).
+
+    Attributes:
+        data: Dataset spec (folder or ``elpv:mono``/``elpv:poly``).
+        out: Run folder for the checkpoint.
+        category: MVTec category when ``data`` is a root with several.
+        method: Method name.
+        backbone: Teacher name.
+        weights: Local teacher weights file (ResNets).
+        epochs: Training epochs (fixed; no model selection).
+        image_size: Model input side.
+        batch_size: Images per step.
+        lr: Student learning rate; the method's default when None.
+        seed: Seed of initialisation, shuffling and the validation hold-out.
+        validation_fraction: Share of good training images held out for calibration.
+        sigmas: Threshold = validation mean + ``sigmas`` · std.
+        max_train_images: Use only the first N training images (quick runs and tests); all when None.
+        method_options: Method-specific options (e.g. ``{"refinement": False}`` for DRD).
+    """
+
+    data: str
+    out: str
+    category: str | None = None
+    method: str = "rd4ad"
+    backbone: str = "efficientnet_lite0"
+    weights: str | None = None
+    epochs: int = DEFAULT_EPOCHS
+    image_size: int = 256
+    batch_size: int = 16
+    lr: float | None = None
+    seed: int = 0
+    validation_fraction: float = 0.1
+    sigmas: float = 3.0
+    max_train_images: int | None = None
+    method_options: dict[str, Any] = field(default_factory=dict)
+
+
+__all__ = ["DEFAULT_EPOCHS", "TrainConfig"]
