@@ -17,7 +17,9 @@ from typing import Any
 from .contract import PRECISION_NAMES
 from .errors import ModelLoadError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: the calibration has a pixel threshold and a source (schema 1 models read with the image threshold as pixel
+threshold); an SDK older than the model's schema refuses it with "upgrade rdedge"."""
 
 
 def _mean_std(values: list[float], what: str) -> tuple[float, float]:

@@ -145,3 +145,18 @@ def test_bad_model_files(tmp_path: Path, tiny_onnx: Path):
 def test_import_sdk_does_not_import_torch():
     code = "import sys, sdk, rdedge.main, sdk.evaluate; d = sdk.Detector; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_metadata_of_schema_1_reads_with_the_image_threshold_as_pixel_threshold(tiny_onnx: Path):
+    """Models exported before pixel thresholds (schema 1) keep working; a newer schema asks for an upgrade."""
+    import json
+
+    from sdk.metadata import SCHEMA_VERSION, ModelMetadata
+
+    raw = json.loads(Detector(tiny_onnx).metadata.to_json())
+    for key in ("map_max_mean", "map_max_std", "pixel_threshold", "source"):
+        del raw["calibration"][key]
+    old = ModelMetadata.from_json(json.dumps({**raw, "schema_version": 1}))
+    assert old.calibration.pixel == old.calibration.threshold
+    with pytest.raises(ModelLoadError, match="upgrade rdedge"):
+        ModelMetadata.from_json(json.dumps({**raw, "schema_version": SCHEMA_VERSION + 1}))
