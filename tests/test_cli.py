@@ -245,3 +245,11 @@ def test_exported_models_carry_no_local_paths(tiny_run, bottle_subset: Path, tmp
     assert "--data" in capsys.readouterr().err
     assert main(["evaluate", str(shipped), "--data", str(bottle_subset), "--json", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["n_images"] == 10
+
+
+def test_train_refuses_a_device_it_cannot_use(capsys):
+    assert main(["train", "--data", "elpv:mono", "--out", "unused", "--device", "tpu"]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
+    if not __import__("torch").cuda.is_available():
+        assert main(["train", "--data", "elpv:mono", "--out", "unused", "--device", "cuda:1"]) == 2
+        assert "PyTorch sees no CUDA GPU" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from export.reference import refined_scores
 from sdk.datasets import load_dataset, load_prepared
@@ -112,6 +113,40 @@ def small_batch(bottle_subset: Path) -> torch.Tensor:
     """Four real bottle training images at 64 px (loss tests run many steps)."""
     ds = load_dataset(str(bottle_subset))
     return torch.from_numpy(load_prepared(ds.train[4:8], 64, progress=False))
+
+
+class CpuTensorsMade(TorchDispatchMode):
+    """Records every operator that returns a CPU tensor of one or more dimensions (0-d host numbers are allowed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operators: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for value in torch.utils._pytree.tree_leaves(out):
+            if isinstance(value, torch.Tensor) and value.device.type == "cpu" and value.dim() > 0:
+                self.operators.append(str(func))
+        return out
+
+
+@pytest.mark.parametrize("method_name", ["rd4ad", "rdpp", "drd", "reason"])
+def test_a_training_step_makes_every_tensor_on_the_models_device(method_name: str, small_batch):
+    """One real training step with the network on PyTorch's ``meta`` device (shapes and devices, no data), the CPU
+    stand-in for a GPU: a CPU tensor meeting the model's tensors fails outright, as it would on CUDA, and no operator
+    of a step may make a CPU tensor (noise, masks, cut-paste, permutations; 0-d host numbers aside). Meta has no
+    random generator of its own, so a CUDA generator's device is left to the `gpu` tests."""
+    method = get_method(method_name)
+    net = method.build(get_teacher_spec("efficientnet_lite0"), build_teacher("efficientnet_lite0", pretrained=False))
+    graph = DetectorGraph(net, small_batch.shape[1], **method.graph_options()).to("meta")
+    method.setup(0, device="meta")
+    net.train()
+    batch = small_batch.to("meta")
+    first = method.training_step(net, batch, graph)  # may build per-run constants (RD++'s noise field) once
+    with CpuTensorsMade() as made:
+        out = method.training_step(net, batch, graph)
+    assert first["loss"].device.type == out["loss"].device.type == "meta" and out["loss"].shape == ()
+    assert not made.operators, f"{method_name} made CPU tensors: {sorted(set(made.operators))}"
 
 
 def run_steps(method_name: str, batch: torch.Tensor, key: str, steps: int) -> list[dict[str, float]]:

@@ -29,6 +29,9 @@ class TrainConfig:
         sigmas: Threshold = validation mean + ``sigmas`` · std.
         max_train_images: Use only the first N training images (quick runs and tests); all when None.
         method_options: Method-specific options (e.g. ``{"refinement": False}`` for DRD).
+        device: ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+        amp: Mixed precision on CUDA: ``auto`` (bf16 where the GPU supports it, else fp16 with loss scaling),
+            ``bf16``, ``fp16`` or ``off``; the CPU always trains in FP32.
     """
 
     data: str
@@ -46,6 +49,14 @@ class TrainConfig:
     sigmas: float = 3.0
     max_train_images: int | None = None
     method_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    amp: str = "auto"
 
 
-__all__ = ["DEFAULT_EPOCHS", "TrainConfig"]
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+"""What ``--device`` takes."""
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+"""What ``--amp`` takes."""
+
+
+__all__ = ["AMP_MODES", "DEFAULT_EPOCHS", "DEVICES", "TrainConfig"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import random
@@ -15,14 +16,19 @@ from tqdm import tqdm
 
 import sdk
 from sdk.datasets import PACKAGED_SCHEMES, TRAIN_LOG, load_dataset, load_prepared
+from sdk.errors import RdedgeError
 from sdk.fileio import write_text_atomic
 from sdk.metadata import ModelMetadata, ScoreCalibration
 
 from .backbones import build_teacher, get_teacher_spec
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
-from .config import TrainConfig
+from .config import AMP_MODES, DEVICES, TrainConfig
 from .graph import DetectorGraph
 from .methods import get_method
+
+
+class TrainError(RdedgeError, ValueError):
+    """A training run that cannot start as asked (device, mixed precision)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -32,15 +38,56 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` → CUDA when present, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` as given.
+
+    Raises:
+        TrainError: An unknown device, or CUDA asked for where PyTorch sees none (with what to check).
+    """
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise TrainError(f"unknown device {spec!r}: use {', '.join(DEVICES)}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise TrainError(f"unknown device {spec!r}: use {', '.join(DEVICES)}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainError(f"--device {spec}: PyTorch sees no CUDA GPU (torch {torch.__version__}, CUDA build "
+                             f"{torch.version.cuda or 'none'}): check the driver and install a CUDA build of torch")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise TrainError(f"--device {spec}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``--amp`` on ``device``: ``None`` (FP32) on the CPU and for ``off``.
+
+    Raises:
+        TrainError: An unknown mode, or bf16 on a GPU without bf16 support.
+    """
+    if mode not in AMP_MODES:
+        raise TrainError(f"unknown --amp {mode!r}: use {', '.join(AMP_MODES)}")
+    if device.type != "cuda" or mode == "off":
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if mode == "bf16" and not torch.cuda.is_bf16_supported():
+        raise TrainError("--amp bf16: this GPU has no bf16 support; use --amp fp16")
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
 @torch.no_grad()
 def score_images(graph: DetectorGraph, images: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Run the detector graph on prepared uint8 images → (each map's maximum, scores) as numpy arrays."""
+    """Run the detector graph (on its own device, FP32) on prepared uint8 images → (each map's maximum, scores)."""
     graph.eval()
+    device = next(graph.parameters()).device
     map_maxima, scores = [], []
     for start in range(0, len(images), batch_size):
-        m, s = graph(torch.from_numpy(images[start : start + batch_size]))
-        map_maxima.append(m.amax(dim=(1, 2)).numpy())
-        scores.append(s.numpy())
+        m, s = graph(torch.from_numpy(images[start : start + batch_size]).to(device))
+        map_maxima.append(m.amax(dim=(1, 2)).cpu().numpy())
+        scores.append(s.cpu().numpy())
     return np.concatenate(map_maxima), np.concatenate(scores)
 
 
@@ -88,9 +135,11 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         raise ValueError("epochs and batch size must be at least 1")
     if config.image_size < 64 or config.image_size % 32:
         raise ValueError(f"image size must be a multiple of 32 and at least 64, got {config.image_size}")
+    device = resolve_device(config.device)
+    amp_dtype = resolve_amp(config.amp, device)
     seed_everything(config.seed)
     method = get_method(config.method, **config.method_options)
-    method.setup(config.seed)
+    method.setup(config.seed, device)
     spec = get_teacher_spec(config.backbone)
     teacher = build_teacher(config.backbone, config.weights)  # fails loudly when weights are missing
     dataset = load_dataset(
@@ -101,8 +150,15 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     val_images = load_prepared(dataset.validation, config.image_size, desc="validation images", progress=progress)
 
     net = method.build(spec, teacher)
-    graph = DetectorGraph(net, config.image_size, **method.graph_options())
+    graph = DetectorGraph(net, config.image_size, **method.graph_options()).to(device)
+    if device.type == "cuda":
+        net.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
     optimizers = method.optimizers(net, config.lr or method.default_lr)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    images_on_host = torch.from_numpy(train_images)
+    if device.type == "cuda":
+        images_on_host = images_on_host.pin_memory()  # asynchronous copies to the GPU
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = -(-len(train_images) // config.batch_size)
     accumulate = method.accumulation_steps
@@ -114,13 +170,16 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         order = torch.randperm(len(train_images), generator=generator)
         losses = []
         for step, start in enumerate(range(0, len(order), config.batch_size)):
-            batch = torch.from_numpy(train_images[order[start : start + config.batch_size].numpy()])
-            out = method.training_step(net, batch, graph)
-            out["loss"].backward()
+            batch = images_on_host[order[start : start + config.batch_size]].to(device, non_blocking=True)
+            autocast = contextlib.nullcontext() if amp_dtype is None else torch.autocast(device.type, amp_dtype)
+            with autocast:
+                out = method.training_step(net, batch, graph)
+            scaler.scale(out["loss"]).backward()
             if (step + 1) % accumulate == 0 or step == steps_per_epoch - 1:
                 for opt in optimizers:
-                    opt.step()
+                    scaler.step(opt)
                     opt.zero_grad(set_to_none=True)
+                scaler.update()
             losses.append(float(out["loss"].detach()))
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
@@ -128,7 +187,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     bar.close()
     train_seconds = time.perf_counter() - started
 
-    calibration, val_scores = calibrate(graph, val_images, config.sigmas)
+    calibration, val_scores = calibrate(graph, val_images, config.sigmas)  # FP32, on the training device
     metadata = ModelMetadata(
         method=method.name,
         backbone=spec.name,
@@ -144,6 +203,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
             "dataset": dataset.name,
             "n_train": len(train_images),
             "n_validation": len(val_images),
+            "device": str(device),
+            "amp": "off" if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
             "train_seconds": round(train_seconds, 2),
             "seconds_per_epoch": round(train_seconds / config.epochs, 3),
             "loss_history": [round(v, 6) for v in history],

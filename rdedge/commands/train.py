@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from train.config import TrainConfig
+from train.config import AMP_MODES, TrainConfig
 
 from ..arguments import parse_options
 
@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-train-images", type=int, default=None, help="train on at most N images (quick runs)")
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                         help="method option, repeatable: drd refinement=false; reason suppression_target=teacher")
+    parser.add_argument("--device", default=defaults.device,
+                        help="where to train: auto (CUDA when present, else the CPU; default), cpu, cuda or cuda:N")
+    parser.add_argument("--amp", choices=AMP_MODES, default=defaults.amp,
+                        help="mixed precision on CUDA: auto (bf16 where supported, else fp16 with loss scaling; "
+                             "default), bf16, fp16 or off; the CPU trains in FP32")
     parser.add_argument("--out", required=True, help="run folder to write checkpoint.pt into")
 
 
@@ -51,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights, epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, validation_fraction=args.validation_fraction, sigmas=args.sigmas,
         max_train_images=args.max_train_images, method_options=parse_options(args.method_option),
+        device=args.device, amp=args.amp,
     )
     path = train(config, progress=not args.quiet)
     print(f"checkpoint written to {path}")

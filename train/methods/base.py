@@ -45,7 +45,7 @@ class Method(abc.ABC):
 
     def __init__(self) -> None:
         self.options: dict[str, Any] = {}
-        self.setup(0)
+        self.setup(0)  # the trainer calls setup(seed, device) again
 
     @classmethod
     def create(cls, **options: Any) -> Method:
@@ -60,10 +60,21 @@ class Method(abc.ABC):
         except (TypeError, ValueError) as exc:
             raise MethodOptionError(f"method {cls.name}: {exc}") from exc
 
-    def setup(self, seed: int) -> None:
-        """Seed the method's own random draws (pseudo-anomalies, noise)."""
+    def setup(self, seed: int, device: torch.device | str = "cpu") -> None:
+        """Seed the method's own random draws (pseudo-anomalies, noise) for a model on ``device``.
+
+        Three sources, all from ``seed``: ``rng`` (NumPy) and ``generator`` (a CPU torch generator) draw host-side
+        decisions (patch sizes, positions: Python numbers and 0-d tensors); ``device_generator`` draws tensors on
+        the model's device (noise, permutations), so nothing a step makes crosses devices. On the CPU it is
+        ``generator`` itself, so CPU runs draw exactly the same sequence as before devices existed; on CUDA it is a
+        CUDA generator (reproducible per device); devices without generators (``meta``) draw with the CPU one.
+        """
+        self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)
         self.generator = torch.Generator().manual_seed(seed)
+        self.device_generator = self.generator
+        if self.device.type == "cuda":
+            self.device_generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def graph_options(self) -> dict[str, Any]:
         """Options of the anomaly-map head in the deployable graph (``DetectorGraph`` keyword arguments)."""

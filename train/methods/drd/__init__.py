@@ -63,14 +63,15 @@ class DRD(Method):
         self, net: ReverseDistillationNet, images: Tensor, graph: DetectorGraph
     ) -> dict[str, Tensor]:
         clean = graph.normalize(images)
-        pseudo01, _ = cut_paste(unit_images(images), self.rng)
+        pseudo01, _ = cut_paste(unit_images(images), self.rng)  # host-side draws, tensors on the images' device
         pseudo = graph.normalize.from_unit(pseudo01)
         target = similarity_target(pseudo, clean)
 
         teacher = net.encode(clean)
         student = net.decode(teacher)
         noisy_teacher = [
-            t + FEATURE_NOISE * torch.randn(t.shape, generator=self.generator) for t in net.encode(pseudo)
+            t + FEATURE_NOISE * torch.randn(t.shape, generator=self.device_generator, device=t.device, dtype=t.dtype)
+            for t in net.encode(pseudo)
         ]
         pseudo_student = net.decode(noisy_teacher)
 

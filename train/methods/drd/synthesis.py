@@ -45,7 +45,7 @@ def cut_paste(images: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]
     n, _, height, width = images.shape
     t = draw_patch_side(rng, min(height, width))
     pseudo = images.clone()
-    pasted = torch.zeros((n, height, width), dtype=torch.bool)
+    pasted = torch.zeros((n, height, width), dtype=torch.bool, device=images.device)
     for i in range(n):
         x = int(rng.integers(0, width - t))
         y = int(rng.integers(0, height - t))

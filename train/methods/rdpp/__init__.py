@@ -48,8 +48,8 @@ class RDPlusPlus(Method):
     name = "rdpp"
     accumulation_steps = 2
 
-    def setup(self, seed: int) -> None:
-        super().setup(seed)
+    def setup(self, seed: int, device: torch.device | str = "cpu") -> None:
+        super().setup(seed, device)
         self.seed = seed
         self.synthesis: SimplexNoiseAnomaly | None = None
 
@@ -67,7 +67,7 @@ class RDPlusPlus(Method):
         self, net: ReverseDistillationNet, images: Tensor, graph: DetectorGraph
     ) -> dict[str, Tensor]:
         if self.synthesis is None or self.synthesis.scale != images.shape[1] / 256.0:
-            self.synthesis = SimplexNoiseAnomaly(images.shape[1], self.seed)
+            self.synthesis = SimplexNoiseAnomaly(images.shape[1], self.seed, device=images.device)
         noisy, _ = self.synthesis(unit_images(images), self.rng)
         teacher = net.encode(graph.normalize(images))
         noisy_teacher = net.encode(graph.normalize.from_unit(noisy))
@@ -78,7 +78,7 @@ class RDPlusPlus(Method):
         kd = sum_over_scales(flattened_cosine_loss, teacher, student)
         recon = sum_over_scales(pixel_cosine_loss, noisy_projected, projected)
         contrast = sum_over_scales(contrast_loss, noisy_teacher, projected)
-        permutation = torch.randperm(images.shape[0], generator=self.generator)
+        permutation = torch.randperm(images.shape[0], generator=self.device_generator, device=images.device)
         ssot = sum(pairwise_ot_loss(p, permutation) for p in projected)
         projection_loss = (ssot + 0.01 * recon + 0.1 * contrast) / 1.11
         loss = kd + PROJECTION_WEIGHT * projection_loss

@@ -40,13 +40,14 @@ class SimplexNoiseAnomaly:
     Args:
         image_size: Model input side.
         seed: Seed of the noise field.
+        device: Where the field lives (the model's device).
     """
 
-    def __init__(self, image_size: int, seed: int = 0) -> None:
+    def __init__(self, image_size: int, seed: int = 0, device: torch.device | str = "cpu") -> None:
         self.scale = image_size / 256.0
         self.min_side = max(2, round(MIN_SIDE * self.scale))
         self.max_side = max(self.min_side + 1, round(MAX_SIDE * self.scale))
-        self.field = torch.from_numpy(fractal_simplex_field((3, self.max_side, self.max_side), seed))
+        self.field = torch.from_numpy(fractal_simplex_field((3, self.max_side, self.max_side), seed)).to(device)
 
     def __call__(self, images: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
         """Return the noisy images and the boolean box masks.
@@ -60,7 +61,7 @@ class SimplexNoiseAnomaly:
         """
         n, _, height, width = images.shape
         noisy = images.clone()
-        masks = torch.zeros((n, height, width), dtype=torch.bool)
+        masks = torch.zeros((n, height, width), dtype=torch.bool, device=images.device)
         for i in range(n):
             h, w = (int(v) for v in rng.integers(self.min_side, self.max_side, size=2))
             y0 = int(rng.integers(1, height - h))

@@ -66,7 +66,7 @@ class REASON(Method):
         with torch.no_grad():
             stem = net.teacher.forward_stem(graph.normalize(images))
             clean = net.teacher.forward_stages(stem)
-            noisy_stem, _ = inject_latent_noise(stem, self.generator)
+            noisy_stem, _ = inject_latent_noise(stem, self.generator, self.device_generator)
             noisy = net.teacher.forward_stages(noisy_stem)
         suppressed = net.project(noisy)
         student = net.decoder(net.bottleneck(suppressed))

@@ -15,11 +15,21 @@ from torch import Tensor
 NOISE_STD = 0.015
 
 
-def inject_latent_noise(stem: Tensor, generator: torch.Generator, std: float = NOISE_STD) -> tuple[Tensor, Tensor]:
-    """Return stem features with a noise patch on half of the batch, and the (B,) bool mask of perturbed samples."""
+def inject_latent_noise(stem: Tensor, generator: torch.Generator, device_generator: torch.Generator | None = None,
+                        std: float = NOISE_STD) -> tuple[Tensor, Tensor]:
+    """Return stem features with a noise patch on half of the batch, and the (B,) bool mask of perturbed samples.
+
+    Args:
+        stem: (B, C, H, W) stem features.
+        generator: CPU generator of the patch's size and position (host-side numbers).
+        device_generator: Generator of the tensors made on ``stem``'s device (selection, noise); ``generator`` when
+            None (CPU).
+        std: Noise standard deviation.
+    """
+    device_generator = generator if device_generator is None else device_generator
     b, c, h, w = stem.shape
-    selected = torch.zeros(b, dtype=torch.bool)
-    selected[torch.randperm(b, generator=generator)[: b // 2]] = True
+    selected = torch.zeros(b, dtype=torch.bool, device=stem.device)
+    selected[torch.randperm(b, generator=device_generator, device=stem.device)[: b // 2]] = True
     ratio = 0.01 + 0.49 * float(torch.rand((), generator=generator))
     ph = int(torch.randint(1, max(int(h * ratio), 2), (), generator=generator))
     pw = int(torch.randint(1, max(int(w * ratio), 2), (), generator=generator))
@@ -27,6 +37,6 @@ def inject_latent_noise(stem: Tensor, generator: torch.Generator, std: float = N
     x0 = int(torch.randint(0, w - pw + 1, (), generator=generator))
     noise = torch.zeros_like(stem)
     noise[selected, :, y0 : y0 + ph, x0 : x0 + pw] = std * torch.randn(
-        (int(selected.sum()), c, ph, pw), generator=generator
+        (b // 2, c, ph, pw), generator=device_generator, device=stem.device, dtype=stem.dtype
     )
     return stem + noise, selected
