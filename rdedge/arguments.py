@@ -14,6 +14,23 @@ def add_model_argument(parser: argparse.ArgumentParser, formats: str = ".onnx (o
     parser.add_argument("model", help=f"exported {formats} file, or a run folder holding model.onnx")
 
 
+def add_test_folder_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--test-good``, ``--test-defect`` and ``--masks``: the test set of a plain-folder ``--data``."""
+    parser.add_argument("--test-good", default=None,
+                        help="with a plain folder as --data: folder of good test images (searched recursively)")
+    parser.add_argument("--test-defect", default=None,
+                        help="with a plain folder as --data: folder of defective test images (searched recursively; "
+                             "a subfolder's name is the defect type)")
+    parser.add_argument("--masks", default=None,
+                        help="with --test-defect: folder of their masks, matched by file stem (part7.png or "
+                             "part7_mask.png for part7.png)")
+
+
+def test_folders(args: argparse.Namespace) -> dict[str, str | None]:
+    """The ``test_good``, ``test_defect`` and ``masks`` options as keyword arguments."""
+    return {"test_good": args.test_good, "test_defect": args.test_defect, "masks": args.masks}
+
+
 def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
     """``--threshold`` (image verdicts) and ``--pixel-threshold`` (masks and overlays)."""
     parser.add_argument("--threshold", type=float, default=None,

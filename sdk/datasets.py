@@ -9,6 +9,11 @@ A dataset *spec* is a string:
       NAME/test/<defect>/*.png           anomalous test images
       NAME/ground_truth/<defect>/<stem>_mask.png   masks (optional; without them pixel metrics are skipped)
 
+* a plain folder of good images (searched recursively; PNG, JPEG, BMP, TIFF, WebP), as anomalib's Folder data:
+  the test set comes from ``test_good`` and ``test_defect`` folders (recursive), with optional ``masks`` matched
+  to defect images by file stem (``part7.png`` ↔ ``part7.png`` or ``part7_mask.png``). A folder that is (or
+  holds categories) in the MVTec layout is read as MVTec;
+
 * ``elpv:mono`` or ``elpv:poly``: the ELPV electroluminescence solar cells of the ``elpv-dataset`` package
   (300x300 grey, image-level labels only). Split, fixed and seeded (seed :data:`ELPV_SPLIT_SEED`):
 
@@ -34,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import DatasetError
-from .image import list_images, prepare_image, read_image, resize_mask
+from .image import IMAGE_SUFFIXES, list_images, prepare_image, read_image, resize_mask
 
 if TYPE_CHECKING:
     from .metadata import ModelMetadata
@@ -105,8 +110,14 @@ class DatasetSplit:
         return any(s.has_mask_annotation for s in self.test)
 
 
+FOLDER_TEST_KEYS = ("test_good", "test_defect", "masks")
+"""The test-set folders of a plain-folder dataset, as ``load_dataset`` keywords and training-config keys."""
+
+
 def load_dataset(
-    spec: str, category: str | None = None, *, validation_fraction: float = 0.1, seed: int = 0
+    spec: str, category: str | None = None, *, validation_fraction: float = 0.1, seed: int = 0,
+    test_good: str | os.PathLike[str] | None = None, test_defect: str | os.PathLike[str] | None = None,
+    masks: str | os.PathLike[str] | None = None,
 ) -> DatasetSplit:
     """Load a dataset from its spec (see the module docstring).
 
@@ -115,14 +126,27 @@ def load_dataset(
         category: MVTec category, when ``spec`` is the root holding several.
         validation_fraction: Fraction of the good training images held out for calibration (at least 2 images).
         seed: Seed of the validation hold-out.
+        test_good: Plain folder only: good test images.
+        test_defect: Plain folder only: defective test images.
+        masks: Plain folder only: masks of the defective test images, matched by file stem.
 
     Raises:
-        DatasetError: Unknown spec, missing folders, or too few images.
+        DatasetError: Unknown spec, missing or empty folders, too few images, test folders given with an MVTec or
+            packaged dataset, a mask with no image or an image with no mask, two defect images of one stem, or a
+            test image that is also a training image.
     """
     if not 0.0 < validation_fraction < 1.0:
         raise DatasetError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-    if spec.startswith(PACKAGED_SCHEMES):
+    folders = {"test_good": test_good, "test_defect": test_defect, "masks": masks}
+    packaged = spec.startswith(PACKAGED_SCHEMES)
+    plain = not packaged and is_plain_folder(Path(spec), category)
+    given = [f"--{key.replace('_', '-')}" for key, value in folders.items() if value]
+    if given and not plain:
+        raise DatasetError(f"{' '.join(given)} go with a plain folder of good images, not with {spec}")
+    if packaged:
         name, train, test = _load_elpv(spec.split(":", 1)[1])
+    elif plain:
+        name, train, test = _load_folder(Path(spec), **folders)
     else:
         name, train, test = _load_mvtec(Path(spec), category)
     train, validation = _hold_out(train, validation_fraction, seed)
@@ -140,6 +164,77 @@ def _hold_out(samples: list[Sample], fraction: float, seed: int) -> tuple[list[S
         [s for i, s in enumerate(samples) if i not in val_idx],
         [s for i, s in enumerate(samples) if i in val_idx],
     )
+
+
+def is_plain_folder(root: Path, category: str | None) -> bool:
+    """Whether a folder spec is a plain folder of good images: not in the MVTec layout, holds no MVTec category,
+    and no category is asked for."""
+    if category or not root.is_dir() or (root / "train" / "good").is_dir():
+        return False
+    return not any((p / "train" / "good").is_dir() for p in root.iterdir() if p.is_dir())
+
+
+def _folder_name(root: Path) -> str:
+    """A readable name for a plain folder: its own, or its parent's when it is called ``good`` or ``train``."""
+    for part in reversed(root.resolve().parts):
+        if part not in ("good", "train", "images"):
+            return part
+    return root.name
+
+
+def _images_in(folder: str | os.PathLike[str], role: str) -> list[Path]:
+    path = Path(folder)
+    if not path.is_dir():
+        raise DatasetError(f"{role} folder not found: {path}")
+    images = list_images(path, recursive=True)
+    if not images:
+        raise DatasetError(f"{role} folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)}, searched recursively)")
+    return images
+
+
+def _load_folder(root: Path, test_good: str | os.PathLike[str] | None, test_defect: str | os.PathLike[str] | None,
+                 masks: str | os.PathLike[str] | None) -> tuple[str, list[Sample], list[Sample]]:
+    train_paths = _images_in(root, "training")
+    train = [Sample(name=f"train/good/{p.relative_to(root).as_posix()}", label=0, defect="good", image_path=p)
+             for p in train_paths]
+    if masks and not test_defect:
+        raise DatasetError("--masks needs --test-defect: masks belong to defective test images")
+    annotated = masks is not None
+    mask_by_stem: dict[str, Path] = {}
+    if annotated:
+        for p in _images_in(masks, "mask"):
+            stem = p.stem.removesuffix("_mask")
+            if stem in mask_by_stem:
+                raise DatasetError(f"two masks for the stem {stem!r}: {mask_by_stem[stem]} and {p}")
+            mask_by_stem[stem] = p
+    test: list[Sample] = []
+    if test_good:
+        base = Path(test_good)
+        test += [Sample(name=f"test/good/{p.relative_to(base).as_posix()}", label=0, defect="good", image_path=p,
+                        has_mask_annotation=annotated) for p in _images_in(base, "good test")]
+    if test_defect:
+        base = Path(test_defect)
+        stems: dict[str, Path] = {}
+        for p in _images_in(base, "defect test"):
+            if p.stem in stems and annotated:
+                raise DatasetError(f"two defect images share the stem {p.stem!r} ({stems[p.stem]}, {p}): masks are "
+                                   "matched by stem, so rename one")
+            stems[p.stem] = p
+            mask = mask_by_stem.get(p.stem) if annotated else None
+            if annotated and mask is None:
+                raise DatasetError(f"no mask for the defect image {p} in {masks} (looked for {p.stem}.* and "
+                                   f"{p.stem}_mask.*)")
+            defect = p.parent.name if p.parent != base else "defect"
+            test.append(Sample(name=f"test/{defect}/{p.relative_to(base).as_posix()}", label=1, defect=defect,
+                               image_path=p, mask_path=mask, has_mask_annotation=annotated))
+        orphans = sorted(set(mask_by_stem) - set(stems))
+        if orphans:
+            raise DatasetError(f"{len(orphans)} mask(s) with no defect image: {', '.join(orphans[:5])}")
+    shared = {p.resolve() for p in train_paths} & {s.image_path.resolve() for s in test}
+    if shared:
+        raise DatasetError(f"{len(shared)} test image(s) are also training images, e.g. {sorted(shared)[0]}: a "
+                           "test set must never be trained on")
+    return _folder_name(root), train, test
 
 
 def _resolve_mvtec_root(root: Path, category: str | None) -> Path:
@@ -238,27 +333,31 @@ def portable_spec(spec: str) -> str:
     return spec if spec.startswith(PACKAGED_SCHEMES) else Path(spec).name
 
 
-def model_data_spec(metadata: ModelMetadata, model_path: str | os.PathLike[str] | None = None) -> str | None:
-    """Where a model's training data is on this machine: its packaged spec, the spec recorded by the trainer (in a
-    checkpoint's metadata, or in the :data:`TRAIN_LOG` of the run folder holding ``model_path``), else ``None``."""
-    spec = metadata.training.get("data")
+def model_data(metadata: ModelMetadata, model_path: str | os.PathLike[str] | None = None) -> dict[str, str] | None:
+    """Where a model's training data is on this machine: ``data`` (and a plain folder's ``test_good``,
+    ``test_defect``, ``masks``) from the metadata when it records them as a packaged spec or as the trainer's local
+    paths (a checkpoint's), else from the :data:`TRAIN_LOG` of the run folder holding ``model_path``; ``None``
+    when neither says."""
+    keys = ("data", *FOLDER_TEST_KEYS)
+    training = metadata.training
+    spec = training.get("data")
     if not spec:
         return None
     if spec.startswith(PACKAGED_SCHEMES) or Path(spec).is_absolute() or ("/" in spec and Path(spec).exists()):
-        return spec  # a portable name has no "/": what has one is a trainer's local record
+        return {k: training[k] for k in keys if training.get(k)}  # a portable name has no "/": a local record
     if model_path is not None:
-        log = Path(model_path).parent / TRAIN_LOG
         try:
-            local = json.loads(log.read_text(encoding="utf-8"))["training"]["data"]
+            local = json.loads((Path(model_path).parent / TRAIN_LOG).read_text(encoding="utf-8"))["training"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if local and Path(local).name == Path(spec).name:
-            return local
+        if local.get("data") and Path(local["data"]).name == Path(spec).name:
+            return {k: local[k] for k in keys if local.get(k)}
     return None
 
 
 def load_model_dataset(metadata: ModelMetadata, *, data: str | None = None, category: str | None = None,
-                       model_path: str | os.PathLike[str] | None = None) -> DatasetSplit:
+                       model_path: str | os.PathLike[str] | None = None,
+                       **test_folders: str | None) -> DatasetSplit:
     """The dataset split a model was trained with (same spec, category, validation fraction and seed).
 
     Args:
@@ -266,22 +365,27 @@ def load_model_dataset(metadata: ModelMetadata, *, data: str | None = None, cate
         data: Dataset spec to use instead of the recorded one.
         category: MVTec category instead of the recorded one (with ``data``: the category of ``data``).
         model_path: The model file, whose run folder's :data:`TRAIN_LOG` may say where the data is here.
+        **test_folders: ``test_good``, ``test_defect``, ``masks`` of a plain-folder dataset, instead of the
+            recorded ones.
 
     Raises:
         DatasetError: The model records its data by name only and no local record says where it is.
     """
     training = metadata.training
-    spec = data or model_data_spec(metadata, model_path)
-    if spec is None:
+    local = {"data": data} if data else model_data(metadata, model_path)
+    if local is not None:
+        local.update({k: v for k, v in test_folders.items() if v})  # given test folders replace recorded ones
+    if local is None:
         raise DatasetError(
             f"the model records its training data by name only ({training.get('data')!r}, category "
             f"{training.get('category')!r}): pass the dataset (--data PATH)"
         )
     return load_dataset(
-        spec,
+        local["data"],
         category if data else (category or training.get("category")),
         validation_fraction=training.get("validation_fraction", 0.1),
         seed=training.get("seed", 0),
+        **{k: local.get(k) for k in FOLDER_TEST_KEYS},
     )
 
 

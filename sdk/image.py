@@ -145,6 +145,7 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return resize_square(m, size, interpolation=cv2.INTER_LINEAR if m.shape[0] < size else cv2.INTER_AREA) > 0.5
 
 
-def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """List the image files of a folder (not recursive), sorted by name."""
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def list_images(folder: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:
+    """List the image files of a folder, sorted by name (``recursive``: by path below the folder)."""
+    paths = Path(folder).rglob("*") if recursive else Path(folder).iterdir()
+    return sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

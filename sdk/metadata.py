@@ -151,7 +151,7 @@ class ModelMetadata:
         training = dict(self.training)
         if training.get("data"):
             training["data"] = portable_spec(str(training["data"]))
-        for key in ("out", "weights"):
+        for key in ("out", "weights", "test_good", "test_defect", "masks"):
             if training.get(key):
                 training[key] = os.path.basename(os.path.normpath(str(training[key])))
         return self.replace(training=training)

@@ -14,7 +14,7 @@ class TrainConfig:
     """Settings of one training run (the ``rdedge train`` options).
 
     Attributes:
-        data: Dataset spec (folder or ``elpv:mono``/``elpv:poly``).
+        data: Dataset spec: an MVTec-layout folder, a plain folder of good images, or ``elpv:mono``/``elpv:poly``.
         out: Run folder for the checkpoint.
         category: MVTec category when ``data`` is a root with several.
         method: Method name.
@@ -29,6 +29,9 @@ class TrainConfig:
         sigmas: Threshold = validation mean + ``sigmas`` · std.
         max_train_images: Use only the first N training images (quick runs and tests); all when None.
         method_options: Method-specific options (e.g. ``{"refinement": False}`` for DRD).
+        test_good: Plain-folder data only: good test images (for ``rdedge evaluate``; never trained on).
+        test_defect: Plain-folder data only: defective test images.
+        masks: Plain-folder data only: masks of the defective test images, matched by file stem.
         device: ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
         amp: Mixed precision on CUDA: ``auto`` (bf16 where the GPU supports it, else fp16 with loss scaling),
             ``bf16``, ``fp16`` or ``off``; the CPU always trains in FP32.
@@ -49,6 +52,9 @@ class TrainConfig:
     sigmas: float = 3.0
     max_train_images: int | None = None
     method_options: dict[str, Any] = field(default_factory=dict)
+    test_good: str | None = None
+    test_defect: str | None = None
+    masks: str | None = None
     device: str = "auto"
     amp: str = "auto"
 

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 import sdk
-from sdk.datasets import PACKAGED_SCHEMES, TRAIN_LOG, load_dataset, load_prepared
+from sdk.datasets import FOLDER_TEST_KEYS, PACKAGED_SCHEMES, TRAIN_LOG, load_dataset, load_prepared
 from sdk.errors import RdedgeError
 from sdk.fileio import write_text_atomic
 from sdk.metadata import ModelMetadata, ScoreCalibration
@@ -109,8 +109,9 @@ def local_paths(config: TrainConfig) -> dict[str, str | None]:
     paths: dict[str, str | None] = {"out": str(Path(config.out).resolve())}
     if not config.data.startswith(PACKAGED_SCHEMES):
         paths["data"] = str(Path(config.data).resolve())
-    if config.weights:
-        paths["weights"] = str(Path(config.weights).resolve())
+    for key in ("weights", *FOLDER_TEST_KEYS):
+        if getattr(config, key):
+            paths[key] = str(Path(getattr(config, key)).resolve())
     return paths
 
 
@@ -143,7 +144,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     spec = get_teacher_spec(config.backbone)
     teacher = build_teacher(config.backbone, config.weights)  # fails loudly when weights are missing
     dataset = load_dataset(
-        config.data, config.category, validation_fraction=config.validation_fraction, seed=config.seed
+        config.data, config.category, validation_fraction=config.validation_fraction, seed=config.seed,
+        test_good=config.test_good, test_defect=config.test_defect, masks=config.masks,
     )
     train_samples = dataset.train[: config.max_train_images] if config.max_train_images else dataset.train
     train_images = load_prepared(train_samples, config.image_size, desc="train images", progress=progress)

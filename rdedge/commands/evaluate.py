@@ -7,7 +7,7 @@ import json
 
 from sdk.errors import RdedgeError
 
-from ..arguments import add_model_argument
+from ..arguments import add_model_argument, add_test_folder_arguments, test_folders
 
 NAME = "evaluate"
 HELP = "Image/pixel AUROC, AUPRO and F1 of an exported model on a test set."
@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset spec (default: the model's training data: a packaged spec such as elpv:mono, "
                              "or the folder recorded in its run folder's train_log.json)")
     parser.add_argument("--category", default=None, help="MVTec category (default: the training one)")
+    add_test_folder_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=8, help="images per inference call (default: 8)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="image threshold (raw score) for F1 (default: calibrated)")
@@ -40,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         raise RdedgeError(f"--as-written applies to .onnx graphs, not {model}")
     options = {"optimize": False} if args.as_written else {}
     detector = Detector(model, threshold=args.threshold, **options)
-    dataset = load_model_dataset(detector.metadata, data=args.data, category=args.category, model_path=model)
+    dataset = load_model_dataset(detector.metadata, data=args.data, category=args.category, model_path=model,
+                                 **test_folders(args))
     if not dataset.test:
         raise RdedgeError(f"{dataset.spec} has no test images")
     report = evaluate_detector(detector, dataset.test, batch_size=args.batch_size, progress=not args.quiet)

@@ -6,7 +6,7 @@ import argparse
 
 from train.config import AMP_MODES, TrainConfig
 
-from ..arguments import parse_options
+from ..arguments import add_test_folder_arguments, parse_options, test_folders
 
 NAME = "train"
 HELP = "Train a model on good images and calibrate its threshold."
@@ -15,8 +15,10 @@ HELP = "Train a model on good images and calibrate its threshold."
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = TrainConfig(data="", out="")
     parser.add_argument("--data", required=True,
-                        help="dataset: an MVTec-layout folder, or elpv:mono / elpv:poly (pip install elpv-dataset)")
+                        help="dataset: an MVTec-layout folder, a plain folder of good images (recursive), or "
+                             "elpv:mono / elpv:poly (pip install elpv-dataset)")
     parser.add_argument("--category", default=None, help="MVTec category when --data is the root of several")
+    add_test_folder_arguments(parser)
     parser.add_argument("--method", default=defaults.method,
                         help=f"training method: rd4ad, rdpp, drd or reason (default: {defaults.method})")
     parser.add_argument("--backbone", default=defaults.backbone,
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights, epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, validation_fraction=args.validation_fraction, sigmas=args.sigmas,
         max_train_images=args.max_train_images, method_options=parse_options(args.method_option),
-        device=args.device, amp=args.amp,
+        device=args.device, amp=args.amp, **test_folders(args),
     )
     path = train(config, progress=not args.quiet)
     print(f"checkpoint written to {path}")
