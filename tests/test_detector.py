@@ -143,7 +143,8 @@ def test_bad_model_files(tmp_path: Path, tiny_onnx: Path):
 
 
 def test_import_sdk_does_not_import_torch():
-    code = "import sys, sdk, rdedge.main, sdk.evaluate; d = sdk.Detector; assert 'torch' not in sys.modules, 'torch'"
+    code = ("import sys, sdk, rdedge.main, sdk.evaluate, train; d = sdk.Detector; rdedge.main.build_parser(); "
+            "c = train.TrainConfig; assert 'torch' not in sys.modules, 'torch'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
