@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=200, help="timed calls per configuration (default: 200)")
     args = parser.parse_args(argv)
 
+    from benchmarks.training import markdown_rows, run_batch, training_rows
     from export.onnx import default_output, export_onnx
     from export.tensorrt import build_engine, cuda_device_info
     from sdk import Detector
@@ -152,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['engine_pixel_auroc']:.4f} / {r['onnxruntime_pixel_auroc']:.4f} | "
             f"{b1['median_ms']:.3f} | {b1['p99_ms']:.3f} | {b8['median_ms']:.3f} | {b8['images_per_s']:.0f} |"
         )
+    images, backbone = run_batch(args.run, 16)  # training throughput, the step rdedge train runs (unrun so far)
+    lines += ["", f"Training: images/s of each method's training step ({backbone}, 16 good training images per "
+              "step, 2 warm-up + 5 timed steps), CPU vs CUDA, AMP off and auto.", "",
+              *markdown_rows(training_rows(images, backbone, cuda=True))]
     out = RESULTS_DIR / f"gpu_check-{gpu_name.replace(' ', '_')}.md"
     write_text_atomic(out, "\n".join(lines) + "\n")
     print("\n".join(lines) + f"\nwritten to {out}")

@@ -338,3 +338,14 @@ def test_an_unknown_method_option_is_one_clear_error_listing_the_valid_ones(meth
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert f"method {method} has no option 'colour'; valid: {valid}" in err
+
+
+def test_training_throughput_rows_time_the_trainers_step_on_the_cpu(small_batch):
+    """The GPU check's training rows (benchmarks.training), run here on the CPU rows only: every method's step runs,
+    its loss is finite and the table has one row per method and configuration."""
+    from benchmarks.training import METHODS, markdown_rows, training_rows
+
+    rows = training_rows(small_batch.numpy(), "efficientnet_lite0", cuda=False, steps=1)
+    assert [r["method"] for r in rows] == list(METHODS) and all(r["device"] == "cpu" for r in rows)
+    assert all(r["loss_finite"] and r["images_per_s"] > 0 and r["amp"] == "off" for r in rows)
+    assert len(markdown_rows(rows)) == 2 + len(rows)

@@ -20,11 +20,12 @@ from sdk.errors import RdedgeError
 from sdk.fileio import write_text_atomic
 from sdk.metadata import ModelMetadata, ScoreCalibration
 
-from .backbones import build_teacher, get_teacher_spec
+from .backbones import TeacherSpec, build_teacher, get_teacher_spec
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .config import AMP_MODES, DEVICES, TrainConfig
 from .graph import DetectorGraph
-from .methods import get_method
+from .methods import Method, get_method
+from .model import ReverseDistillationNet
 
 
 class TrainError(RdedgeError, ValueError):
@@ -126,6 +127,48 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+def build_for_training(method: Method, spec: TeacherSpec, teacher: torch.nn.Module, image_size: int,
+                       device: torch.device) -> tuple[ReverseDistillationNet, DetectorGraph]:
+    """The method's network and its deployable graph on ``device`` (CUDA: channels-last, cuDNN autotuning)."""
+    net = method.build(spec, teacher)
+    graph = DetectorGraph(net, image_size, **method.graph_options()).to(device)
+    if device.type == "cuda":
+        net.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    return net, graph
+
+
+class TrainingStep:
+    """One optimisation step as training runs it: the method's losses under autocast (``amp_dtype``; None: FP32),
+    loss scaling for FP16, gradients accumulated over the method's ``accumulation_steps``, then every optimiser.
+
+    Args:
+        method: The method (set up for the graph's device).
+        graph: The deployable graph around the network, on its device.
+        optimizers: The method's optimisers.
+        amp_dtype: Autocast dtype on CUDA (see :func:`resolve_amp`), or None.
+    """
+
+    def __init__(self, method: Method, graph: DetectorGraph, optimizers: list[torch.optim.Optimizer],
+                 amp_dtype: torch.dtype | None) -> None:
+        self.method, self.graph, self.optimizers, self.amp_dtype = method, graph, optimizers, amp_dtype
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    def __call__(self, batch: torch.Tensor, step: int, *, last: bool = False) -> float:
+        """Run step ``step`` (0-based within the epoch; ``last``: the epoch's last) on a batch; returns its loss."""
+        device_type = batch.device.type
+        autocast = contextlib.nullcontext() if self.amp_dtype is None else torch.autocast(device_type, self.amp_dtype)
+        with autocast:
+            out = self.method.training_step(self.graph.net, batch, self.graph)
+        self.scaler.scale(out["loss"]).backward()
+        if (step + 1) % self.method.accumulation_steps == 0 or last:
+            for opt in self.optimizers:
+                self.scaler.step(opt)
+                opt.zero_grad(set_to_none=True)
+            self.scaler.update()
+        return float(out["loss"].detach())
+
+
 def train(config: TrainConfig, *, progress: bool = True) -> Path:
     """Train a model, calibrate its threshold on held-out good images, and write ``RUN_DIR/checkpoint.pt``.
 
@@ -151,19 +194,13 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     train_images = load_prepared(train_samples, config.image_size, desc="train images", progress=progress)
     val_images = load_prepared(dataset.validation, config.image_size, desc="validation images", progress=progress)
 
-    net = method.build(spec, teacher)
-    graph = DetectorGraph(net, config.image_size, **method.graph_options()).to(device)
-    if device.type == "cuda":
-        net.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
-    optimizers = method.optimizers(net, config.lr or method.default_lr)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    net, graph = build_for_training(method, spec, teacher, config.image_size, device)
+    optimize = TrainingStep(method, graph, method.optimizers(net, config.lr or method.default_lr), amp_dtype)
     images_on_host = torch.from_numpy(train_images)
     if device.type == "cuda":
         images_on_host = images_on_host.pin_memory()  # asynchronous copies to the GPU
     generator = torch.Generator().manual_seed(config.seed)
     steps_per_epoch = -(-len(train_images) // config.batch_size)
-    accumulate = method.accumulation_steps
     history: list[float] = []
     started = time.perf_counter()
     bar = tqdm(total=config.epochs * steps_per_epoch, desc=f"train {method.name}", disable=not progress)
@@ -173,16 +210,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         losses = []
         for step, start in enumerate(range(0, len(order), config.batch_size)):
             batch = images_on_host[order[start : start + config.batch_size]].to(device, non_blocking=True)
-            autocast = contextlib.nullcontext() if amp_dtype is None else torch.autocast(device.type, amp_dtype)
-            with autocast:
-                out = method.training_step(net, batch, graph)
-            scaler.scale(out["loss"]).backward()
-            if (step + 1) % accumulate == 0 or step == steps_per_epoch - 1:
-                for opt in optimizers:
-                    scaler.step(opt)
-                    opt.zero_grad(set_to_none=True)
-                scaler.update()
-            losses.append(float(out["loss"].detach()))
+            losses.append(optimize(batch, step, last=step == steps_per_epoch - 1))
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
         history.append(float(np.mean(losses)))
