@@ -253,7 +253,7 @@ def export_onnx(
     out_path = Path(out) if out is not None else default_output(checkpoint, precision)
     graph, metadata = build_graph_from_checkpoint(checkpoint, graph_overrides)
     dataset = load_model_dataset(metadata)  # the checkpoint's local record of its data (never the exported one)
-    images = reference_images(metadata, check_images, progress=progress)
+    images = reference_images(metadata, check_images, progress=progress, dataset=dataset)
     validation = load_prepared(dataset.validation, metadata.image_size, desc="calibration (held-out good)",
                                progress=progress)
     model = to_onnx_model(graph, metadata.image_size, opset)

@@ -390,11 +390,19 @@ def load_model_dataset(metadata: ModelMetadata, *, data: str | None = None, cate
 
 
 def reference_images(metadata: ModelMetadata, n_images: int, *, progress: bool = False,
-                     model_path: str | os.PathLike[str] | None = None) -> np.ndarray:
+                     model_path: str | os.PathLike[str] | None = None,
+                     dataset: DatasetSplit | None = None) -> np.ndarray:
     """Up to ``n_images`` real prepared images of a model's own dataset: its held-out validation images first.
 
     Used by the export self-check and the benchmarks; nothing here is used to select or tune a model.
+
+    Args:
+        metadata: The model's metadata (its image size; its dataset unless ``dataset`` is given).
+        n_images: How many images at most.
+        progress: Show a progress bar.
+        model_path: See :func:`load_model_dataset`.
+        dataset: The model's dataset, when the caller has loaded it already.
     """
-    dataset = load_model_dataset(metadata, model_path=model_path)
+    dataset = dataset or load_model_dataset(metadata, model_path=model_path)
     samples = (dataset.validation + dataset.test)[:n_images]
     return load_prepared(samples, metadata.image_size, desc="reference images", progress=progress)

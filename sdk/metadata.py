@@ -146,12 +146,12 @@ class ModelMetadata:
     def without_local_paths(self) -> ModelMetadata:
         """A copy fit to ship: training provenance keeps names (dataset spec or folder name, category, file names,
         hashes), never a path of the machine that trained or exported it."""
-        from .datasets import portable_spec
+        from .datasets import FOLDER_TEST_KEYS, portable_spec
 
         training = dict(self.training)
         if training.get("data"):
             training["data"] = portable_spec(str(training["data"]))
-        for key in ("out", "weights", "test_good", "test_defect", "masks"):
+        for key in ("out", "weights", *FOLDER_TEST_KEYS):
             if training.get(key):
                 training[key] = os.path.basename(os.path.normpath(str(training[key])))
         return self.replace(training=training)
