@@ -138,7 +138,7 @@ def run_benchmark(
     return {
         "configurations": configurations,
         "speedup": speedup,
-        "model": {"method": m.method, "backbone": m.backbone, "image_size": m.image_size,
+        "model": {"method": m.method, "backbone": m.backbone, "image_size": str(m.image_size),
                   "dataset": m.training.get("dataset"), "path": str(onnx_path)},
         "machine": {"cpu_count": os.cpu_count(), "threads": threads, "platform": platform.platform(),
                     "processor": platform.processor() or platform.machine()},

@@ -34,14 +34,14 @@ def default_datasets() -> list[tuple[str, str | None]]:
     return [(root, "bottle"), ("elpv:mono", None)]
 
 
-def onnx_latency_ms(model: Path, image_size: int, iterations: int = 30) -> float:
+def onnx_latency_ms(model: Path, iterations: int = 30) -> float:
     """Median ONNX Runtime latency at batch 1 through ``Detector.predict_batch`` (pre-resized real-size input)."""
     import numpy as np
 
     from sdk import Detector
 
     detector = Detector(model)
-    image = np.full((image_size, image_size, 3), 128, dtype=np.uint8)
+    image = np.full((*detector.image_size, 3), 128, dtype=np.uint8)
     return summarize(time_calls(lambda: detector.predict_batch([image], rgb=True), 5, iterations), 1)["median_ms"]
 
 
@@ -79,7 +79,7 @@ def run_one(spec: str, category: str | None, method: str, args: argparse.Namespa
                                                           ("image_auroc", "pixel_auroc", "aupro", "f1", "n_images")},
             "seconds_per_epoch": metadata.training["seconds_per_epoch"],
             "train_minutes": metadata.training["train_seconds"] / 60.0,
-            "onnx_ms_batch1": onnx_latency_ms(path, args.image_size),
+            "onnx_ms_batch1": onnx_latency_ms(path),
             "parity_map": report.checks["onnxruntime_vs_torch_map"],
         })
         print(json.dumps(rows[-1]), flush=True)
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="dataset specs; MVTec folders as ROOT/CATEGORY (default: bottle and elpv:mono)")
     parser.add_argument("--backbone", default="efficientnet_lite0", help="teacher (default: efficientnet_lite0)")
     parser.add_argument("--epochs", type=int, default=30, help="epochs for every method (default: 30)")
-    parser.add_argument("--image-size", type=int, default=256, help="model input side (default: 256)")
+    parser.add_argument("--image-size", default="256", help="model input: a side or HEIGHTxWIDTH (default: 256)")
     parser.add_argument("--batch-size", type=int, default=16, help="batch size (default: 16)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     parser.add_argument("--runs", default="runs/methods", help="folder for the runs (default: runs/methods)")

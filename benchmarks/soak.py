@@ -51,10 +51,10 @@ def rss_bytes(pid: int | None = None) -> int | None:
 
 def bottle_frames(category_dir: Path, size: int) -> list[np.ndarray]:
     """Every bottle image (train/good, then each test folder), resized to ``size`` x ``size``, BGR uint8."""
-    from sdk.image import list_images, read_image, resize_square
+    from sdk.image import list_images, read_image, resize_image
 
     folders = [category_dir / "train" / "good", *sorted(p for p in (category_dir / "test").iterdir() if p.is_dir())]
-    frames = [resize_square(read_image(p), size) for folder in folders for p in list_images(folder)]
+    frames = [resize_image(read_image(p), size) for folder in folders for p in list_images(folder)]
     if not frames:
         raise FileNotFoundError(f"no images under {category_dir}")
     return [f if f.ndim == 3 else cv2.cvtColor(f, cv2.COLOR_GRAY2BGR) for f in frames]

@@ -1,6 +1,6 @@
 """Export a trained run to ONE ONNX graph that *is* the detector, and check it before it is written.
 
-The graph takes ``image`` (N, S, S, 3) uint8 RGB with a dynamic batch N and returns ``anomaly_map`` (N, S, S) and
+The graph takes ``image`` (N, H, W, 3) uint8 RGB with a dynamic batch N and returns ``anomaly_map`` (N, H, W) and
 ``score`` (N,) float32. Normalisation, teacher, bottleneck, decoder, the per-scale cosine distance (FP32), bilinear
 upsampling, the fusion, the separable 33-tap Gaussian and the max are all inside. The SDK's metadata travels in the
 model's ``metadata_props`` (key ``rdedge``).
@@ -36,7 +36,15 @@ import torch
 from export.precision import qdq_summary, quantize_int8
 from export.reference import papers_postprocess
 from sdk.backends.onnxruntime import OnnxRuntimeBackend
-from sdk.contract import FP32_SCOPES, INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE, check_precision
+from sdk.contract import (
+    FP32_SCOPES,
+    INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_MAP,
+    OUTPUT_SCORE,
+    ImageSize,
+    check_precision,
+)
 from sdk.datasets import load_model_dataset, load_prepared, reference_images
 from sdk.errors import RdedgeError
 from sdk.fileio import atomic_path
@@ -74,9 +82,10 @@ def max_relative_error(actual: np.ndarray, expected: np.ndarray, floor: float = 
     return float(np.max(np.abs(a - e) / np.maximum(np.abs(e), floor)))
 
 
-def to_onnx_model(graph: DetectorGraph, image_size: int, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """Trace the detector graph to an ONNX model with a dynamic batch axis (no metadata yet)."""
-    example = torch.zeros(2, image_size, image_size, 3, dtype=torch.uint8)
+def to_onnx_model(graph: DetectorGraph, image_size: ImageSize, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Trace the detector graph to an ONNX model with a dynamic batch axis and a fixed height x width (no metadata
+    yet)."""
+    example = torch.zeros(2, *image_size, 3, dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():  # the exporter narrates to stdout
         program = torch.onnx.export(
@@ -305,8 +314,8 @@ def set_metadata(model: onnx.ModelProto, metadata: ModelMetadata) -> None:
             model.metadata_props.remove(prop)
     model.metadata_props.add(key=METADATA_KEY, value=metadata.to_json())
     model.producer_name = "rdedge"
+    height, width = metadata.image_size
     model.doc_string = (
-        f"rdedge {metadata.method}/{metadata.backbone} anomaly detector: {INPUT_NAME} (N,{metadata.image_size},"
-        f"{metadata.image_size},3) uint8 RGB -> {OUTPUT_MAP} (N,{metadata.image_size},{metadata.image_size}) "
-        f"float32, {OUTPUT_SCORE} (N,) float32"
+        f"rdedge {metadata.method}/{metadata.backbone} anomaly detector: {INPUT_NAME} (N,{height},{width},3) uint8 "
+        f"RGB -> {OUTPUT_MAP} (N,{height},{width}) float32, {OUTPUT_SCORE} (N,) float32"
     )

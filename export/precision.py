@@ -113,7 +113,7 @@ def quantize_int8(
     method: str = "percentile",
     options: dict[str, Any] | None = None,
 ) -> None:
-    """Write an INT8 Q/DQ model calibrated on ``calibration_images`` ((N, S, S, 3) uint8 good training images).
+    """Write an INT8 Q/DQ model calibrated on ``calibration_images`` ((N, H, W, 3) uint8 good training images).
 
     Args:
         fp32_model: The FP32 detector graph.

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
+from sdk.contract import ImageSize
+
 SIGMA = 4.0
 
 
@@ -24,7 +26,7 @@ def refined_scores(distances: list[np.ndarray], upsampled: list[np.ndarray], sco
 
     Args:
         distances: Per-scale distance maps at native resolution, each (N, h_k, w_k).
-        upsampled: The same maps upsampled, each (N, S, S).
+        upsampled: The same maps upsampled, each (N, H, W).
         scores: (N,) maxima of the smoothed fused maps.
     """
     peaks = np.stack([d.reshape(len(d), -1).max(axis=1) for d in distances], axis=1)
@@ -36,14 +38,14 @@ def refined_scores(distances: list[np.ndarray], upsampled: list[np.ndarray], sco
 def papers_postprocess(
     teacher: list[torch.Tensor],
     student: list[torch.Tensor],
-    image_size: int,
+    image_size: ImageSize | int,
     *,
     combine: str = "sum",
     refinement: bool = False,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher/student features → (smoothed maps (N, S, S), scores (N,)) the way the official scripts compute them."""
-    size = (image_size, image_size)
+    """Teacher/student features → (smoothed maps (N, H, W), scores (N,)) the way the official scripts compute them."""
+    size = tuple(ImageSize.parse(image_size))
     distances, upsampled = [], []
     with torch.no_grad():
         for t, s in zip(teacher, student, strict=True):

@@ -47,6 +47,7 @@ from sdk.contract import (
     INPUT_NAME,
     METADATA_KEY,
     PRECISIONS,
+    ImageSize,
     check_precision,
     engine_file_name,
     version_tuple,
@@ -153,6 +154,13 @@ def profile_batches(dla: bool, opt_batch: int, max_batch: int) -> tuple[int, int
     if dla:  # DLA has no dynamic dimensions: min, opt and max must be equal
         return max_batch, max_batch, max_batch
     return 1, opt_batch, max_batch
+
+
+def input_profile(image_size: ImageSize, batches: tuple[int, int, int]) -> list[tuple[int, int, int, int]]:
+    """The (min, opt, max) input shapes of the optimisation profile: the batch range over the model's fixed height x
+    width (a non-square model's profile is non-square too)."""
+    height, width = image_size
+    return [(batch, height, width, 3) for batch in batches]
 
 
 def builder_rules_version(trt: ModuleType) -> str:
@@ -267,9 +275,8 @@ def build_engine(
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    size = metadata.image_size
     profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, *((batch, size, size, 3) for batch in batches))
+    profile.set_shape(INPUT_NAME, *input_profile(metadata.image_size, batches))
     config.add_optimization_profile(profile)
     for name in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, name))

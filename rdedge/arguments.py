@@ -5,13 +5,21 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from sdk.contract import PRECISION_NAMES, PRECISIONS
+from sdk.contract import PRECISION_NAMES, PRECISIONS, ImageSize
 from sdk.errors import RdedgeError
 
 
 def add_model_argument(parser: argparse.ArgumentParser, formats: str = ".onnx (or .engine)") -> None:
     """The positional ``model``: a model file or a run folder (resolved by :func:`sdk.backends.resolve_model`)."""
     parser.add_argument("model", help=f"exported {formats} file, or a run folder holding model.onnx")
+
+
+def image_size_argument(text: str) -> ImageSize:
+    """``--image-size``: ``256`` or ``HEIGHTxWIDTH``, each side a multiple of 32 and at least 64."""
+    try:
+        return ImageSize.parse(text).check_trainable()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def add_test_folder_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,13 +27,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``rdedge`` console script: every refusal is one line on stderr and exit status 2."""
+    """Entry point of the ``rdedge`` console script: every refusal is one line on stderr and exit status 2; Ctrl-C
+    is one line (what was kept) and exit status 130."""
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
     except (RdedgeError, ValueError, FileNotFoundError) as exc:
         print(f"rdedge {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C: say what was kept (training does), exit as shells expect
+        print(f"rdedge {args.command}: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

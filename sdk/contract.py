@@ -4,6 +4,7 @@
 command offers the precisions of :data:`PRECISIONS`. Nothing here imports a runtime.
 
 * tensor names: :data:`INPUT_NAME`, :data:`OUTPUT_MAP`, :data:`OUTPUT_SCORE`; metadata key :data:`METADATA_KEY`;
+* the input size of a graph, square or not (:class:`ImageSize`);
 * the precisions a graph (and an engine) can have, with their file names (:data:`PRECISIONS`);
 * the scopes of the pre- and post-processing that stay FP32 at every precision (:data:`FP32_SCOPES`);
 * version strings as numbers (:func:`version_tuple`), for TensorRT's version rules and engine compatibility.
@@ -15,13 +16,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 METADATA_KEY = "rdedge"
 """Key of the JSON metadata entry in an ONNX model's ``metadata_props``."""
 INPUT_NAME = "image"
-"""Graph input: uint8 RGB images, NHWC, shape (N, size, size, 3)."""
+"""Graph input: uint8 RGB images, NHWC, shape (N, height, width, 3) with the model's :class:`ImageSize`."""
 OUTPUT_MAP = "anomaly_map"
-"""Graph output: float32 anomaly maps, shape (N, size, size)."""
+"""Graph output: float32 anomaly maps, shape (N, height, width)."""
 OUTPUT_SCORE = "score"
 """Graph output: float32 image scores, shape (N,)."""
 
@@ -31,6 +33,77 @@ precision: their ONNX nodes are named ``<scope>/<name>`` (``export.onnx.label_sc
 to FP32 in weakly typed TensorRT builds."""
 FP32_SCOPE_PREFIXES = tuple(f"{scope}/" for scope in FP32_SCOPES)
 """Node- and layer-name prefixes of :data:`FP32_SCOPES`."""
+
+SIZE_MULTIPLE = 32
+"""Both sides of a model input are multiples of this (the teachers downsample by 32)."""
+MIN_SIDE = 64
+"""The smallest side a model input may have."""
+
+
+class ImageSize(NamedTuple):
+    """The model input (and anomaly map) size, height x width in pixels; square models have equal sides.
+
+    Written ``256`` (square) or ``256x640`` (height x width) on the command line and in tables; stored as
+    ``[height, width]`` in the model metadata. Being a tuple, ``height, width = size`` unpacks it; OpenCV wants
+    :attr:`cv2_size` (width, height).
+    """
+
+    height: int
+    width: int
+
+    @classmethod
+    def parse(cls, value: ImageSize | int | str | tuple[int, int] | list[int]) -> ImageSize:
+        """An ImageSize from ``256``, ``"256"``, ``"256x640"`` (height x width), ``(256, 640)`` or ``[256, 640]``.
+
+        Raises:
+            ValueError: Anything else, or a side that is not a positive integer.
+        """
+        if isinstance(value, ImageSize):
+            return value
+        sides: tuple[object, ...]
+        if isinstance(value, bool):
+            raise ValueError(f"not an image size: {value!r}")
+        if isinstance(value, int):
+            sides = (value, value)
+        elif isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", value)
+            if match is None:
+                raise ValueError(f"not an image size: {value!r} (give 256 for a square input or 256x640 for height x "
+                                 "width)")
+            sides = (int(match[1]), int(match[2] or match[1]))
+        elif isinstance(value, (tuple, list)) and len(value) == 2:
+            sides = tuple(value)
+        else:
+            raise ValueError(f"not an image size: {value!r} (an int, 'HxW' or [height, width])")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sides):
+            raise ValueError(f"image size sides must be positive integers, got {value!r}")
+        return cls(int(sides[0]), int(sides[1]))  # type: ignore[arg-type]
+
+    def check_trainable(self) -> ImageSize:
+        """Self, if both sides are multiples of :data:`SIZE_MULTIPLE` and at least :data:`MIN_SIDE`.
+
+        Raises:
+            ValueError: Otherwise, naming the side.
+        """
+        for name, side in zip(("height", "width"), self, strict=True):
+            if side < MIN_SIDE or side % SIZE_MULTIPLE:
+                raise ValueError(f"image {name} must be a multiple of {SIZE_MULTIPLE} and at least {MIN_SIDE}, got "
+                                 f"{side} (image size {self})")
+        return self
+
+    @property
+    def is_square(self) -> bool:
+        """Whether height equals width."""
+        return self.height == self.width
+
+    @property
+    def cv2_size(self) -> tuple[int, int]:
+        """(width, height), the order of ``cv2.resize`` and ``cv2.VideoWriter``."""
+        return self.width, self.height
+
+    def __str__(self) -> str:
+        return str(self.height) if self.is_square else f"{self.height}x{self.width}"
+
 
 MODEL_FILE = "model.onnx"
 """The FP32 graph's file name in a run folder (what a run folder given as a model resolves to)."""

@@ -38,8 +38,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .contract import ImageSize
 from .errors import DatasetError
-from .image import IMAGE_SUFFIXES, list_images, prepare_image, read_image, resize_mask
+from .image import IMAGE_SUFFIXES, SizeLike, list_images, prepare_image, read_image, resize_mask
 
 if TYPE_CHECKING:
     from .metadata import ModelMetadata
@@ -77,12 +78,12 @@ class Sample:
         """The image as stored (BGR, grey or BGRA; see :func:`sdk.image.read_image`)."""
         return read_image(self.image_path)
 
-    def load_mask(self, size: int) -> np.ndarray | None:
-        """The binary ground-truth mask at ``size`` x ``size``, all False for good images; None without annotation."""
+    def load_mask(self, size: SizeLike) -> np.ndarray | None:
+        """The binary ground-truth mask at the model size, all False for good images; None without annotation."""
         if not self.has_mask_annotation:
             return None
         if self.mask_path is None:
-            return np.zeros((size, size), dtype=bool)
+            return np.zeros(ImageSize.parse(size), dtype=bool)
         return resize_mask(read_image(self.mask_path), size)
 
 
@@ -318,11 +319,12 @@ def _load_elpv(cell_type: str) -> tuple[str, list[Sample], list[Sample]]:
     return f"elpv:{cell_type}", train, test
 
 
-def load_prepared(samples: Sequence[Sample], size: int, *, desc: str = "loading", progress: bool = True) -> np.ndarray:
-    """Read and prepare images → (N, size, size, 3) uint8 RGB, exactly as the Detector prepares its input."""
+def load_prepared(samples: Sequence[Sample], size: SizeLike, *, desc: str = "loading",
+                  progress: bool = True) -> np.ndarray:
+    """Read and prepare images → (N, height, width, 3) uint8 RGB, exactly as the Detector prepares its input."""
     from tqdm import tqdm
 
-    out = np.empty((len(samples), size, size, 3), dtype=np.uint8)
+    out = np.empty((len(samples), *ImageSize.parse(size), 3), dtype=np.uint8)
     for i, sample in enumerate(tqdm(samples, desc=desc, disable=not progress, leave=False)):
         out[i] = prepare_image(sample.load_image(), size)
     return out

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend, load_backend
+from .contract import ImageSize
 from .errors import InferenceError, InvalidInputError
 from .image import prepare_image, read_image
 from .metadata import ModelMetadata
@@ -76,8 +77,8 @@ class Detector:
         self.close()
 
     @property
-    def image_size(self) -> int:
-        """Side of the square model input."""
+    def image_size(self) -> ImageSize:
+        """Model input (and anomaly map) size, height x width."""
         return self.metadata.image_size
 
     @property
@@ -134,7 +135,7 @@ class Detector:
             raise InvalidInputError("predict_batch needs at least one image")
         start = time.perf_counter()
         size = self.image_size
-        batch = np.empty((len(images), size, size, 3), dtype=np.uint8)
+        batch = np.empty((len(images), *size, 3), dtype=np.uint8)
         input_sizes = []
         for i, image in enumerate(images):
             if isinstance(image, (str, os.PathLike)):
@@ -200,7 +201,7 @@ class Detector:
 
     def warmup(self, iterations: int = 3, batch_size: int = 1) -> None:
         """Run the model a few times on blank input, so that the first real call is not slowed by initialisation."""
-        blank = np.zeros((batch_size, self.image_size, self.image_size, 3), dtype=np.uint8)
+        blank = np.zeros((batch_size, *self.image_size, 3), dtype=np.uint8)
         for _ in range(iterations):
             self.backend.infer(blank)
 

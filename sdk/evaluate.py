@@ -31,8 +31,8 @@ def evaluate_detector(
     annotated = all(s.has_mask_annotation for s in samples)
     labels = np.array([s.label for s in samples])
     scores = np.empty(len(samples), dtype=np.float64)
-    maps = np.empty((len(samples), size, size), dtype=np.float32) if annotated else None
-    masks = np.empty((len(samples), size, size), dtype=bool) if annotated else None
+    maps = np.empty((len(samples), *size), dtype=np.float32) if annotated else None
+    masks = np.empty((len(samples), *size), dtype=bool) if annotated else None
     started = time.perf_counter()
     bar = tqdm(total=len(samples), desc="evaluate", disable=not progress, leave=False)
     for start in range(0, len(samples), batch_size):

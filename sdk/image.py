@@ -13,7 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .contract import ImageSize
 from .errors import ImageReadError, InvalidInputError
+
+SizeLike = ImageSize | int | str | tuple[int, int]
+"""A model input size: an :class:`~sdk.contract.ImageSize`, a square side, ``"HxW"`` or (height, width)."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -114,35 +118,37 @@ def float_to_uint8(image: np.ndarray) -> np.ndarray:
     return np.rint(image.astype(np.float32) * 255.0).astype(np.uint8)
 
 
-def resize_square(image: np.ndarray, size: int, interpolation: int | None = None) -> np.ndarray:
-    """Resize to ``size`` x ``size``: area averaging when shrinking (anti-aliased), bilinear when enlarging."""
+def resize_image(image: np.ndarray, size: SizeLike, interpolation: int | None = None) -> np.ndarray:
+    """Resize to ``size`` (height x width; no padding, no crop): area averaging where both sides shrink
+    (anti-aliased), bilinear otherwise."""
+    height, width = ImageSize.parse(size)
     h, w = image.shape[:2]
-    if (h, w) == (size, size):
+    if (h, w) == (height, width):
         return image
     if interpolation is None:
-        interpolation = cv2.INTER_AREA if h >= size and w >= size else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interpolation)
+        interpolation = cv2.INTER_AREA if h >= height and w >= width else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
-def prepare_image(image: np.ndarray | str | os.PathLike[str], size: int, *, rgb: bool = False) -> np.ndarray:
-    """Turn a path or an array into the model input: ``size`` x ``size`` x 3 uint8 RGB, C-contiguous.
+def prepare_image(image: np.ndarray | str | os.PathLike[str], size: SizeLike, *, rgb: bool = False) -> np.ndarray:
+    """Turn a path or an array into the model input: height x width x 3 uint8 RGB, C-contiguous.
 
     Args:
         image: Image array (see :func:`to_rgb_uint8`) or a path to an image file.
-        size: Model input side.
+        size: Model input size (``Detector.image_size``).
         rgb: Whether a 3/4-channel array is RGB rather than BGR (ignored for paths: files are decoded as BGR).
     """
     if isinstance(image, (str, os.PathLike)):
         image, rgb = read_image(image), False
-    return np.ascontiguousarray(resize_square(to_rgb_uint8(image, rgb=rgb), size))
+    return np.ascontiguousarray(resize_image(to_rgb_uint8(image, rgb=rgb), size))
 
 
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """Resize a ground-truth mask to ``size`` x ``size`` and binarise it at half intensity (as RD4AD's evaluation)."""
+def resize_mask(mask: np.ndarray, size: SizeLike) -> np.ndarray:
+    """Resize a ground-truth mask to ``size`` and binarise it at half intensity (as RD4AD's evaluation)."""
     if mask.ndim == 3:
         mask = mask[:, :, 0]
     m = mask.astype(np.float32) / float(np.iinfo(mask.dtype).max if mask.dtype.kind == "u" else 1.0)
-    return resize_square(m, size, interpolation=cv2.INTER_LINEAR if m.shape[0] < size else cv2.INTER_AREA) > 0.5
+    return resize_image(m, size) > 0.5
 
 
 def list_images(folder: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:

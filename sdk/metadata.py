@@ -14,12 +14,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .contract import PRECISION_NAMES
+from .contract import PRECISION_NAMES, ImageSize
 from .errors import ModelLoadError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """2: the calibration has a pixel threshold and a source (schema 1 models read with the image threshold as pixel
-threshold); an SDK older than the model's schema refuses it with "upgrade rdedge"."""
+threshold); 3: ``image_size`` is ``[height, width]`` (models up to schema 2 hold one int, a square side). An SDK
+older than the model's schema refuses it with "upgrade rdedge"."""
 
 
 def _mean_std(values: list[float], what: str) -> tuple[float, float]:
@@ -116,7 +117,8 @@ class ModelMetadata:
     Attributes:
         method: Training method (``rd4ad``, ...).
         backbone: Teacher network name.
-        image_size: Side of the square model input, in pixels.
+        image_size: Model input (and anomaly map) size, height x width; an int or ``"HxW"`` given to the constructor
+            is parsed (:meth:`sdk.contract.ImageSize.parse`).
         calibration: Score statistics and threshold from held-out good images.
         precision: Numeric precision of the graph (a name of :data:`sdk.contract.PRECISIONS`).
         weights_sha256: Hash of the trained weights, to tell two models apart.
@@ -131,7 +133,7 @@ class ModelMetadata:
 
     method: str
     backbone: str
-    image_size: int
+    image_size: ImageSize
     calibration: ScoreCalibration
     precision: str = "fp32"
     weights_sha256: str = ""
@@ -142,6 +144,12 @@ class ModelMetadata:
     graph_options: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "image_size", ImageSize.parse(self.image_size))
+        except ValueError as exc:
+            raise ModelLoadError(f"model metadata has a malformed image size: {exc}") from exc
 
     def without_local_paths(self) -> ModelMetadata:
         """A copy fit to ship: training provenance keeps names (dataset spec or folder name, category, file names,
@@ -157,8 +165,9 @@ class ModelMetadata:
         return self.replace(training=training)
 
     def to_json(self) -> str:
-        """Serialise to a JSON string."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """Serialise to a JSON string, in this SDK's schema (:data:`SCHEMA_VERSION`), whichever schema it was read
+        from."""
+        return json.dumps({**dataclasses.asdict(self), "schema_version": SCHEMA_VERSION}, sort_keys=True)
 
     def replace(self, **changes: Any) -> ModelMetadata:
         """Return a copy with some fields changed."""

@@ -19,7 +19,7 @@ class Result:
         threshold: Image threshold in force when the image was processed (decides the verdict).
         pixel_threshold: Pixel threshold in force (decides which anomaly-map pixels are anomalous: masks,
             overlays). Equal to ``threshold`` where the score is the map's maximum.
-        anomaly_map: (S, S) float32 anomaly map at model size.
+        anomaly_map: (H, W) float32 anomaly map at model size.
         input_size: (height, width) of the image given.
         latency_ms: Wall time of pre-processing, inference and post-processing; for a batch, the batch's time
             divided by its size.
@@ -37,7 +37,7 @@ class Result:
 
     @property
     def mask(self) -> np.ndarray:
-        """Binary (S, S) mask of the pixels whose anomaly value exceeds the pixel threshold."""
+        """Binary (H, W) mask, at the model size, of the pixels whose anomaly value exceeds the pixel threshold."""
         return self.anomaly_map > self.pixel_threshold
 
     def anomaly_map_at_input_size(self) -> np.ndarray:

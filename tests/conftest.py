@@ -1,7 +1,8 @@
-"""Shared fixtures: the real MVTec bottle data (downscaled subset) and one tiny trained + exported run.
+"""Shared fixtures: real MVTec bottle data (downscaled subset), real KolektorSDD strips, and tiny trained runs.
 
-``RDEDGE_MVTEC_ROOT`` points at the MVTec AD root (default: ``../shared/data/mvtec`` beside the repository). Where it
-is absent, tests that need it skip with the reason, except under CI (``CI`` set), where a missing dataset fails.
+``RDEDGE_MVTEC_ROOT`` points at the MVTec AD root (default: ``../shared/data/mvtec`` beside the repository),
+``RDEDGE_INDUSTRIAL_ROOT`` at the industrial sets (default: ``../shared/data/industrial``). Where they are absent,
+tests that need them skip with the reason, except under CI (``CI`` set), where a missing dataset fails.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MVTEC_ROOT = Path(os.environ.get("RDEDGE_MVTEC_ROOT", REPO.parent / "shared" / "data" / "mvtec"))
+INDUSTRIAL_ROOT = Path(os.environ.get("RDEDGE_INDUSTRIAL_ROOT", REPO.parent / "shared" / "data" / "industrial"))
 SUBSET_SIZE = 256  # side of the downscaled copies
 SYSTEM_PYTHON = Path("/usr/bin/python3")  # Debian's, whose python3-opencv is built with GStreamer
 
@@ -36,7 +38,7 @@ def require(path: Path, what: str) -> Path:
     """Skip (or fail under CI) when real test data is missing."""
     if path.exists():
         return path
-    message = f"{what} not found at {path} (set RDEDGE_MVTEC_ROOT to the MVTec AD root)"
+    message = f"{what} not found at {path} (set RDEDGE_MVTEC_ROOT / RDEDGE_INDUSTRIAL_ROOT to the data roots)"
     if os.environ.get("CI"):
         pytest.fail(message + "; CI must have the data", pytrace=False)
     pytest.skip(message)
@@ -113,6 +115,45 @@ def tiny_run(bottle_subset: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_run) -> Path:
     return tiny_run[1].path
+
+
+WIDE_SIZE = "160x64"
+"""Height x width of the non-square test model: KolektorSDD strips are 256 wide and ~645 tall (aspect ~2.5)."""
+
+
+@pytest.fixture(scope="session")
+def kolektor_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small MVTec-layout view (symbolic links) of real KolektorSDD strips, at their native size.
+
+    24 good training images; test: 3 good and 3 defective (cracks), with their masks.
+    """
+    source = require(INDUSTRIAL_ROOT / "kolektorsdd", "KolektorSDD (industrial sets)")
+    root = tmp_path_factory.mktemp("industrial") / "kolektorsdd"
+    picks = {("train", "good"): 24, ("test", "good"): 3, ("test", "defect"): 3}
+    for (split, kind), n in picks.items():
+        (root / split / kind).mkdir(parents=True)
+        for p in sorted((source / split / kind).glob("*.png"))[:n]:
+            (root / split / kind / p.name).symlink_to(p)
+            if kind == "defect":
+                mask = source / "ground_truth" / kind / f"{p.stem}_mask.png"
+                (root / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
+                (root / "ground_truth" / kind / mask.name).symlink_to(mask)
+    return root
+
+
+@pytest.fixture(scope="session")
+def wide_run(kolektor_subset: Path, tmp_path_factory: pytest.TempPathFactory):
+    """RD4AD / EfficientNet-Lite0 at 160x64 (height x width) on real KolektorSDD strips, 2 epochs, exported to FP32
+    and INT8 ONNX."""
+    from export.onnx import export_onnx
+    from train.trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("wide_run")
+    train(TrainConfig(data=str(kolektor_subset), out=str(out), epochs=2, image_size=WIDE_SIZE, batch_size=8, seed=0),
+          progress=False)
+    fp32 = export_onnx(out, check_images=4)
+    int8 = export_onnx(out, precision="int8", check_images=4, calib_images=16)
+    return out, fp32, int8
 
 
 @pytest.fixture(scope="session")

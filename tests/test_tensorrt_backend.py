@@ -237,7 +237,7 @@ def test_engine_header_is_plain_json(tiny_onnx: Path, tmp_path: Path):
     write_engine_file(path, Detector(tiny_onnx).metadata, _info(), b"plan")
     _, _, offset = read_engine_header(path)
     header = json.loads(path.read_bytes()[20:offset])
-    assert header["engine"]["compute_capability"] == "8.7" and header["model"]["image_size"] == 128
+    assert header["engine"]["compute_capability"] == "8.7" and header["model"]["image_size"] == [128, 128]
 
 
 @pytest.mark.parametrize("version", ["10.3.0", "11.4.1"])

@@ -21,7 +21,7 @@ def test_checkpoint_loads_with_weights_only_and_carries_metadata(tiny_run):
     payload = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert payload["format"] == "rdedge-checkpoint"
     meta = ModelMetadata.from_json(payload["metadata"])
-    assert (meta.method, meta.backbone, meta.image_size) == ("rd4ad", "efficientnet_lite0", 128)
+    assert (meta.method, meta.backbone, meta.image_size) == ("rd4ad", "efficientnet_lite0", (128, 128))
     assert meta.input_mean == (0.5, 0.5, 0.5)
     cal = meta.calibration
     assert cal.n_images == 3 and cal.threshold == pytest.approx(cal.mean + 3 * cal.std)
@@ -76,7 +76,7 @@ def test_onnx_graph_signature_opset_and_metadata(tiny_onnx: Path):
     assert set(outputs) == {OUTPUT_MAP, OUTPUT_SCORE}
     assert all(t.elem_type == onnx.TensorProto.FLOAT for t in outputs.values())
     meta = ModelMetadata.from_json({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
-    assert meta.image_size == 128 and meta.precision == "fp32"
+    assert meta.image_size == (128, 128) and meta.precision == "fp32"
     assert meta.checks["onnxruntime_vs_torch_map"] <= 1e-4
     assert meta.checks["onnxruntime_vs_torch_score"] <= 1e-4
     assert meta.checks["onnxruntime_vs_reference_map"] <= 1e-4

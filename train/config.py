@@ -21,7 +21,8 @@ class TrainConfig:
         backbone: Teacher name.
         weights: Local teacher weights file (ResNets).
         epochs: Training epochs (fixed; no model selection).
-        image_size: Model input side.
+        image_size: Model input size: a side (``256``, square) or height x width (``"256x640"`` or ``(256, 640)``),
+            each a multiple of 32 and at least 64. Images are resized to it (no crop, no padding).
         batch_size: Images per step.
         lr: Student learning rate; the method's default when None.
         seed: Seed of initialisation, shuffling and the validation hold-out.
@@ -44,7 +45,7 @@ class TrainConfig:
     backbone: str = "efficientnet_lite0"
     weights: str | None = None
     epochs: int = DEFAULT_EPOCHS
-    image_size: int = 256
+    image_size: int | str | tuple[int, int] = 256
     batch_size: int = 16
     lr: float | None = None
     seed: int = 0

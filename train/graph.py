@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from sdk.contract import ImageSize
+
 from .components.anomaly_map import AnomalyMapHead
 from .model import ReverseDistillationNet
 
@@ -47,18 +49,18 @@ class DetectorGraph(nn.Module):
 
     Args:
         net: The teacher/student network.
-        image_size: Side of the square input.
+        image_size: Input size, height x width (an int for a square input).
         combine: How the head fuses scales (``sum`` or ``mean``).
         refinement: DRD's detection refinement of the image score.
         sigma: Gaussian σ of the head.
 
-    ``forward(images)`` takes (N, S, S, 3) uint8 RGB and returns ``(anomaly_map (N, S, S), score (N,))``, float32.
+    ``forward(images)`` takes (N, H, W, 3) uint8 RGB and returns ``(anomaly_map (N, H, W), score (N,))``, float32.
     """
 
     def __init__(
         self,
         net: ReverseDistillationNet,
-        image_size: int,
+        image_size: ImageSize | int,
         combine: str = "sum",
         refinement: bool = False,
         sigma: float = 4.0,

@@ -9,12 +9,14 @@ import random
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 import sdk
+from sdk.contract import ImageSize
 from sdk.datasets import FOLDER_TEST_KEYS, PACKAGED_SCHEMES, TRAIN_LOG, load_dataset, load_prepared
 from sdk.errors import RdedgeError
 from sdk.fileio import write_text_atomic
@@ -26,6 +28,16 @@ from .config import AMP_MODES, DEVICES, TrainConfig
 from .graph import DetectorGraph
 from .methods import Method, get_method
 from .model import ReverseDistillationNet
+from .resume import (
+    ResumePoint,
+    TrainingInterrupted,
+    check_settings,
+    read_state,
+    refuse_to_overwrite,
+    restore_state,
+    save_state,
+    state_path,
+)
 
 
 class TrainError(RdedgeError, ValueError):
@@ -127,7 +139,7 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
-def build_for_training(method: Method, spec: TeacherSpec, teacher: torch.nn.Module, image_size: int,
+def build_for_training(method: Method, spec: TeacherSpec, teacher: torch.nn.Module, image_size: ImageSize,
                        device: torch.device) -> tuple[ReverseDistillationNet, DetectorGraph]:
     """The method's network and its deployable graph on ``device`` (CUDA: channels-last, cuDNN autotuning)."""
     net = method.build(spec, teacher)
@@ -169,18 +181,50 @@ class TrainingStep:
         return float(out["loss"].detach())
 
 
-def train(config: TrainConfig, *, progress: bool = True) -> Path:
+def run_settings(config: TrainConfig, size: ImageSize, device: torch.device,
+                 amp_dtype: torch.dtype | None) -> dict[str, Any]:
+    """What makes a run this run (a resumed one must match; :data:`train.resume.RESUMABLE_CHANGES` may differ):
+    the config with paths made absolute, the image size as written, the device and precision actually used."""
+    return {**asdict(config), **local_paths(config), "image_size": str(size), "device": str(device),
+            "amp": amp_name(amp_dtype)}
+
+
+def amp_name(amp_dtype: torch.dtype | None) -> str:
+    """``off``, ``bfloat16`` or ``float16``."""
+    return "off" if amp_dtype is None else str(amp_dtype).removeprefix("torch.")
+
+
+def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -> Path:
     """Train a model, calibrate its threshold on held-out good images, and write ``RUN_DIR/checkpoint.pt``.
+
+    The run's state is written atomically to ``RUN_DIR/train_state.pt`` at the end of every epoch
+    (:mod:`train.resume`); Ctrl-C keeps the last complete epoch and raises
+    :class:`~train.resume.TrainingInterrupted`. The state file is removed once the checkpoint is written.
+
+    Args:
+        config: The run's settings.
+        progress: Show progress bars.
+        resume: Continue the interrupted run in ``config.out`` (same settings; ``epochs`` may change). Without it,
+            a folder holding an interrupted run is refused rather than overwritten.
 
     Returns:
         Path of the checkpoint.
+
+    Raises:
+        ResumeError: Nothing to resume, other settings, or an interrupted run in the way of a fresh start.
+        TrainingInterrupted: Ctrl-C (a KeyboardInterrupt), after keeping the last complete epoch.
     """
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError("epochs and batch size must be at least 1")
-    if config.image_size < 64 or config.image_size % 32:
-        raise ValueError(f"image size must be a multiple of 32 and at least 64, got {config.image_size}")
+    size = ImageSize.parse(config.image_size).check_trainable()
     device = resolve_device(config.device)
     amp_dtype = resolve_amp(config.amp, device)
+    settings = run_settings(config, size, device, amp_dtype)
+    saved = read_state(config.out) if resume else None
+    if saved is not None:
+        check_settings(saved["settings"], settings, state_path(config.out))
+    else:
+        refuse_to_overwrite(config.out)
     seed_everything(config.seed)
     method = get_method(config.method, **config.method_options)
     method.setup(config.seed, device)
@@ -191,50 +235,65 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
         test_good=config.test_good, test_defect=config.test_defect, masks=config.masks,
     )
     train_samples = dataset.train[: config.max_train_images] if config.max_train_images else dataset.train
-    train_images = load_prepared(train_samples, config.image_size, desc="train images", progress=progress)
-    val_images = load_prepared(dataset.validation, config.image_size, desc="validation images", progress=progress)
+    train_images = load_prepared(train_samples, size, desc="train images", progress=progress)
+    val_images = load_prepared(dataset.validation, size, desc="validation images", progress=progress)
 
-    net, graph = build_for_training(method, spec, teacher, config.image_size, device)
+    net, graph = build_for_training(method, spec, teacher, size, device)
     optimize = TrainingStep(method, graph, method.optimizers(net, config.lr or method.default_lr), amp_dtype)
     images_on_host = torch.from_numpy(train_images)
     if device.type == "cuda":
         images_on_host = images_on_host.pin_memory()  # asynchronous copies to the GPU
     generator = torch.Generator().manual_seed(config.seed)
+    point = ResumePoint(epoch=0, history=[], train_seconds=0.0)
+    if saved is not None:
+        point = restore_state(saved, settings=settings, net=net, optimizers=optimize.optimizers,
+                              scaler=optimize.scaler, shuffle=generator, method=method, out_dir=config.out)
+    history = list(point.history)
     steps_per_epoch = -(-len(train_images) // config.batch_size)
-    history: list[float] = []
     started = time.perf_counter()
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc=f"train {method.name}", disable=not progress)
-    for epoch in range(config.epochs):
-        net.train()
-        order = torch.randperm(len(train_images), generator=generator)
-        losses = []
-        for step, start in enumerate(range(0, len(order), config.batch_size)):
-            batch = images_on_host[order[start : start + config.batch_size]].to(device, non_blocking=True)
-            losses.append(optimize(batch, step, last=step == steps_per_epoch - 1))
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
-        history.append(float(np.mean(losses)))
+    bar = tqdm(total=config.epochs * steps_per_epoch, initial=min(point.epoch, config.epochs) * steps_per_epoch,
+               desc=f"train {method.name}", disable=not progress)
+    epoch = point.epoch
+    try:
+        for epoch in range(point.epoch, config.epochs):
+            net.train()
+            order = torch.randperm(len(train_images), generator=generator)
+            losses = []
+            for step, start in enumerate(range(0, len(order), config.batch_size)):
+                batch = images_on_host[order[start : start + config.batch_size]].to(device, non_blocking=True)
+                losses.append(optimize(batch, step, last=step == steps_per_epoch - 1))
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
+            history.append(float(np.mean(losses)))
+            save_state(config.out, settings=settings, net=net, optimizers=optimize.optimizers, scaler=optimize.scaler,
+                       shuffle=generator, method=method,
+                       point=ResumePoint(epoch + 1, history, point.train_seconds + time.perf_counter() - started))
+    except KeyboardInterrupt:
+        bar.close()
+        kept = state_path(config.out)
+        done = (f"the first {epoch} epoch(s) are kept in {kept}" if kept.is_file()
+                else "no epoch was complete: nothing is kept")
+        raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1}/{config.epochs}; {done}. Continue "
+                                  "with the same command and --resume") from None
     bar.close()
-    train_seconds = time.perf_counter() - started
+    train_seconds = point.train_seconds + time.perf_counter() - started
 
     calibration, val_scores = calibrate(graph, val_images, config.sigmas)  # FP32, on the training device
     metadata = ModelMetadata(
         method=method.name,
         backbone=spec.name,
-        image_size=config.image_size,
+        image_size=size,
         calibration=calibration,
         input_mean=spec.mean,
         input_std=spec.std,
         versions=software_versions(),
         graph_options=method.graph_options(),
         training={
-            **asdict(config),
-            **local_paths(config),
+            **settings,
+            **({"resumed_from_epoch": point.epoch} if saved is not None else {}),
             "dataset": dataset.name,
             "n_train": len(train_images),
             "n_validation": len(val_images),
-            "device": str(device),
-            "amp": "off" if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
             "train_seconds": round(train_seconds, 2),
             "seconds_per_epoch": round(train_seconds / config.epochs, 3),
             "loss_history": [round(v, 6) for v in history],
@@ -244,4 +303,5 @@ def train(config: TrainConfig, *, progress: bool = True) -> Path:
     out_dir = Path(config.out)
     path = save_checkpoint(out_dir / CHECKPOINT_NAME, net, metadata)
     write_text_atomic(out_dir / TRAIN_LOG, json.dumps(json.loads(metadata.to_json()), indent=2) + "\n")
+    state_path(out_dir).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     return path

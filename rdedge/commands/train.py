@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from sdk.contract import ImageSize
 from train.config import AMP_MODES, TrainConfig
 
-from ..arguments import add_test_folder_arguments, parse_options, test_folders
+from ..arguments import add_test_folder_arguments, image_size_argument, parse_options, test_folders
 
 NAME = "train"
 HELP = "Train a model on good images and calibrate its threshold."
@@ -27,8 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local ImageNet weights file for a ResNet teacher (default: the torch hub cache)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs,
                         help=f"training epochs, fixed (default: {defaults.epochs})")
-    parser.add_argument("--image-size", type=int, default=defaults.image_size,
-                        help=f"model input side, multiple of 32 (default: {defaults.image_size})")
+    parser.add_argument("--image-size", type=image_size_argument, default=ImageSize.parse(defaults.image_size),
+                        help="model input: a side (256, square) or HEIGHTxWIDTH (640x256 for tall strips, 256x640 "
+                             "for wide ones), each a multiple of 32; images are resized to it, so keep their aspect "
+                             f"(default: {defaults.image_size})")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help=f"images per step (default: {defaults.batch_size})")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's, 0.005)")
@@ -48,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mixed precision on CUDA: auto (bf16 where supported, else fp16 with loss scaling; "
                              "default), bf16, fp16 or off; the CPU trains in FP32")
     parser.add_argument("--out", required=True, help="run folder to write checkpoint.pt into")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run interrupted in --out (Ctrl-C, a crash) from its last complete epoch; "
+                             "give the same options (--epochs may change). Every epoch's end is saved to "
+                             "OUT/train_state.pt, removed when the run completes")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +67,6 @@ def run(args: argparse.Namespace) -> int:
         max_train_images=args.max_train_images, method_options=parse_options(args.method_option),
         device=args.device, amp=args.amp, **test_folders(args),
     )
-    path = train(config, progress=not args.quiet)
+    path = train(config, progress=not args.quiet, resume=args.resume)
     print(f"checkpoint written to {path}")
     return 0

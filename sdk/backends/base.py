@@ -13,8 +13,8 @@ from ..metadata import ModelMetadata
 class Backend(abc.ABC):
     """Runs one exported rdedge graph.
 
-    A backend takes a batch of prepared images (N, S, S, 3) uint8 RGB and returns what the graph computes: the
-    anomaly maps (N, S, S) float32 and the image scores (N,) float32. All pre- and post-processing lives in the
+    A backend takes a batch of prepared images (N, H, W, 3) uint8 RGB and returns what the graph computes: the
+    anomaly maps (N, H, W) float32 and the image scores (N,) float32. All pre- and post-processing lives in the
     graph, so a backend has no model-specific logic.
 
     Attributes:
@@ -35,10 +35,10 @@ class Backend(abc.ABC):
         """Run the graph on a prepared batch.
 
         Args:
-            batch: (N, S, S, 3) uint8, C-contiguous, S = ``metadata.image_size``.
+            batch: (N, H, W, 3) uint8, C-contiguous, (H, W) = ``metadata.image_size``.
 
         Returns:
-            ``(anomaly_maps, scores)``: (N, S, S) and (N,) float32 arrays.
+            ``(anomaly_maps, scores)``: (N, H, W) and (N,) float32 arrays.
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for runtimes with nothing to release early

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..contract import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE, version_tuple
+from ..contract import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE, ImageSize, version_tuple
 from ..errors import ModelLoadError
 from ..metadata import ModelMetadata
 
@@ -134,18 +134,19 @@ def check_compatible(info: EngineInfo, tensorrt_version: str, gpu_name: str, com
         )
 
 
-def io_buffer_shapes(image_size: int, batch: int) -> dict[str, tuple[tuple[int, ...], str]]:
+def io_buffer_shapes(image_size: ImageSize | int, batch: int) -> dict[str, tuple[tuple[int, ...], str]]:
     """Shapes and numpy dtypes of the engine's I/O tensors for one batch size (for buffer allocation)."""
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
+    height, width = ImageSize.parse(image_size)
     return {
-        INPUT_NAME: ((batch, image_size, image_size, 3), "uint8"),
-        OUTPUT_MAP: ((batch, image_size, image_size), "float32"),
+        INPUT_NAME: ((batch, height, width, 3), "uint8"),
+        OUTPUT_MAP: ((batch, height, width), "float32"),
         OUTPUT_SCORE: ((batch,), "float32"),
     }
 
 
-def buffer_bytes(image_size: int, batch: int) -> dict[str, int]:
+def buffer_bytes(image_size: ImageSize | int, batch: int) -> dict[str, int]:
     """Bytes of each I/O buffer for one batch size."""
     import numpy as np
 

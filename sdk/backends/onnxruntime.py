@@ -65,6 +65,12 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.path} has inputs {inputs} and outputs {outputs}; expected [{INPUT_NAME!r}] and "
                 f"{{{OUTPUT_MAP!r}, {OUTPUT_SCORE!r}}}"
             )
+        graph_size = tuple(self.session.get_inputs()[0].shape[1:3])
+        if graph_size != tuple(self.metadata.image_size):
+            raise ModelLoadError(
+                f"{self.path}: its graph takes {graph_size[0]}x{graph_size[1]} (height x width) images but its "
+                f"metadata says {self.metadata.image_size}; the file was edited or assembled by hand: re-export it"
+            )
         self.cpu_int8_rewrite: CpuInt8Rewrite | None = None
         if int8_cpu_kernels and optimize and self.metadata.precision == "int8" and (
                 self.session.get_providers() == ["CPUExecutionProvider"]):

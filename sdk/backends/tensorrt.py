@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..contract import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE
+from ..contract import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE, ImageSize
 from ..errors import DetectorClosedError, ModelLoadError, RdedgeError
 from .base import Backend
 from .engine_file import check_compatible, io_buffer_shapes, read_engine_header
@@ -66,7 +66,7 @@ def import_runtime() -> tuple[ModuleType, ModuleType]:
 class _Buffers:
     """Page-locked host and device buffers of one batch size."""
 
-    def __init__(self, cuda: ModuleType, image_size: int, batch: int) -> None:
+    def __init__(self, cuda: ModuleType, image_size: ImageSize, batch: int) -> None:
         self.host: dict[str, np.ndarray] = {}
         self.device: dict[str, Any] = {}
         for name, (shape, dtype) in io_buffer_shapes(image_size, batch).items():
@@ -200,8 +200,7 @@ class TensorRTBackend(Backend):
             self._context_cuda.detach()
 
     def _bind(self, buffers: _Buffers, n: int) -> None:
-        size = self.metadata.image_size
-        self._context.set_input_shape(INPUT_NAME, (n, size, size, 3))
+        self._context.set_input_shape(INPUT_NAME, (n, *self.metadata.image_size, 3))
         for name, allocation in buffers.device.items():
             self._context.set_tensor_address(name, int(allocation))
 

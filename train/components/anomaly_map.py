@@ -5,7 +5,7 @@ ONNX- and TensorRT-friendly operations only, batched and shape-agnostic in N:
 
 * cosine distance over channels written out as ½‖a/‖a‖ − b/‖b‖‖² (= 1 − cos, without float32 cancellation),
   in FP32 (a sum of squares of 1024 post-ReLU channels can overflow FP16);
-* bilinear upsampling with ``align_corners=True`` to the model size;
+* bilinear upsampling with ``align_corners=True`` to the model size (height x width; square or not);
 * fusion by sum (RD4AD, RD++, REASON) or mean (DRD);
 * Gaussian σ = 4 as a separable pair of 33-tap convolutions with constant weights. The borders are padded
   half-sample-symmetrically (``d c b a | a b c d``) with a constant-index Gather, which is exactly SciPy's
@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from sdk.contract import ImageSize
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> Tensor:
@@ -55,46 +57,55 @@ def cosine_distance_map(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
 
 
 class GaussianBlur(nn.Module):
-    """Separable Gaussian smoothing of (N, S, S) maps, equal to ``scipy.ndimage.gaussian_filter`` (reflect mode)."""
+    """Separable Gaussian smoothing of (N, H, W) maps, equal to ``scipy.ndimage.gaussian_filter`` (reflect mode).
 
-    def __init__(self, size: int, sigma: float = 4.0, truncate: float = 4.0) -> None:
+    Args:
+        size: The maps' height x width (an int for square maps); each axis has its own padding index.
+        sigma: Gaussian σ in pixels.
+        truncate: Kernel radius in σ.
+    """
+
+    def __init__(self, size: ImageSize | int, sigma: float = 4.0, truncate: float = 4.0) -> None:
         super().__init__()
+        height, width = ImageSize.parse(size)
         kernel = gaussian_kernel1d(sigma, truncate)
         self.radius = (kernel.numel() - 1) // 2
         self.register_buffer("kernel_h", kernel.view(1, 1, -1, 1), persistent=False)
         self.register_buffer("kernel_w", kernel.view(1, 1, 1, -1), persistent=False)
-        self.register_buffer("pad_index", symmetric_pad_index(size, self.radius), persistent=False)
+        self.register_buffer("pad_index_h", symmetric_pad_index(height, self.radius), persistent=False)
+        self.register_buffer("pad_index_w", symmetric_pad_index(width, self.radius), persistent=False)
 
     def forward(self, maps: Tensor) -> Tensor:
         x = maps.unsqueeze(1)
-        x = F.conv2d(x.index_select(3, self.pad_index), self.kernel_w)
-        x = F.conv2d(x.index_select(2, self.pad_index), self.kernel_h)
+        x = F.conv2d(x.index_select(3, self.pad_index_w), self.kernel_w)
+        x = F.conv2d(x.index_select(2, self.pad_index_h), self.kernel_h)
         return x.squeeze(1)
 
 
 class AnomalyMapHead(nn.Module):
-    """Teacher and student feature lists → (anomaly map (N, S, S), image score (N,)).
+    """Teacher and student feature lists → (anomaly map (N, H, W), image score (N,)).
 
     Args:
-        image_size: Side S of the model input, and of the map.
+        image_size: Model input size (H, W), and the map's (an int for a square input).
         sigma: Gaussian σ in pixels (4, as all four papers).
         combine: ``sum`` or ``mean`` of the upsampled per-scale maps.
         refinement: Apply DRD's detection refinement to the image score.
     """
 
-    def __init__(self, image_size: int, sigma: float = 4.0, combine: str = "sum", refinement: bool = False) -> None:
+    def __init__(self, image_size: ImageSize | int, sigma: float = 4.0, combine: str = "sum",
+                 refinement: bool = False) -> None:
         super().__init__()
         if combine not in ("sum", "mean"):
             raise ValueError(f"combine must be 'sum' or 'mean', got {combine!r}")
-        self.image_size = image_size
+        self.image_size = ImageSize.parse(image_size)
         self.combine = combine
         self.refinement = refinement
         self.blur = GaussianBlur(image_size, sigma)
 
     def upsample(self, distance: Tensor) -> Tensor:
-        """(N, h, w) → (N, S, S), bilinear with ``align_corners=True``."""
-        size = (self.image_size, self.image_size)
-        return F.interpolate(distance.unsqueeze(1), size=size, mode="bilinear", align_corners=True).squeeze(1)
+        """(N, h, w) → (N, H, W), bilinear with ``align_corners=True``."""
+        return F.interpolate(distance.unsqueeze(1), size=tuple(self.image_size), mode="bilinear",
+                             align_corners=True).squeeze(1)
 
     def fuse(self, upsampled: list[Tensor]) -> Tensor:
         """Sum (or mean) of the upsampled per-scale maps: the map before smoothing."""
@@ -122,7 +133,7 @@ def refinement_peak(distances: list[Tensor], upsampled: list[Tensor]) -> Tensor:
 
     Args:
         distances: Per-scale distance maps at native resolution, (N, h_k, w_k).
-        upsampled: The same maps upsampled to (N, S, S).
+        upsampled: The same maps upsampled to (N, H, W).
 
     Returns:
         (N,) values ``v_k*``; the refined score is ``(1 + v_k*) · max(smoothed map)``.

@@ -76,6 +76,20 @@ class Method(abc.ABC):
         if self.device.type == "cuda":
             self.device_generator = torch.Generator(device=self.device).manual_seed(seed)
 
+    def random_state(self) -> dict[str, Any]:
+        """The state of the method's random sources (for resumable runs; see :meth:`restore_random_state`)."""
+        state: dict[str, Any] = {"rng": self.rng.bit_generator.state, "generator": self.generator.get_state()}
+        if self.device_generator is not self.generator:
+            state["device_generator"] = self.device_generator.get_state()
+        return state
+
+    def restore_random_state(self, state: dict[str, Any]) -> None:
+        """Continue the random draws where :meth:`random_state` left them (after :meth:`setup` on the same device)."""
+        self.rng.bit_generator.state = state["rng"]
+        self.generator.set_state(state["generator"])
+        if self.device_generator is not self.generator:
+            self.device_generator.set_state(state["device_generator"])
+
     def graph_options(self) -> dict[str, Any]:
         """Options of the anomaly-map head in the deployable graph (``DetectorGraph`` keyword arguments)."""
         return {"combine": self.combine, "refinement": False}
@@ -96,9 +110,9 @@ class Method(abc.ABC):
 
         Args:
             net: The network (in train mode).
-            images: (N, S, S, 3) uint8 RGB, as the deployed graph receives them.
+            images: (N, H, W, 3) uint8 RGB, as the deployed graph receives them.
             graph: The deployable graph around ``net``: its input normalisation (``graph.normalize(images)``;
-                ``graph.normalize.from_unit(x)`` for (N, 3, S, S) float images in [0, 1], e.g. synthesised
+                ``graph.normalize.from_unit(x)`` for (N, 3, H, W) float images in [0, 1], e.g. synthesised
                 pseudo-anomalies) and its anomaly-map head (``graph.head``), so that training computes maps as the
                 exported graph does.
 
@@ -108,5 +122,5 @@ class Method(abc.ABC):
 
 
 def unit_images(images: Tensor) -> Tensor:
-    """(N, S, S, 3) uint8 → (N, 3, S, S) float32 in [0, 1]."""
+    """(N, H, W, 3) uint8 → (N, 3, H, W) float32 in [0, 1]."""
     return images.permute(0, 3, 1, 2).float() / 255.0

@@ -66,8 +66,9 @@ class RDPlusPlus(Method):
     def training_step(
         self, net: ReverseDistillationNet, images: Tensor, graph: DetectorGraph
     ) -> dict[str, Tensor]:
-        if self.synthesis is None or self.synthesis.scale != images.shape[1] / 256.0:
-            self.synthesis = SimplexNoiseAnomaly(images.shape[1], self.seed, device=images.device)
+        short_side = min(images.shape[1:3])  # (N, H, W, 3): boxes scale with the shorter side
+        if self.synthesis is None or self.synthesis.scale != short_side / 256.0:
+            self.synthesis = SimplexNoiseAnomaly(short_side, self.seed, device=images.device)
         noisy, _ = self.synthesis(unit_images(images), self.rng)
         teacher = net.encode(graph.normalize(images))
         noisy_teacher = net.encode(graph.normalize.from_unit(noisy))

@@ -38,7 +38,7 @@ class SimplexNoiseAnomaly:
     """Adds one OpenSimplex noise box to each image of a batch.
 
     Args:
-        image_size: Model input side.
+        image_size: The model input's shorter side (box sizes scale from the papers' 256 px).
         seed: Seed of the noise field.
         device: Where the field lives (the model's device).
     """
@@ -53,11 +53,11 @@ class SimplexNoiseAnomaly:
         """Return the noisy images and the boolean box masks.
 
         Args:
-            images: (N, 3, S, S) float images in [0, 1].
+            images: (N, 3, H, W) float images in [0, 1].
             rng: Random draws of box sizes and positions.
 
         Returns:
-            ``(noisy, masks)``: (N, 3, S, S) and (N, S, S) bool (True inside each image's box).
+            ``(noisy, masks)``: (N, 3, H, W) and (N, H, W) bool (True inside each image's box).
         """
         n, _, height, width = images.shape
         noisy = images.clone()
