@@ -47,21 +47,43 @@ from sdk.contract import FP32_SCOPE_PREFIXES, INPUT_NAME
 QUANTIZED_OP_TYPES = ["Conv", "ConvTranspose", "Relu", "Clip", "Add", "Concat"]
 
 
+CALIBRATION_PIXELS_PER_PASS = 256 * 256 * 256
+"""Calibration pixels whose activations onnxruntime's histogram calibrators hold in memory at once: 256 images at
+256x256 (the default export, one pass as always). Larger sets (a 640x256 model's 250 images need 2.5x that and
+exhaust 24 GiB) are calibrated in passes of fewer images, whose histograms onnxruntime merges (its
+``CalibStridedMinMax`` option: one ``collect_data`` per pass, any calibration method)."""
+
+
+def calibration_pass_size(n_images: int, height: int, width: int) -> int:
+    """Images per calibration pass: all of them where they fit :data:`CALIBRATION_PIXELS_PER_PASS`."""
+    return max(1, min(n_images, CALIBRATION_PIXELS_PER_PASS // (height * width)))
+
+
 class _ImageReader:
-    """onnxruntime calibration data reader over prepared uint8 images.
+    """onnxruntime calibration data reader over prepared uint8 images, in passes of ``pass_size`` images.
 
     One image per step: onnxruntime's histogram collectors (percentile, entropy) stack the per-step activations
-    and fail on a last batch of another size.
+    and fail on a last batch of another size. onnxruntime runs one pass per ``set_range`` over ``range(0, len,
+    pass_size)`` and wants ``len`` divisible by the pass size: ``len`` is rounded up to whole passes and the last
+    pass is shorter, so every image is read exactly once.
     """
 
-    def __init__(self, images: np.ndarray, batch_size: int = 1) -> None:
-        self._batches: Iterator[np.ndarray] = (
-            images[i : i + batch_size] for i in range(0, len(images), batch_size)
-        )
+    def __init__(self, images: np.ndarray, pass_size: int | None = None) -> None:
+        self.images = images
+        self.pass_size = pass_size or len(images)
+        self.set_range(0, len(images))
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.pass_size) * self.pass_size
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next, self._end = start_index, min(end_index, len(self.images))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._batches, None)
-        return None if batch is None else {INPUT_NAME: batch}
+        if self._next >= self._end:
+            return None
+        self._next += 1
+        return {INPUT_NAME: self.images[self._next - 1 : self._next]}
 
     def rewind(self) -> None:  # pragma: no cover - part of the reader protocol, unused by quantize_static
         raise NotImplementedError
@@ -113,7 +135,8 @@ def quantize_int8(
     method: str = "percentile",
     options: dict[str, Any] | None = None,
 ) -> None:
-    """Write an INT8 Q/DQ model calibrated on ``calibration_images`` ((N, H, W, 3) uint8 good training images).
+    """Write an INT8 Q/DQ model calibrated on ``calibration_images`` ((N, H, W, 3) uint8 good training images),
+    in passes bounded by :data:`CALIBRATION_PIXELS_PER_PASS`.
 
     Args:
         fp32_model: The FP32 detector graph.
@@ -126,8 +149,11 @@ def quantize_int8(
 
     if options is None:
         options = int8_quantization_options(fp32_model, method)
+    pass_size = calibration_pass_size(*calibration_images.shape[:3])
+    if pass_size < len(calibration_images):
+        options = {**options, "extra_options": {**options["extra_options"], "CalibStridedMinMax": pass_size}}
     with quantizer_silenced():
-        quantize_static(str(fp32_model), str(out), _ImageReader(calibration_images), **options)
+        quantize_static(str(fp32_model), str(out), _ImageReader(calibration_images, pass_size), **options)
     model = onnx.load(str(out))
     feed_scopes_unquantized(model, FP32_SCOPE_PREFIXES)
     quantize_after_activations(model)

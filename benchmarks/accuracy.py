@@ -1,0 +1,150 @@
+"""One accuracy table over every public set: the four methods with the default recipe, and a nearest-neighbour
+baseline beside them; write ``benchmarks/results/accuracy.md``.
+
+Sets: MVTec AD bottle (``RDEDGE_MVTEC_ROOT``), KolektorSDD and MVTec 3D-AD tire (``RDEDGE_INDUSTRIAL_ROOT``), ELPV
+mono cells (``pip install elpv-dataset``). Each RD method is trained with the default recipe (``TrainConfig``
+defaults: EfficientNet-Lite0, 256 px, fixed epochs, batch 16, seed 0), exported to ONNX and evaluated through
+``sdk.Detector`` (metrics from the exported graph). The baseline (:mod:`benchmarks.patchcore`) uses the same
+teacher, size, training split and held-out calibration images. Nothing is chosen on test images.
+
+Run: ``python -m benchmarks.accuracy`` (all) or ``--sets kolektorsdd --methods rd4ad baseline``; see ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from sdk.fileio import write_text_atomic
+from train.config import TrainConfig
+
+from .latency import RESULTS_DIR, summarize, time_calls
+from .methods import METHODS, evaluate_model, onnx_latency_ms
+from .nonsquare import industrial_root
+
+BASELINE = "baseline"
+"""The nearest-neighbour baseline's name in ``--methods`` and in the table."""
+SETS = ("bottle", "kolektorsdd", "tire", "elpv:mono")
+METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1", "n_images", "n_anomalous")
+
+
+def mvtec_root() -> str:
+    """``RDEDGE_MVTEC_ROOT``, or ``../shared/data/mvtec`` beside the repository."""
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mvtec"
+    return os.environ.get("RDEDGE_MVTEC_ROOT", str(default))
+
+
+def dataset_spec(name: str) -> tuple[str, str | None]:
+    """A set's name → (spec, category) for ``load_dataset`` / ``TrainConfig``."""
+    if name.startswith("elpv:"):
+        return name, None
+    if name == "bottle":
+        return mvtec_root(), name
+    return industrial_root(), name
+
+
+def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Train (default recipe), export and evaluate one RD method on one set."""
+    from export.onnx import export_onnx
+    from train.checkpoint import load_checkpoint
+    from train.trainer import train
+
+    spec, category = dataset_spec(name)
+    run_dir = Path(args.runs) / name.replace(":", "-") / method
+    defaults = TrainConfig(data=spec, out=str(run_dir))
+    config = TrainConfig(data=spec, category=category, out=str(run_dir), method=method,
+                         epochs=args.epochs or defaults.epochs, seed=args.seed)
+    if not (args.reuse and (run_dir / "checkpoint.pt").exists()):
+        train(config, progress=not args.quiet)
+    metadata, _ = load_checkpoint(run_dir)
+    report = export_onnx(run_dir, progress=not args.quiet)
+    metrics = evaluate_model(report.path, spec, category)
+    return {"set": name, "method": method, **{k: metrics[k] for k in METRICS},
+            "train_minutes": metadata.training["train_seconds"] / 60.0, "ms": onnx_latency_ms(report.path),
+            "runtime": "ONNX Runtime", "epochs": config.epochs}
+
+
+def run_baseline(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Fit the nearest-neighbour baseline on the set's training split and evaluate it on the test set."""
+    import numpy as np
+
+    from sdk.datasets import load_dataset, load_prepared
+    from sdk.evaluate import evaluate_detector
+
+    from .patchcore import PatchNearestNeighbour
+
+    spec, category = dataset_spec(name)
+    defaults = TrainConfig(data=spec, out="")
+    dataset = load_dataset(spec, category, validation_fraction=defaults.validation_fraction, seed=args.seed)
+    baseline = PatchNearestNeighbour(defaults.backbone, defaults.image_size, seed=args.seed)
+    started = time.perf_counter()
+    baseline.fit(load_prepared(dataset.train, baseline.image_size, progress=False),
+                 load_prepared(dataset.validation, baseline.image_size, progress=False))
+    fit_minutes = (time.perf_counter() - started) / 60.0
+    metrics = evaluate_detector(baseline, dataset.test, progress=not args.quiet)
+    image = np.full((*baseline.image_size, 3), 128, dtype=np.uint8)
+    ms = summarize(time_calls(lambda: baseline.predict_batch([image], rgb=True), 2, 10), 1)["median_ms"]
+    return {"set": name, "method": f"{BASELINE} (patch NN)", **{k: metrics[k] for k in METRICS},
+            "train_minutes": fit_minutes, "ms": ms, "runtime": "PyTorch", "epochs": None,
+            "bank": int(baseline.bank.shape[0])}
+
+
+def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    defaults = TrainConfig(data="", out="")
+    lines = [
+        "# Accuracy over every public set",
+        "",
+        f"{datetime.date.today().isoformat()}; default recipe: {defaults.backbone}, {defaults.image_size} px, "
+        f"{args.epochs or defaults.epochs} epochs, batch {defaults.batch_size}, seed {args.seed}; "
+        f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU. RD rows: metrics from the exported ONNX through "
+        "`sdk.Detector`. Baseline: patch nearest-neighbour on the same teacher's stride-8/16 features "
+        "(`benchmarks/patchcore.py`), same post-processing. Thresholds (F1) from held-out good training images; "
+        "nothing chosen on test images. ms: batch 1, median.",
+        "",
+        "Reproduce: `python -m benchmarks.accuracy`.",
+        "",
+        "| set | method | image AUROC | pixel AUROC | AUPRO | F1 | train (fit) min | ms (b1) | runtime |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['set']} | {r['method']} | {f(r['image_auroc'])} | {f(r['pixel_auroc'])} | "
+                     f"{f(r['aupro'])} | {f(r['f1'])} | {r['train_minutes']:.1f} | {r['ms']:.1f} | {r['runtime']} |")
+    lines += ["", "ELPV has image-level labels only: pixel AUROC and AUPRO are n/a.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, help="sets (default: all four)")
+    parser.add_argument("--methods", nargs="+", default=[*METHODS, BASELINE], choices=[*METHODS, BASELINE],
+                        help="methods (default: the four and the baseline)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.add_argument("--runs", default="runs/accuracy", help="folder for the runs (default: runs/accuracy)")
+    parser.add_argument("--reuse", action="store_true", help="reuse existing checkpoints instead of retraining")
+    parser.add_argument("--out", default=str(RESULTS_DIR / "accuracy.md"), help="markdown output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for name in args.sets:
+        for method in args.methods:
+            rows.append(run_baseline(name, args) if method == BASELINE else run_method(name, method, args))
+            print(json.dumps(rows[-1]), flush=True)
+            write_text_atomic(args.out, markdown(rows, args))  # partial results survive an interruption
+    print(markdown(rows, args))
+    print(f"written to {args.out} in {(time.perf_counter() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
