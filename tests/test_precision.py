@@ -422,3 +422,34 @@ def test_large_calibration_sets_are_calibrated_in_passes_with_the_same_scales(ti
     assert one.keys() == passes.keys() and len(one) > 20
     ratios = np.array([passes[k] / one[k] for k in one])
     assert np.median(np.abs(ratios - 1)) < 0.005 and np.all(np.abs(ratios - 1) < 0.05), ratios  # measured: 0, 5e-4
+
+
+def test_int8_keeps_the_layers_feeding_the_map_fp32_when_the_whole_network_departs(tiny_run, tmp_path,
+                                                                                   monkeypatch):
+    """The fallback of the INT8 export, forced on the tiny model: a floor its all-INT8 graph misses (0.9999), and
+    depths 0 and 'everything' — so the outcome does not hang on which depth a 3-epoch model happens to need."""
+    import export.onnx as export_module
+    from export.precision import nodes_feeding_scopes
+    from sdk.contract import FP32_SCOPE_PREFIXES
+
+    monkeypatch.setitem(export_module.MIN_MAP_CORRELATION, "int8", 0.9999)
+    monkeypatch.setattr(export_module, "INT8_FP32_DEPTHS", (0, 1000))
+    report = export_onnx(tiny_run[0], tmp_path / "fallback_int8.onnx", precision="int8", check_images=4,
+                         calib_images=8)
+    fallback = report.checks["int8_fp32_layers"]
+    assert fallback["depth"] == 1000 and [t["depth"] for t in fallback["tried"]] == [0, 1000]
+    assert fallback["tried"][0]["map_correlation"] < 0.9999 <= fallback["tried"][1]["map_correlation"]
+    network = nodes_feeding_scopes(onnx.load(tiny_run[1].path), FP32_SCOPE_PREFIXES, 1000)
+    assert fallback["n_nodes"] == len(network) > 50  # every layer that feeds the head
+    model = onnx.load(report.path)
+    quantized_inputs = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    kept = {n.name: n for n in model.graph.node if n.name in set(network)}
+    assert not any(o in quantized_inputs for n in kept.values() for o in n.output)  # no Q/DQ after a kept layer
+    fp32, int8 = Detector(tiny_run[1].path), Detector(report.path)
+    image = np.full((128, 128, 3), 90, dtype=np.uint8)
+    assert int8(image).score == pytest.approx(fp32(image).score, rel=1e-3)
+
+    monkeypatch.setitem(export_module.MIN_MAP_CORRELATION, "int8", 1.5)  # beyond reach: refused, every depth named
+    with pytest.raises(export_module.ExportCheckError, match=r"depth 0 \(0 layers FP32\): .*depth 1000"):
+        export_onnx(tiny_run[0], tmp_path / "refused_int8.onnx", precision="int8", check_images=4, calib_images=8)
+    assert not (tmp_path / "refused_int8.onnx").exists()
