@@ -6,6 +6,7 @@ Runs are tiny (64 px, 16 images, batch 8: two steps an epoch) so that every meth
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,11 +90,13 @@ def test_resuming_is_refused_with_other_settings_and_a_fresh_start_never_overwri
     with pytest.raises(ResumeError, match="image_size: '64' then, '96' now"):
         train(replace(config, image_size=96), progress=False, resume=True)
     assert (Path(config.out) / TRAIN_STATE).read_bytes() == before  # refusals touch nothing
-    train(replace(config, epochs=2), progress=False, resume=True)  # epochs may change
-    meta, _ = load_checkpoint(config.out)
+    moved = replace(config, out=str(tmp_path / "moved"), epochs=2)  # a moved folder resumes; epochs may change
+    shutil.move(config.out, moved.out)
+    train(moved, progress=False, resume=True)
+    meta, _ = load_checkpoint(moved.out)
     assert meta.training["epochs"] == 2 and len(meta.training["loss_history"]) == 2
     with pytest.raises(ResumeError, match="its run finished"):
-        train(config, progress=False, resume=True)
+        train(moved, progress=False, resume=True)
 
 
 def test_a_corrupt_state_file_is_one_clear_error(bottle_subset: Path, tmp_path: Path):
