@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
+import functools
 import os
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
-from sdk.fileio import write_text_atomic
 from train.config import TrainConfig
 
-from .latency import RESULTS_DIR, summarize, time_calls
+from .latency import RESULTS_DIR, collect_rows, summarize, time_calls
 from .methods import METHODS, evaluate_model, onnx_latency_ms
 from .nonsquare import industrial_root
 
@@ -95,6 +94,11 @@ def run_baseline(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "bank": int(baseline.bank.shape[0])}
 
 
+def run_one(name: str, method: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row: an RD method or the baseline on one set."""
+    return [run_baseline(name, args) if method == BASELINE else run_method(name, method, args)]
+
+
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     def f(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.3f}"
@@ -134,15 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS_DIR / "accuracy.md"), help="markdown output")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    rows: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    for name in args.sets:
-        for method in args.methods:
-            rows.append(run_baseline(name, args) if method == BASELINE else run_method(name, method, args))
-            print(json.dumps(rows[-1]), flush=True)
-            write_text_atomic(args.out, markdown(rows, args))  # partial results survive an interruption
-    print(markdown(rows, args))
-    print(f"written to {args.out} in {(time.perf_counter() - started) / 60:.1f} min")
+    jobs = [functools.partial(run_one, name, method, args) for name in args.sets for method in args.methods]
+    collect_rows(jobs, functools.partial(markdown, args=args), args.out)
     return 0
 
 

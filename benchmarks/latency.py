@@ -23,7 +23,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,23 @@ class PapersStyleRunner:
             teacher, student = self.graph.net(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous())
         return papers_postprocess(teacher, student, head.image_size, combine=head.combine,
                                   refinement=head.refinement, dtype=torch.float32)
+
+
+def collect_rows(jobs: Iterable[Callable[[], list[dict[str, Any]]]],
+                 render: Callable[[list[dict[str, Any]]], str], out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Run benchmark jobs (each returns table rows) in turn, printing each row as JSON and rewriting the markdown
+    table ``out`` after each job, so that partial results survive an interruption; then print the table."""
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for job in jobs:
+        new = job()
+        rows += new
+        for row in new:
+            print(json.dumps(row), flush=True)
+        write_text_atomic(out, render(rows))
+    print(render(rows))
+    print(f"written to {out} in {(time.perf_counter() - started) / 60:.1f} min")
+    return rows
 
 
 def run_benchmark(

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
+import functools
 import os
 import platform
-import time
 from pathlib import Path
 from typing import Any
 
 from sdk.contract import MODEL_FILE
-from sdk.fileio import write_text_atomic
 
-from .latency import RESULTS_DIR, summarize, time_calls
+from .latency import RESULTS_DIR, collect_rows, summarize, time_calls
 
 METHODS = ("rd4ad", "rdpp", "drd", "reason")
 
@@ -82,7 +80,6 @@ def run_one(spec: str, category: str | None, method: str, args: argparse.Namespa
             "onnx_ms_batch1": onnx_latency_ms(path),
             "parity_map": report.checks["onnxruntime_vs_torch_map"],
         })
-        print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -132,14 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     datasets = default_datasets() if args.datasets is None else [
         (str(Path(d).parent), Path(d).name) if not d.startswith("elpv:") else (d, None) for d in args.datasets
     ]
-    rows: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    for spec, category in datasets:
-        for method in args.methods:
-            rows += run_one(spec, category, method, args)
-            write_text_atomic(args.out, markdown(rows, args))  # partial results survive an interruption
-    print(markdown(rows, args))
-    print(f"written to {args.out} in {(time.perf_counter() - started) / 60:.1f} min")
+    jobs = [functools.partial(run_one, spec, category, method, args) for spec, category in datasets
+            for method in args.methods]
+    collect_rows(jobs, functools.partial(markdown, args=args), args.out)
     return 0
 
 

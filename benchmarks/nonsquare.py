@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
+import functools
 import os
 import platform
 import time
@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from sdk.contract import ImageSize
-from sdk.fileio import write_text_atomic
 
-from .latency import RESULTS_DIR
+from .latency import RESULTS_DIR, collect_rows
 from .methods import evaluate_model, onnx_latency_ms
 
 STREAM_SIZE = ImageSize(640, 256)
@@ -87,7 +86,6 @@ def run_one(size: ImageSize, args: argparse.Namespace) -> list[dict[str, Any]]:
             rows.append({"size": str(size), "precision": precision, "refused": str(exc),
                          "train_minutes": metadata.training["train_seconds"] / 60.0,
                          "export_seconds": time.perf_counter() - started})
-            print(json.dumps(rows[-1]), flush=True)
             continue
         export_seconds = time.perf_counter() - started
         metrics = evaluate_model(report.path, spec, category)
@@ -102,7 +100,6 @@ def run_one(size: ImageSize, args: argparse.Namespace) -> list[dict[str, Any]]:
         if precision == "fp32":
             row["stream"] = stream_check(report.path, spec, category, run_dir)
         rows.append(row)
-        print(json.dumps(row), flush=True)
     return rows
 
 
@@ -176,13 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     sizes = [ImageSize.parse(s).check_trainable() for s in args.sizes]
-    rows: list[dict[str, Any]] = []
-    started = time.perf_counter()
-    for size in sizes:
-        rows += run_one(size, args)
-        write_text_atomic(args.out, markdown(rows, args))  # partial results survive an interruption
-    print(markdown(rows, args))
-    print(f"written to {args.out} in {(time.perf_counter() - started) / 60:.1f} min")
+    collect_rows([functools.partial(run_one, size, args) for size in sizes], functools.partial(markdown, args=args),
+                 args.out)
     return 0
 
 
