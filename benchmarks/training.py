@@ -36,7 +36,7 @@ def images_per_second(method_name: str, backbone: str, images: np.ndarray, devic
     method = get_method(method_name)
     method.setup(0, torch_device)
     net, graph = build_for_training(method, get_teacher_spec(backbone), build_teacher(backbone, pretrained=False),
-                                    images.shape[1], torch_device)
+                                    images.shape[1], torch_device, method.graph_options())
     step = TrainingStep(method, graph, method.optimizers(net, method.default_lr), amp_dtype)
     batch = torch.from_numpy(images).to(torch_device)
     net.train()

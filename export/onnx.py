@@ -169,7 +169,8 @@ def check_against_torch(
         teacher, student = graph.net(graph.normalize(x))
     head = graph.head
     ref_maps, ref_scores = papers_postprocess(
-        teacher, student, head.image_size, combine=head.combine, refinement=head.refinement
+        teacher, student, head.image_size, combine=head.combine, refinement=head.refinement,
+        image_score=head.image_score, top_fraction=head.top_fraction,
     )
     checks = {
         "n_images": len(images),

@@ -35,6 +35,17 @@ def refined_scores(distances: list[np.ndarray], upsampled: list[np.ndarray], sco
     return scores * (1.0 + peaks[np.arange(len(scores)), flattest])
 
 
+def image_scores(maps: np.ndarray, image_score: str = "max", top_fraction: float = 0.01) -> np.ndarray:
+    """(N, H, W) smoothed maps → (N,) image scores: the maximum, or the mean of the top ``top_fraction`` pixels."""
+    flat = maps.reshape(len(maps), -1)
+    if image_score == "max":
+        return flat.max(axis=1)
+    if image_score != "top_mean":
+        raise ValueError(f"unknown image score {image_score!r}")
+    count = max(1, round(flat.shape[1] * top_fraction))
+    return np.partition(flat, flat.shape[1] - count, axis=1)[:, -count:].mean(axis=1)
+
+
 def papers_postprocess(
     teacher: list[torch.Tensor],
     student: list[torch.Tensor],
@@ -42,6 +53,8 @@ def papers_postprocess(
     *,
     combine: str = "sum",
     refinement: bool = False,
+    image_score: str = "max",
+    top_fraction: float = 0.01,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Teacher/student features → (smoothed maps (N, H, W), scores (N,)) the way the official scripts compute them."""
@@ -58,7 +71,7 @@ def papers_postprocess(
     if combine == "mean":
         fused = fused / len(upsampled)
     maps = np.stack([gaussian_filter(m, sigma=SIGMA, mode="reflect") for m in fused])
-    scores = maps.reshape(len(maps), -1).max(axis=1)
+    scores = image_scores(maps, image_score, top_fraction)
     if refinement:
         scores = refined_scores(distances, upsampled, scores)
     return maps, scores

@@ -22,6 +22,33 @@ def image_size_argument(text: str) -> ImageSize:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def top_fraction_argument(text: str) -> float:
+    """``--top-fraction``: a share of the map's pixels, in (0, 1]."""
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def add_image_score_arguments(parser: argparse.ArgumentParser, image_score: str | None,
+                              top_fraction: float | None) -> None:
+    """``--image-score`` and ``--top-fraction``: how the graph turns its anomaly map into the image score.
+
+    Args:
+        parser: The sub-command's parser.
+        image_score: Default (None: keep what the run was trained with).
+        top_fraction: Default (None: keep the run's).
+    """
+    from train.components.anomaly_map import IMAGE_SCORES
+
+    keep = "the run's"
+    parser.add_argument("--image-score", choices=IMAGE_SCORES, default=image_score,
+                        help="image score from the anomaly map: max (the papers') or top_mean (mean of the "
+                             f"--top-fraction highest pixels) (default: {image_score or keep})")
+    parser.add_argument("--top-fraction", type=top_fraction_argument, default=top_fraction,
+                        help=f"share of the map's pixels that top_mean averages (default: {top_fraction or keep})")
+
+
 def add_test_folder_arguments(parser: argparse.ArgumentParser) -> None:
     """``--test-good``, ``--test-defect`` and ``--masks``: the test set of a plain-folder ``--data``."""
     parser.add_argument("--test-good", default=None,

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
+from export.reference import image_scores
 from train.components.anomaly_map import (
     AnomalyMapHead,
     GaussianBlur,
@@ -55,3 +56,27 @@ def test_head_is_per_sample_in_a_batch():
     torch.testing.assert_close(scores, maps.amax(dim=(1, 2)))
     mean_maps, _ = AnomalyMapHead(64, combine="mean")(teacher, student)
     torch.testing.assert_close(mean_maps * 3, maps)
+
+
+def test_top_mean_score_is_the_mean_of_the_highest_pixels_per_sample():
+    head = AnomalyMapHead((48, 32), image_score="top_mean", top_fraction=0.01)
+    assert head.top_count == 15  # round(48 * 32 * 0.01)
+    teacher = [torch.rand(3, 8, 12, 8), torch.rand(3, 16, 6, 4)]
+    student = [torch.rand_like(t) for t in teacher]
+    maps, scores = head(teacher, student)
+    flat = np.sort(maps.numpy().reshape(3, -1), axis=1)
+    np.testing.assert_allclose(scores.numpy(), flat[:, -15:].mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(image_scores(maps.numpy(), "top_mean", 0.01), scores.numpy(), rtol=1e-6)
+    assert (scores < maps.amax(dim=(1, 2))).all()  # below the maximum unless the top pixels are equal
+    everything = AnomalyMapHead((48, 32), image_score="top_mean", top_fraction=1.0)(teacher, student)[1]
+    torch.testing.assert_close(everything, maps.mean(dim=(1, 2)))
+
+
+def test_head_refuses_unknown_image_scores_and_fractions():
+    import pytest
+
+    with pytest.raises(ValueError, match="image_score"):
+        AnomalyMapHead(64, image_score="median")
+    for fraction in (0.0, 1.5):
+        with pytest.raises(ValueError, match="top_fraction"):
+            AnomalyMapHead(64, image_score="top_mean", top_fraction=fraction)

@@ -44,3 +44,29 @@ def test_benchmark_commands_have_help(module: str):
     result = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--help"], capture_output=True, text=True,
                             cwd=REPO)
     assert result.returncode == 0 and "--out" in result.stdout
+
+
+def test_score_study_synthesises_defects_only_where_it_says_and_chooses_on_the_selection_set(bottle_images):
+    """benchmarks.scores: synthetic defects change a region of each real good image (one cut-paste, one noise box
+    per image), and the choice follows the selection AUROC whatever the test AUROC says."""
+    import numpy as np
+
+    from benchmarks.scores import candidate_aurocs, choose, synthetic_defects
+    from sdk.image import prepare_image
+
+    good = np.stack([prepare_image(image, 128)[..., ::-1] for image in bottle_images.values()])
+    defects = synthetic_defects(good, seed=0)
+    assert defects.shape == (2 * len(good), *good.shape[1:]) and defects.dtype == np.uint8
+    for copy, original in zip(np.concatenate([defects[: len(good)], defects[len(good) :]]), np.tile(good, (2, 1, 1, 1)),
+                              strict=True):
+        changed = (copy != original).any(axis=2)
+        assert 0 < changed.mean() < 0.75  # a box, not the whole image
+    np.testing.assert_array_equal(defects, synthetic_defects(good, seed=0))
+
+    maps = np.zeros((4, 32, 32), np.float32)
+    maps[2:, :4, :4] = 1.0  # a large faint defect on the defective pair ...
+    maps[0, 0, 0] = 5.0  # ... and one hot pixel on a good image
+    aurocs = candidate_aurocs(np.array([0, 0, 1, 1]), maps)
+    assert aurocs["max"] == 0.5 and aurocs["top_mean:1%"] == 1.0
+    rows = [{"selection": {"max": 0.9, "top_mean:1%": 0.8}, "test": {"max": 0.1, "top_mean:1%": 1.0}}]
+    assert choose(rows) == "max"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from rdedge.main import build_parser, main
@@ -262,3 +263,25 @@ def test_train_refuses_a_device_it_cannot_use(capsys):
     if not __import__("torch").cuda.is_available():
         assert main(["train", "--data", "elpv:mono", "--out", "unused", "--device", "cuda:1"]) == 2
         assert "PyTorch sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_export_changes_the_image_score_and_recalibrates(tiny_run, tmp_path: Path, capsys):
+    """``rdedge export --image-score top_mean --refinement`` on a real run: the graph's score is the refined mean of
+    the top 1 % of its own map, recorded in the metadata, with thresholds calibrated again on that score."""
+    from sdk import Detector
+
+    out = tmp_path / "top.onnx"
+    assert main(["export", str(tiny_run[0]), "--out", str(out), "--image-score", "top_mean", "--top-fraction",
+                 "0.01", "--refinement", "--check-images", "2", "--quiet"]) == 0
+    det = Detector(out)
+    assert det.metadata.graph_options == {"combine": "sum", "refinement": True, "image_score": "top_mean",
+                                          "top_fraction": 0.01}
+    assert det.threshold != Detector(tiny_run[1].path).threshold
+    result = det(np.full((128, 128, 3), 90, np.uint8))
+    top = np.sort(result.anomaly_map.ravel())[-round(128 * 128 * 0.01):].mean()
+    assert result.score > top  # refined: (1 + v) times the top-pixel mean
+    for contradiction in (["--refinement", "--no-refinement"], ["--top-fraction", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["export", str(tiny_run[0]), *contradiction])
+        assert exit_info.value.code == 2
+        assert "--" in capsys.readouterr().err

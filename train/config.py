@@ -28,6 +28,9 @@ class TrainConfig:
         seed: Seed of initialisation, shuffling and the validation hold-out.
         validation_fraction: Share of good training images held out for calibration.
         sigmas: Threshold = validation mean + ``sigmas`` · std.
+        image_score: The graph's image score: ``max`` (the papers') or ``top_mean`` (mean of the map's
+            ``top_fraction`` highest pixels); ``rdedge export --image-score`` can change it without retraining.
+        top_fraction: Share of the map's pixels averaged by ``top_mean``.
         max_train_images: Use only the first N training images (quick runs and tests); all when None.
         method_options: Method-specific options (e.g. ``{"refinement": False}`` for DRD).
         test_good: Plain-folder data only: good test images (for ``rdedge evaluate``; never trained on).
@@ -51,6 +54,8 @@ class TrainConfig:
     seed: int = 0
     validation_fraction: float = 0.1
     sigmas: float = 3.0
+    image_score: str = "max"
+    top_fraction: float = 0.01
     max_train_images: int | None = None
     method_options: dict[str, Any] = field(default_factory=dict)
     test_good: str | None = None

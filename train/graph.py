@@ -53,6 +53,8 @@ class DetectorGraph(nn.Module):
         combine: How the head fuses scales (``sum`` or ``mean``).
         refinement: DRD's detection refinement of the image score.
         sigma: Gaussian σ of the head.
+        image_score: ``max`` or ``top_mean`` (see :class:`~train.components.anomaly_map.AnomalyMapHead`).
+        top_fraction: Share of pixels averaged by ``top_mean``.
 
     ``forward(images)`` takes (N, H, W, 3) uint8 RGB and returns ``(anomaly_map (N, H, W), score (N,))``, float32.
     """
@@ -64,11 +66,14 @@ class DetectorGraph(nn.Module):
         combine: str = "sum",
         refinement: bool = False,
         sigma: float = 4.0,
+        image_score: str = "max",
+        top_fraction: float = 0.01,
     ) -> None:
         super().__init__()
         self.normalize = InputNormalizer(net.spec.mean, net.spec.std)
         self.net = net
-        self.head = AnomalyMapHead(image_size, sigma=sigma, combine=combine, refinement=refinement)
+        self.head = AnomalyMapHead(image_size, sigma=sigma, combine=combine, refinement=refinement,
+                                   image_score=image_score, top_fraction=top_fraction)
         self.compute_dtype = torch.float32
 
     def half_network(self) -> DetectorGraph:

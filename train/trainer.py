@@ -139,11 +139,16 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+def graph_options(method: Method, config: TrainConfig) -> dict[str, Any]:
+    """The deployable graph's head options: the method's, with the run's image score."""
+    return {**method.graph_options(), "image_score": config.image_score, "top_fraction": config.top_fraction}
+
+
 def build_for_training(method: Method, spec: TeacherSpec, teacher: torch.nn.Module, image_size: ImageSize,
-                       device: torch.device) -> tuple[ReverseDistillationNet, DetectorGraph]:
+                       device: torch.device, options: dict[str, Any]) -> tuple[ReverseDistillationNet, DetectorGraph]:
     """The method's network and its deployable graph on ``device`` (CUDA: channels-last, cuDNN autotuning)."""
     net = method.build(spec, teacher)
-    graph = DetectorGraph(net, image_size, **method.graph_options()).to(device)
+    graph = DetectorGraph(net, image_size, **options).to(device)
     if device.type == "cuda":
         net.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
@@ -238,7 +243,8 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
     train_images = load_prepared(train_samples, size, desc="train images", progress=progress)
     val_images = load_prepared(dataset.validation, size, desc="validation images", progress=progress)
 
-    net, graph = build_for_training(method, spec, teacher, size, device)
+    options = graph_options(method, config)
+    net, graph = build_for_training(method, spec, teacher, size, device, options)
     optimize = TrainingStep(method, graph, method.optimizers(net, config.lr or method.default_lr), amp_dtype)
     images_on_host = torch.from_numpy(train_images)
     if device.type == "cuda":
@@ -287,7 +293,7 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
         input_mean=spec.mean,
         input_std=spec.std,
         versions=software_versions(),
-        graph_options=method.graph_options(),
+        graph_options=options,
         training={
             **settings,
             **({"resumed_from_epoch": point.epoch} if saved is not None else {}),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..arguments import add_precision_argument
+from ..arguments import add_image_score_arguments, add_precision_argument
 
 NAME = "export"
 HELP = "Export a trained run to one self-checked ONNX detector graph."
@@ -22,14 +22,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, at least 17 (default: 18)")
     parser.add_argument("--check-images", type=int, default=8,
                         help="real images for the ONNX Runtime vs PyTorch self-check (default: 8)")
-    parser.add_argument("--no-refinement", action="store_true",
-                        help="DRD ablation: export without the detection refinement")
+    refinement = parser.add_mutually_exclusive_group()
+    refinement.add_argument("--no-refinement", action="store_true",
+                            help="DRD ablation: export without the detection refinement")
+    refinement.add_argument("--refinement", action="store_true",
+                            help="apply DRD's detection refinement to the image score (any method)")
+    add_image_score_arguments(parser, None, None)
+
+
+def graph_overrides(args: argparse.Namespace) -> dict[str, object] | None:
+    """Head options the command line changes from the trained run's (None: none)."""
+    overrides: dict[str, object] = {}
+    if args.refinement or args.no_refinement:
+        overrides["refinement"] = bool(args.refinement)
+    if args.image_score is not None:
+        overrides["image_score"] = args.image_score
+    if args.top_fraction is not None:
+        overrides["top_fraction"] = args.top_fraction
+    return overrides or None
 
 
 def run(args: argparse.Namespace) -> int:
     from export.onnx import export_onnx
 
-    overrides = {"refinement": False} if args.no_refinement else None
+    overrides = graph_overrides(args)
     report = export_onnx(args.run, args.out, opset=args.opset, check_images=args.check_images,
                          graph_overrides=overrides, precision=args.precision, calib_images=args.calib_images,
                          calib_method=args.calib_method, progress=not args.quiet)

@@ -7,7 +7,13 @@ import argparse
 from sdk.contract import ImageSize
 from train.config import AMP_MODES, TrainConfig
 
-from ..arguments import add_test_folder_arguments, image_size_argument, parse_options, test_folders
+from ..arguments import (
+    add_image_score_arguments,
+    add_test_folder_arguments,
+    image_size_argument,
+    parse_options,
+    test_folders,
+)
 
 NAME = "train"
 HELP = "Train a model on good images and calibrate its threshold."
@@ -42,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sigmas", type=float, default=defaults.sigmas,
                         help="thresholds = validation mean + SIGMAS x std of good images' scores (image) and map "
                              f"maxima (pixel) (default: {defaults.sigmas:g})")
+    add_image_score_arguments(parser, defaults.image_score, defaults.top_fraction)
     parser.add_argument("--max-train-images", type=int, default=None, help="train on at most N images (quick runs)")
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                         help="method option, repeatable: drd refinement=false; reason suppression_target=teacher")
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, category=args.category, method=args.method, backbone=args.backbone,
         weights=args.weights, epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, validation_fraction=args.validation_fraction, sigmas=args.sigmas,
+        image_score=args.image_score, top_fraction=args.top_fraction,
         max_train_images=args.max_train_images, method_options=parse_options(args.method_option),
         device=args.device, amp=args.amp, **test_folders(args),
     )

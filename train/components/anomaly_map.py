@@ -10,7 +10,9 @@ ONNX- and TensorRT-friendly operations only, batched and shape-agnostic in N:
 * Gaussian σ = 4 as a separable pair of 33-tap convolutions with constant weights. The borders are padded
   half-sample-symmetrically (``d c b a | a b c d``) with a constant-index Gather, which is exactly SciPy's
   ``gaussian_filter(mode="reflect", truncate=4.0)``, the papers' host-side smoothing;
-* image score = maximum of the smoothed map; optionally DRD's *detection refinement*, per sample:
+* image score = maximum of the smoothed map (the papers'), or the mean of its top ``top_fraction`` pixels
+  (``image_score="top_mean"``: TopK + ReduceMean; one hot pixel no longer decides a part alone);
+  optionally DRD's *detection refinement*, per sample:
   ``score = (1 + v_k*) · max(map)`` where ``v_k`` is the peak of scale k's distance map at its native resolution
   and ``k* = argmin_k Var(upsampled map k)`` (unbiased variance), the flattest scale. Exported as
   ReduceMax / variance / ArgMin / GatherElements, no host-side step.
@@ -23,6 +25,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sdk.contract import ImageSize
+
+IMAGE_SCORES = ("max", "top_mean")
+"""Image score functions of the head: the map's maximum, or the mean of its highest pixels."""
+
+
+def top_pixel_count(image_size: ImageSize | int, top_fraction: float) -> int:
+    """Pixels in the top ``top_fraction`` of a map of ``image_size`` (at least one)."""
+    size = ImageSize.parse(image_size)
+    return max(1, round(size.height * size.width * top_fraction))
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> Tensor:
@@ -90,17 +101,30 @@ class AnomalyMapHead(nn.Module):
         sigma: Gaussian σ in pixels (4, as all four papers).
         combine: ``sum`` or ``mean`` of the upsampled per-scale maps.
         refinement: Apply DRD's detection refinement to the image score.
+        image_score: ``max`` (the papers') or ``top_mean`` (mean of the ``top_fraction`` highest pixels).
+        top_fraction: Share of the map's pixels averaged by ``top_mean`` (at least one pixel).
     """
 
     def __init__(self, image_size: ImageSize | int, sigma: float = 4.0, combine: str = "sum",
-                 refinement: bool = False) -> None:
+                 refinement: bool = False, image_score: str = "max", top_fraction: float = 0.01) -> None:
         super().__init__()
         if combine not in ("sum", "mean"):
             raise ValueError(f"combine must be 'sum' or 'mean', got {combine!r}")
+        if image_score not in IMAGE_SCORES:
+            raise ValueError(f"image_score must be one of {IMAGE_SCORES}, got {image_score!r}")
+        if not 0.0 < top_fraction <= 1.0:
+            raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction!r}")
         self.image_size = ImageSize.parse(image_size)
         self.combine = combine
         self.refinement = refinement
+        self.image_score = image_score
+        self.top_fraction = top_fraction
         self.blur = GaussianBlur(image_size, sigma)
+
+    @property
+    def top_count(self) -> int:
+        """Pixels averaged by ``top_mean``."""
+        return top_pixel_count(self.image_size, self.top_fraction)
 
     def upsample(self, distance: Tensor) -> Tensor:
         """(N, h, w) → (N, H, W), bilinear with ``align_corners=True``."""
@@ -122,7 +146,10 @@ class AnomalyMapHead(nn.Module):
         distances = [cosine_distance_map(t, s) for t, s in zip(teacher, student, strict=True)]
         upsampled = [self.upsample(d) for d in distances]
         smoothed = self.blur(self.fuse(upsampled))
-        score = smoothed.amax(dim=(1, 2))
+        if self.image_score == "top_mean":
+            score = smoothed.flatten(1).topk(self.top_count, dim=1).values.mean(dim=1)
+        else:
+            score = smoothed.amax(dim=(1, 2))
         if self.refinement:
             score = score * (1.0 + refinement_peak(distances, upsampled))
         return smoothed, score
@@ -145,9 +172,11 @@ def refinement_peak(distances: list[Tensor], upsampled: list[Tensor]) -> Tensor:
 
 
 __all__ = [
+    "IMAGE_SCORES",
     "AnomalyMapHead",
     "GaussianBlur",
     "cosine_distance_map",
     "gaussian_kernel1d",
     "symmetric_pad_index",
+    "top_pixel_count",
 ]
