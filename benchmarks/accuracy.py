@@ -66,7 +66,8 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
     metrics = evaluate_model(report.path, spec, category)
     return {"set": name, "method": method, **{k: metrics[k] for k in METRICS},
             "train_minutes": metadata.training["train_seconds"] / 60.0, "ms": onnx_latency_ms(report.path),
-            "runtime": "ONNX Runtime", "epochs": config.epochs}
+            "runtime": "ONNX Runtime", "epochs": config.epochs,
+            "size": str(metadata.image_size)}
 
 
 def run_baseline(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -75,13 +76,15 @@ def run_baseline(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     from sdk.datasets import load_dataset, load_prepared
     from sdk.evaluate import evaluate_detector
+    from train.trainer import resolve_image_size
 
     from .patchcore import PatchNearestNeighbour
 
     spec, category = dataset_spec(name)
     defaults = TrainConfig(data=spec, out="")
     dataset = load_dataset(spec, category, validation_fraction=defaults.validation_fraction, seed=args.seed)
-    baseline = PatchNearestNeighbour(defaults.backbone, defaults.image_size, seed=args.seed)
+    size = resolve_image_size(defaults.image_size, dataset.train)  # the RD runs' size (auto: the parts' aspect)
+    baseline = PatchNearestNeighbour(defaults.backbone, size, seed=args.seed)
     started = time.perf_counter()
     baseline.fit(load_prepared(dataset.train, baseline.image_size, progress=False),
                  load_prepared(dataset.validation, baseline.image_size, progress=False))
@@ -91,7 +94,7 @@ def run_baseline(name: str, args: argparse.Namespace) -> dict[str, Any]:
     ms = summarize(time_calls(lambda: baseline.predict_batch([image], rgb=True), 2, 10), 1)["median_ms"]
     return {"set": name, "method": f"{BASELINE} (patch NN)", **{k: metrics[k] for k in METRICS},
             "train_minutes": fit_minutes, "ms": ms, "runtime": "PyTorch", "epochs": None,
-            "bank": int(baseline.bank.shape[0])}
+            "bank": int(baseline.bank.shape[0]), "size": str(size)}
 
 
 def run_one(name: str, method: str, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -107,7 +110,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         "# Accuracy over every public set",
         "",
-        f"{datetime.date.today().isoformat()}; default recipe: {defaults.backbone}, {defaults.image_size} px, "
+        f"{datetime.date.today().isoformat()}; default recipe: {defaults.backbone}, input size {defaults.image_size}, "
         f"{args.epochs or defaults.epochs} epochs, batch {defaults.batch_size}, seed {args.seed}; "
         f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU. RD rows: metrics from the exported ONNX through "
         "`sdk.Detector`. Baseline: patch nearest-neighbour on the same teacher's stride-8/16 features "
@@ -116,12 +119,13 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         "Reproduce: `python -m benchmarks.accuracy`.",
         "",
-        "| set | method | image AUROC | pixel AUROC | AUPRO | F1 | train (fit) min | ms (b1) | runtime |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| set | method | size | image AUROC | pixel AUROC | AUPRO | F1 | train (fit) min | ms (b1) | runtime |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['set']} | {r['method']} | {f(r['image_auroc'])} | {f(r['pixel_auroc'])} | "
-                     f"{f(r['aupro'])} | {f(r['f1'])} | {r['train_minutes']:.1f} | {r['ms']:.1f} | {r['runtime']} |")
+        lines.append(f"| {r['set']} | {r['method']} | {r.get('size', '')} | {f(r['image_auroc'])} | "
+                     f"{f(r['pixel_auroc'])} | {f(r['aupro'])} | {f(r['f1'])} | {r['train_minutes']:.1f} | "
+                     f"{r['ms']:.1f} | {r['runtime']} |")
     lines += ["", "ELPV has image-level labels only: pixel AUROC and AUPRO are n/a.", ""]
     return "\n".join(lines)
 

@@ -14,9 +14,13 @@ def add_model_argument(parser: argparse.ArgumentParser, formats: str = ".onnx (o
     parser.add_argument("model", help=f"exported {formats} file, or a run folder holding model.onnx")
 
 
-def image_size_argument(text: str) -> ImageSize:
-    """``--image-size``: ``256`` or ``HEIGHTxWIDTH``, each side a multiple of 32 and at least 64."""
+def image_size_argument(text: str) -> ImageSize | str:
+    """``--image-size``: ``auto`` / ``auto:N``, ``256`` or ``HEIGHTxWIDTH``, each side a multiple of 32, at least 64."""
+    from train.config import auto_short_side
+
     try:
+        if auto_short_side(text) is not None:
+            return text.strip().lower()
         return ImageSize.parse(text).check_trainable()
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc

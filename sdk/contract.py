@@ -38,6 +38,8 @@ SIZE_MULTIPLE = 32
 """Both sides of a model input are multiples of this (the teachers downsample by 32)."""
 MIN_SIDE = 64
 """The smallest side a model input may have."""
+MAX_ASPECT = 4.0
+"""Longest side / shortest side that :meth:`ImageSize.fit_aspect` gives (longer parts are squashed to it)."""
 
 
 class ImageSize(NamedTuple):
@@ -100,6 +102,23 @@ class ImageSize(NamedTuple):
     def cv2_size(self) -> tuple[int, int]:
         """(width, height), the order of ``cv2.resize`` and ``cv2.VideoWriter``."""
         return self.width, self.height
+
+    @classmethod
+    def fit_aspect(cls, height: float, width: float, short_side: int = 256) -> ImageSize:
+        """The trainable size closest to an image's aspect: the short side ``short_side``, the long side scaled by the
+        aspect and rounded to a multiple of :data:`SIZE_MULTIPLE` (at most :data:`MAX_ASPECT` times the short side).
+
+        Args:
+            height: Image height (any unit: only the ratio counts).
+            width: Image width.
+            short_side: The model's shorter side, a multiple of :data:`SIZE_MULTIPLE`.
+        """
+        if height <= 0 or width <= 0:
+            raise ValueError(f"image sides must be positive, got {height} x {width}")
+        aspect = min(max(height, width) / min(height, width), MAX_ASPECT)
+        long_side = max(short_side, SIZE_MULTIPLE * round(short_side * aspect / SIZE_MULTIPLE))
+        size = cls(long_side, short_side) if height > width else cls(short_side, long_side)
+        return size.check_trainable()
 
     def __str__(self) -> str:
         return str(self.height) if self.is_square else f"{self.height}x{self.width}"

@@ -89,6 +89,41 @@ def test_cut_paste_changes_the_pasted_region_and_target_follows(real_batch):
     assert target[pasted].mean() > 0
 
 
+def test_drd_difference_target_sees_patches_on_grey_parts_where_the_papers_cosine_is_blind(kolektor_subset: Path):
+    """On real grey KolektorSDD strips, the paper's RGB-cosine target is ~0 inside pasted patches (a pasted patch
+    changes intensity, not colour), so DRD's segmentation loss learns nothing there; the ``difference`` target
+    (``--method-option segmentation_target=difference``) is clearly positive inside and exactly 0 outside."""
+    from train.graph import InputNormalizer
+    from train.methods.drd.synthesis import segmentation_target
+
+    images = unit_images(torch.from_numpy(load_prepared(load_dataset(str(kolektor_subset)).train[:8], "160x64",
+                                                        progress=False)))
+    pseudo, pasted = cut_paste(images, np.random.default_rng(0))
+    normalize = InputNormalizer((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)).from_unit
+    cosine = segmentation_target("cosine", normalize(pseudo), normalize(images))
+    difference = segmentation_target("difference", normalize(pseudo), normalize(images))
+    changed = pasted & ((pseudo - images).abs().amax(dim=1) > 0.02)
+    assert float(cosine[changed].mean()) < 0.02  # blind on grey
+    assert float(difference[changed].mean()) > 0.2 and float(difference[~pasted].abs().max()) == 0.0
+    assert float(difference.max()) <= 2.0
+    assert get_method("drd", segmentation_target="difference").options["segmentation_target"] == "difference"
+    with pytest.raises(ValueError, match="segmentation_target"):
+        get_method("drd", segmentation_target="mask")
+
+
+def test_reason_noise_scale_is_an_option():
+    stem = torch.rand(6, 16, 32, 32)
+    generator = torch.Generator().manual_seed(0)
+    weak = inject_latent_noise(stem, generator)[0] - stem
+    strong = inject_latent_noise(stem, torch.Generator().manual_seed(0), std=0.05)[0] - stem
+    torch.testing.assert_close(strong, weak * (0.05 / 0.015))  # same draws, scaled
+    method = get_method("reason", noise_std=0.05)
+    assert method.noise_std == 0.05 and method.options["noise_std"] == 0.05
+    assert get_method("reason").noise_std == 0.015  # the paper's
+    with pytest.raises(ValueError, match="noise_std"):
+        get_method("reason", noise_std=0)
+
+
 def test_latent_noise_touches_half_the_batch_inside_one_patch():
     stem = torch.rand(6, 16, 32, 32)
     noisy, selected = inject_latent_noise(stem, torch.Generator().manual_seed(0))
@@ -235,7 +270,8 @@ def test_every_method_exports_with_parity_and_runs_in_the_detector(method_run, b
     results = det.predict_batch(list(bottle_images.values()))
     assert all(np.isfinite(r.score) and r.anomaly_map.shape == (128, 128) for r in results)
     if method == "drd":
-        assert det.metadata.graph_options == {"combine": "mean", "refinement": True}
+        assert det.metadata.graph_options == {"combine": "mean", "refinement": True, "image_score": "max",
+                                              "top_fraction": 0.01}
         assert all(r.score > float(r.anomaly_map.max()) for r in results)  # (1 + v) · max
 
 
@@ -327,7 +363,8 @@ def test_method_options_are_validated():
         get_method("rd4ad", refinement=True)
 
 
-@pytest.mark.parametrize(("method", "valid"), [("drd", "refinement"), ("reason", "suppression_target"),
+@pytest.mark.parametrize(("method", "valid"), [("drd", "refinement, segmentation_target"),
+                                                ("reason", "suppression_target, noise_std"),
                                                 ("rdpp", "none"), ("rd4ad", "none")])
 def test_an_unknown_method_option_is_one_clear_error_listing_the_valid_ones(method, valid, capsys):
     """Defect: ``--method-option`` unknown to drd or reason ended in a TypeError traceback."""

@@ -70,6 +70,38 @@ def test_sizes_the_teacher_cannot_halve_five_times_are_refused_naming_the_side(v
     assert result.returncode == 2 and f"image {side} must be a multiple of 32" in result.stderr
 
 
+@pytest.mark.parametrize(("height", "width", "short", "expected"), [
+    (645, 256, 256, (640, 256)),  # KolektorSDD strips
+    (341, 256, 256, (352, 256)),  # MVTec 3D-AD tire
+    (900, 900, 256, (256, 256)),  # MVTec AD bottle
+    (300, 300, 256, (256, 256)),  # ELPV cells
+    (256, 645, 128, (128, 320)),  # a wide part, short side 128
+    (4000, 100, 64, (256, 64)),   # longer than MAX_ASPECT: squashed to 4:1
+])
+def test_auto_size_keeps_the_aspect_with_sides_the_teacher_can_halve(height, width, short, expected):
+    size = ImageSize.fit_aspect(height, width, short)
+    assert size == expected and size.check_trainable() == size
+
+
+def test_auto_image_size_is_measured_on_the_training_images(kolektor_subset: Path):
+    """``--image-size auto`` on real KolektorSDD strips gives 640x256; ``auto:128`` scales the short side; a bad
+    ``auto:N`` is refused by the command line before anything runs."""
+    from train.config import auto_short_side
+    from train.trainer import resolve_image_size
+
+    train_samples = load_dataset(str(kolektor_subset)).train
+    assert resolve_image_size("auto", train_samples) == (640, 256)
+    assert resolve_image_size("auto:128", train_samples) == (320, 128)
+    assert resolve_image_size("256x640", train_samples) == (256, 640)  # a fixed size is not measured
+    assert auto_short_side("AUTO") == 256 and auto_short_side(256) is None and auto_short_side("256") is None
+    for bad in ("auto:100", "auto:x"):
+        with pytest.raises(ValueError):
+            auto_short_side(bad)
+        result = subprocess.run([sys.executable, "-m", "rdedge", "train", "--data", "x", "--out", "y", "--image-size",
+                                 bad], capture_output=True, text=True, cwd=REPO)
+        assert result.returncode == 2 and "--image-size" in result.stderr
+
+
 def test_metadata_stores_height_by_width_and_still_reads_square_models(tiny_onnx: Path):
     meta = Detector(tiny_onnx).metadata
     wide = meta.replace(image_size=ImageSize(HEIGHT, WIDTH))

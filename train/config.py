@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sdk.contract import ImageSize
+
 DEFAULT_EPOCHS = 30
 """Training epochs when none are given (``rdedge train``, :class:`TrainConfig`, the README)."""
 
@@ -21,7 +23,9 @@ class TrainConfig:
         backbone: Teacher name.
         weights: Local teacher weights file (ResNets).
         epochs: Training epochs (fixed; no model selection).
-        image_size: Model input size: a side (``256``, square) or height x width (``"256x640"`` or ``(256, 640)``),
+        image_size: Model input size: ``"auto"`` (the training images' median aspect, short side 256;
+            ``"auto:320"`` for another short side), a side (``256``, square) or height x width (``"256x640"`` or
+            ``(256, 640)``),
             each a multiple of 32 and at least 64. Images are resized to it (no crop, no padding).
         batch_size: Images per step.
         lr: Student learning rate; the method's default when None.
@@ -48,7 +52,7 @@ class TrainConfig:
     backbone: str = "efficientnet_lite0"
     weights: str | None = None
     epochs: int = DEFAULT_EPOCHS
-    image_size: int | str | tuple[int, int] = 256
+    image_size: int | str | tuple[int, int] = "auto"
     batch_size: int = 16
     lr: float | None = None
     seed: int = 0
@@ -71,4 +75,27 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 """What ``--amp`` takes."""
 
 
-__all__ = ["AMP_MODES", "DEFAULT_EPOCHS", "DEVICES", "TrainConfig"]
+AUTO_SIZE = "auto"
+"""``image_size`` that follows the training images' aspect (see :func:`auto_short_side`)."""
+AUTO_SHORT_SIDE = 256
+"""The short side of an ``auto`` size unless ``auto:N`` says otherwise."""
+
+
+def auto_short_side(value: object) -> int | None:
+    """The short side an ``auto`` / ``auto:N`` image size asks for; None for a fixed size.
+
+    Raises:
+        ValueError: ``auto:N`` with N not a multiple of 32 of at least 64.
+    """
+    if not isinstance(value, str) or not value.strip().lower().startswith(AUTO_SIZE):
+        return None
+    _, _, side = value.strip().lower().partition(":")
+    if not side:
+        return AUTO_SHORT_SIDE
+    if not side.isdigit():
+        raise ValueError(f"not an image size: {value!r} (auto, or auto:N with N the short side)")
+    ImageSize.parse(int(side)).check_trainable()
+    return int(side)
+
+
+__all__ = ["AMP_MODES", "AUTO_SIZE", "DEFAULT_EPOCHS", "DEVICES", "TrainConfig", "auto_short_side"]

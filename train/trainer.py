@@ -7,6 +7,7 @@ import json
 import platform
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,14 @@ from tqdm import tqdm
 
 import sdk
 from sdk.contract import ImageSize
-from sdk.datasets import FOLDER_TEST_KEYS, PACKAGED_SCHEMES, TRAIN_LOG, load_dataset, load_prepared
+from sdk.datasets import FOLDER_TEST_KEYS, PACKAGED_SCHEMES, TRAIN_LOG, Sample, load_dataset, load_prepared
 from sdk.errors import RdedgeError
 from sdk.fileio import write_text_atomic
 from sdk.metadata import ModelMetadata, ScoreCalibration
 
 from .backbones import TeacherSpec, build_teacher, get_teacher_spec
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
-from .config import AMP_MODES, DEVICES, TrainConfig
+from .config import AMP_MODES, DEVICES, TrainConfig, auto_short_side
 from .graph import DetectorGraph
 from .methods import Method, get_method
 from .model import ReverseDistillationNet
@@ -139,6 +140,23 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+def resolve_image_size(value: object, samples: Sequence[Sample], max_read: int = 64) -> ImageSize:
+    """The run's input size: a fixed size as given, or ``auto`` / ``auto:N`` fitted to the training images.
+
+    ``auto`` keeps the parts' shape: the median height/width ratio of (at most ``max_read``, evenly spaced) training
+    images, the short side 256 (or N), the long side rounded to a multiple of 32 (:meth:`ImageSize.fit_aspect`).
+    Square images give a square size; KolektorSDD's 256 x ~645 strips give ``640x256``.
+    """
+    short_side = auto_short_side(value)
+    if short_side is None:
+        return ImageSize.parse(value).check_trainable()  # type: ignore[arg-type]
+    if not samples:
+        raise ValueError("image size auto needs training images to measure")
+    picks = samples[:: max(1, len(samples) // max_read)][:max_read]
+    aspects = [image.shape[0] / image.shape[1] for image in (sample.load_image() for sample in picks)]
+    return ImageSize.fit_aspect(float(np.median(aspects)), 1.0, short_side)
+
+
 def graph_options(method: Method, config: TrainConfig) -> dict[str, Any]:
     """The deployable graph's head options: the method's, with the run's image score."""
     return {**method.graph_options(), "image_score": config.image_score, "top_fraction": config.top_fraction}
@@ -221,7 +239,12 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
     """
     if config.epochs < 1 or config.batch_size < 1:
         raise ValueError("epochs and batch size must be at least 1")
-    size = ImageSize.parse(config.image_size).check_trainable()
+    dataset = load_dataset(
+        config.data, config.category, validation_fraction=config.validation_fraction, seed=config.seed,
+        test_good=config.test_good, test_defect=config.test_defect, masks=config.masks,
+    )
+    train_samples = dataset.train[: config.max_train_images] if config.max_train_images else dataset.train
+    size = resolve_image_size(config.image_size, train_samples)
     device = resolve_device(config.device)
     amp_dtype = resolve_amp(config.amp, device)
     settings = run_settings(config, size, device, amp_dtype)
@@ -235,11 +258,6 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
     method.setup(config.seed, device)
     spec = get_teacher_spec(config.backbone)
     teacher = build_teacher(config.backbone, config.weights)  # fails loudly when weights are missing
-    dataset = load_dataset(
-        config.data, config.category, validation_fraction=config.validation_fraction, seed=config.seed,
-        test_good=config.test_good, test_defect=config.test_defect, masks=config.masks,
-    )
-    train_samples = dataset.train[: config.max_train_images] if config.max_train_images else dataset.train
     train_images = load_prepared(train_samples, size, desc="train images", progress=progress)
     val_images = load_prepared(dataset.validation, size, desc="validation images", progress=progress)
 

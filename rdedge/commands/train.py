@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from sdk.contract import ImageSize
 from train.config import AMP_MODES, TrainConfig
 
 from ..arguments import (
@@ -34,9 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local ImageNet weights file for a ResNet teacher (default: the torch hub cache)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs,
                         help=f"training epochs, fixed (default: {defaults.epochs})")
-    parser.add_argument("--image-size", type=image_size_argument, default=ImageSize.parse(defaults.image_size),
-                        help="model input: a side (256, square) or HEIGHTxWIDTH (640x256 for tall strips, 256x640 "
-                             "for wide ones), each a multiple of 32; images are resized to it, so keep their aspect "
+    parser.add_argument("--image-size", type=image_size_argument, default=image_size_argument(str(defaults.image_size)),
+                        help="model input: auto (the training images' aspect, short side 256; auto:N for short side "
+                             "N), a side (256, square) or HEIGHTxWIDTH (640x256 for tall strips, 256x640 for wide "
+                             "ones), each a multiple of 32; images are resized to it, so keep their aspect "
                              f"(default: {defaults.image_size})")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help=f"images per step (default: {defaults.batch_size})")

@@ -27,7 +27,7 @@ from ...graph import DetectorGraph
 from ...losses import channel_cosine_loss, pixel_cosine_loss, sum_over_scales
 from ...model import ReverseDistillationNet
 from ..base import Method, unit_images
-from .synthesis import cut_paste, similarity_target
+from .synthesis import SEGMENTATION_TARGETS, cut_paste, segmentation_target
 
 FEATURE_NOISE = 0.1
 SEGMENTATION_WEIGHT = 0.1
@@ -39,16 +39,22 @@ class DRD(Method):
 
     Args:
         refinement: Use the detection refinement in the exported score (default True; False for the ablation).
+        segmentation_target: Soft target of the segmentation loss: ``cosine`` (the paper's 1 − cos over RGB) or
+            ``difference`` (mean absolute intensity difference; for grey parts, where the RGB cosine of a pasted
+            patch is ~0 and the pseudo-abnormal branch learns nothing; :func:`.synthesis.difference_target`).
     """
 
     name = "drd"
     combine = "mean"
-    option_names = ("refinement",)
+    option_names = ("refinement", "segmentation_target")
 
-    def __init__(self, refinement: bool = True) -> None:
+    def __init__(self, refinement: bool = True, segmentation_target: str = "cosine") -> None:
         super().__init__()
+        if segmentation_target not in SEGMENTATION_TARGETS:
+            raise ValueError(f"segmentation_target must be one of {SEGMENTATION_TARGETS}, got {segmentation_target!r}")
         self.use_refinement = bool(refinement)
-        self.options = {"refinement": self.use_refinement}
+        self.segmentation_target = segmentation_target
+        self.options = {"refinement": self.use_refinement, "segmentation_target": segmentation_target}
 
     def graph_options(self) -> dict[str, object]:
         return {"combine": self.combine, "refinement": self.use_refinement}
@@ -65,7 +71,7 @@ class DRD(Method):
         clean = graph.normalize(images)
         pseudo01, _ = cut_paste(unit_images(images), self.rng)  # host-side draws, tensors on the images' device
         pseudo = graph.normalize.from_unit(pseudo01)
-        target = similarity_target(pseudo, clean)
+        target = segmentation_target(self.segmentation_target, pseudo, clean)
 
         teacher = net.encode(clean)
         student = net.decode(teacher)

@@ -25,7 +25,7 @@ from ...graph import DetectorGraph
 from ...losses import flattened_cosine_loss, pixel_cosine_loss, sum_over_scales
 from ...model import ReverseDistillationNet
 from ..base import Method
-from .noise import inject_latent_noise
+from .noise import NOISE_STD, inject_latent_noise
 
 ASL_LR = 0.001
 BLOCK_WEIGHT = 0.2
@@ -38,18 +38,23 @@ class REASON(Method):
 
     Args:
         suppression_target: ``decoder`` (released code, default) or ``teacher`` (paper figure).
+        noise_std: Standard deviation of the latent noise on the stem features (the paper's 0.015, default). Grey
+            parts with low-contrast defects may need a stronger (e.g. 0.05) perturbation to resemble them.
     """
 
     name = "reason"
 
-    option_names = ("suppression_target",)
+    option_names = ("suppression_target", "noise_std")
 
-    def __init__(self, suppression_target: str = "decoder") -> None:
+    def __init__(self, suppression_target: str = "decoder", noise_std: float = NOISE_STD) -> None:
         super().__init__()
         if suppression_target not in TARGETS:
             raise ValueError(f"suppression_target must be one of {TARGETS}, got {suppression_target!r}")
+        if not noise_std > 0:
+            raise ValueError(f"noise_std must be positive, got {noise_std!r}")
         self.suppression_target = suppression_target
-        self.options = {"suppression_target": suppression_target}
+        self.noise_std = float(noise_std)
+        self.options = {"suppression_target": suppression_target, "noise_std": self.noise_std}
 
     def build(self, spec: TeacherSpec, teacher: torch.nn.Module) -> ReverseDistillationNet:
         oce_blocks = 3 if spec.name == "resnet18" else None
@@ -66,7 +71,7 @@ class REASON(Method):
         with torch.no_grad():
             stem = net.teacher.forward_stem(graph.normalize(images))
             clean = net.teacher.forward_stages(stem)
-            noisy_stem, _ = inject_latent_noise(stem, self.generator, self.device_generator)
+            noisy_stem, _ = inject_latent_noise(stem, self.generator, self.device_generator, std=self.noise_std)
             noisy = net.teacher.forward_stages(noisy_stem)
         suppressed = net.project(noisy)
         student = net.decoder(net.bottleneck(suppressed))
