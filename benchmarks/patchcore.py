@@ -46,14 +46,16 @@ PROJECTION_DIMS = 128
 """Dimensions of the random projection in which the coreset's distances are measured."""
 
 
-def greedy_coreset(features: Tensor, size: int, seed: int = 0, chunk: int = 65536) -> Tensor:
+def greedy_coreset(features: Tensor, size: int, seed: int = 0) -> Tensor:
     """Indices of ``size`` rows chosen by greedy k-centre selection (each pick the row farthest from those picked).
+
+    Squared distances to each new centre come from one matrix-vector product, ``|x|² − 2 x·c + |c|²``, in float32
+    (no (N, D) temporaries per pick: 16k picks over 480k patches take about two minutes on 2 cores, not twenty).
 
     Args:
         features: (N, D) patch features.
         size: Rows to keep.
         seed: Seed of the random projection and of the first pick.
-        chunk: Rows per distance update (bounds memory).
     """
     n = features.shape[0]
     if size >= n:
@@ -62,15 +64,15 @@ def greedy_coreset(features: Tensor, size: int, seed: int = 0, chunk: int = 6553
     if features.shape[1] > PROJECTION_DIMS:
         projection = torch.randn(features.shape[1], PROJECTION_DIMS, generator=generator) / PROJECTION_DIMS**0.5
         features = features @ projection
+    features = features.float().contiguous()
+    squared = (features**2).sum(dim=1)
     picked = torch.empty(size, dtype=torch.long)
     picked[0] = int(torch.randint(n, (1,), generator=generator))
     nearest = torch.full((n,), float("inf"))
     for i in range(1, size):
-        centre = features[picked[i - 1]]
-        for start in range(0, n, chunk):
-            block = features[start : start + chunk]
-            nearest[start : start + chunk] = torch.minimum(nearest[start : start + chunk],
-                                                           ((block - centre) ** 2).sum(dim=1))
+        c = int(picked[i - 1])
+        distance = squared - 2.0 * (features @ features[c]) + squared[c]
+        torch.minimum(nearest, distance, out=nearest)
         picked[i] = int(torch.argmax(nearest))
     return picked
 
