@@ -123,3 +123,18 @@ def test_train_rejects_sizes_the_decoder_cannot_mirror(bottle_subset, tmp_path):
 
     with pytest.raises(ValueError, match="multiple of 32"):
         train(TrainConfig(data=str(bottle_subset), out=str(tmp_path), image_size=100), progress=False)
+
+
+def test_training_length_in_steps_runs_the_fewest_whole_epochs_that_make_them(bottle_subset: Path, tmp_path: Path,
+                                                                              capsys):
+    """``rdedge train --steps 5`` on 12 real images in batches of 8 (2 steps per epoch): 3 epochs, 6 steps, recorded
+    in the model; ``--epochs`` is then ignored."""
+    from rdedge.main import main
+
+    out = tmp_path / "steps"
+    assert main(["train", "--data", str(bottle_subset), "--out", str(out), "--steps", "5", "--epochs", "50",
+                 "--image-size", "64", "--batch-size", "8", "--max-train-images", "12", "--quiet"]) == 0
+    metadata, _ = load_checkpoint(out)
+    assert metadata.training["epochs_run"] == 3 and metadata.training["optimiser_steps"] == 6
+    assert len(metadata.training["loss_history"]) == 3 and metadata.training["steps"] == 5
+    assert main(["train", "--data", str(bottle_subset), "--out", str(tmp_path / "zero"), "--steps", "0"]) == 2

@@ -23,6 +23,8 @@ class TrainConfig:
         backbone: Teacher name.
         weights: Local teacher weights file (ResNets).
         epochs: Training epochs (fixed; no model selection).
+        steps: Training length in optimiser steps instead: the fewest whole epochs that make at least this many
+            (small sets get as many updates as large ones); ``epochs`` is ignored when set.
         image_size: Model input size: ``"auto"`` (the training images' median aspect, short side 256;
             ``"auto:320"`` for another short side), a side (``256``, square) or height x width (``"256x640"`` or
             ``(256, 640)``),
@@ -52,6 +54,7 @@ class TrainConfig:
     backbone: str = "efficientnet_lite0"
     weights: str | None = None
     epochs: int = DEFAULT_EPOCHS
+    steps: int | None = None
     image_size: int | str | tuple[int, int] = "auto"
     batch_size: int = 16
     lr: float | None = None

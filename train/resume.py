@@ -29,9 +29,9 @@ TRAIN_STATE = "train_state.pt"
 STATE_FORMAT = "rdedge-train-state"
 STATE_VERSION = 1
 
-RESUMABLE_CHANGES = ("epochs", "out")
-"""Settings a resumed run may change: more (or fewer) epochs than the interrupted one asked for, and the run
-folder's path (a folder moved or copied elsewhere resumes there)."""
+RESUMABLE_CHANGES = ("epochs", "steps", "out")
+"""Settings a resumed run may change: more (or fewer) epochs or steps than the interrupted one asked for, and the
+run folder's path (a folder moved or copied elsewhere resumes there)."""
 
 
 class ResumeError(RdedgeError, ValueError):

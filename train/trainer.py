@@ -157,6 +157,13 @@ def resolve_image_size(value: object, samples: Sequence[Sample], max_read: int =
     return ImageSize.fit_aspect(float(np.median(aspects)), 1.0, short_side)
 
 
+def training_epochs(config: TrainConfig, steps_per_epoch: int) -> int:
+    """Epochs to run: ``config.epochs``, or with ``config.steps`` the fewest whole epochs making that many steps."""
+    if config.steps is None:
+        return config.epochs
+    return max(1, -(-config.steps // steps_per_epoch))
+
+
 def graph_options(method: Method, config: TrainConfig) -> dict[str, Any]:
     """The deployable graph's head options: the method's, with the run's image score."""
     return {**method.graph_options(), "image_score": config.image_score, "top_fraction": config.top_fraction}
@@ -237,8 +244,8 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
         ResumeError: Nothing to resume, other settings, or an interrupted run in the way of a fresh start.
         TrainingInterrupted: Ctrl-C (a KeyboardInterrupt), after keeping the last complete epoch.
     """
-    if config.epochs < 1 or config.batch_size < 1:
-        raise ValueError("epochs and batch size must be at least 1")
+    if config.epochs < 1 or config.batch_size < 1 or (config.steps is not None and config.steps < 1):
+        raise ValueError("epochs, steps and batch size must be at least 1")
     dataset = load_dataset(
         config.data, config.category, validation_fraction=config.validation_fraction, seed=config.seed,
         test_good=config.test_good, test_defect=config.test_defect, masks=config.masks,
@@ -274,12 +281,13 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
                               scaler=optimize.scaler, shuffle=generator, method=method, out_dir=config.out)
     history = list(point.history)
     steps_per_epoch = -(-len(train_images) // config.batch_size)
+    epochs = training_epochs(config, steps_per_epoch)
     started = time.perf_counter()
-    bar = tqdm(total=config.epochs * steps_per_epoch, initial=min(point.epoch, config.epochs) * steps_per_epoch,
+    bar = tqdm(total=epochs * steps_per_epoch, initial=min(point.epoch, epochs) * steps_per_epoch,
                desc=f"train {method.name}", disable=not progress)
     epoch = point.epoch
     try:
-        for epoch in range(point.epoch, config.epochs):
+        for epoch in range(point.epoch, epochs):
             net.train()
             order = torch.randperm(len(train_images), generator=generator)
             losses = []
@@ -297,7 +305,7 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
         kept = state_path(config.out)
         done = (f"the first {epoch} epoch(s) are kept in {kept}" if kept.is_file()
                 else "no epoch was complete: nothing is kept")
-        raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1}/{config.epochs}; {done}. Continue "
+        raise TrainingInterrupted(f"training interrupted in epoch {epoch + 1}/{epochs}; {done}. Continue "
                                   "with the same command and --resume") from None
     bar.close()
     train_seconds = point.train_seconds + time.perf_counter() - started
@@ -318,8 +326,10 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
             "dataset": dataset.name,
             "n_train": len(train_images),
             "n_validation": len(val_images),
+            "epochs_run": epochs,
+            "optimiser_steps": epochs * steps_per_epoch,
             "train_seconds": round(train_seconds, 2),
-            "seconds_per_epoch": round(train_seconds / config.epochs, 3),
+            "seconds_per_epoch": round(train_seconds / epochs, 3),
             "loss_history": [round(v, 6) for v in history],
             "validation_scores": [round(float(v), 6) for v in val_scores],
         },

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local ImageNet weights file for a ResNet teacher (default: the torch hub cache)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs,
                         help=f"training epochs, fixed (default: {defaults.epochs})")
+    parser.add_argument("--steps", type=int, default=defaults.steps,
+                        help="training length in optimiser steps instead of epochs: the fewest whole epochs making "
+                             "at least this many (a small set gets as many updates as a large one)")
     parser.add_argument("--image-size", type=image_size_argument, default=image_size_argument(str(defaults.image_size)),
                         help="model input: auto (the training images' aspect, short side 256; auto:N for short side "
                              "N), a side (256, square) or HEIGHTxWIDTH (640x256 for tall strips, 256x640 for wide "
@@ -69,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = TrainConfig(
         data=args.data, out=args.out, category=args.category, method=args.method, backbone=args.backbone,
-        weights=args.weights, epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
+        weights=args.weights, epochs=args.epochs, steps=args.steps, image_size=args.image_size,
+        batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, validation_fraction=args.validation_fraction, sigmas=args.sigmas,
         image_score=args.image_score, top_fraction=args.top_fraction,
         max_train_images=args.max_train_images, method_options=parse_options(args.method_option),
