@@ -58,7 +58,7 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
     run_dir = Path(args.runs) / name.replace(":", "-") / method
     defaults = TrainConfig(data=spec, out=str(run_dir))
     config = TrainConfig(data=spec, category=category, out=str(run_dir), method=method,
-                         epochs=args.epochs or defaults.epochs, seed=args.seed)
+                         epochs=args.epochs or defaults.epochs, seed=args.seed, **args.change)
     if not (args.reuse and (run_dir / "checkpoint.pt").exists()):
         train(config, progress=not args.quiet)
     metadata, _ = load_checkpoint(run_dir)
@@ -66,8 +66,8 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
     metrics = evaluate_model(report.path, spec, category)
     return {"set": name, "method": method, **{k: metrics[k] for k in METRICS},
             "train_minutes": metadata.training["train_seconds"] / 60.0, "ms": onnx_latency_ms(report.path),
-            "runtime": "ONNX Runtime", "epochs": config.epochs,
-            "size": str(metadata.image_size)}
+            "runtime": "ONNX Runtime", "epochs": metadata.training.get("epochs_run", config.epochs),
+            "size": str(metadata.image_size), "change": args.label}
 
 
 def run_baseline(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -81,7 +81,7 @@ def run_baseline(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from .patchcore import PatchNearestNeighbour
 
     spec, category = dataset_spec(name)
-    defaults = TrainConfig(data=spec, out="")
+    defaults = TrainConfig(data=spec, out="", **args.change)
     dataset = load_dataset(spec, category, validation_fraction=defaults.validation_fraction, seed=args.seed)
     size = resolve_image_size(defaults.image_size, dataset.train)  # the RD runs' size (auto: the parts' aspect)
     baseline = PatchNearestNeighbour(defaults.backbone, size, seed=args.seed)
@@ -94,7 +94,29 @@ def run_baseline(name: str, args: argparse.Namespace) -> dict[str, Any]:
     ms = summarize(time_calls(lambda: baseline.predict_batch([image], rgb=True), 2, 10), 1)["median_ms"]
     return {"set": name, "method": f"{BASELINE} (patch NN)", **{k: metrics[k] for k in METRICS},
             "train_minutes": fit_minutes, "ms": ms, "runtime": "PyTorch", "epochs": None,
-            "bank": int(baseline.bank.shape[0]), "size": str(size)}
+            "bank": int(baseline.bank.shape[0]), "size": str(size),
+            "change": args.label}
+
+
+def parse_changes(items: list[str]) -> dict[str, Any]:
+    """``--change KEY=VALUE`` items → TrainConfig keyword arguments (numbers and booleans converted).
+
+    Raises:
+        SystemExit: A key TrainConfig does not have.
+    """
+    from dataclasses import fields
+
+    from train.config import parse_key_values
+
+    try:
+        changes = parse_key_values(items, "--change")
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
+    known = {f.name for f in fields(TrainConfig)} - {"data", "out", "category", "method", "seed"}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise SystemExit(f"--change: unknown setting(s) {unknown}; valid: {sorted(known)}")
+    return changes
 
 
 def run_one(name: str, method: str, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -119,13 +141,14 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         "Reproduce: `python -m benchmarks.accuracy`.",
         "",
-        "| set | method | size | image AUROC | pixel AUROC | AUPRO | F1 | train (fit) min | ms (b1) | runtime |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| set | method | change | size | image AUROC | pixel AUROC | AUPRO | F1 | train (fit) min | ms (b1) | "
+        "runtime |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['set']} | {r['method']} | {r.get('size', '')} | {f(r['image_auroc'])} | "
-                     f"{f(r['pixel_auroc'])} | {f(r['aupro'])} | {f(r['f1'])} | {r['train_minutes']:.1f} | "
-                     f"{r['ms']:.1f} | {r['runtime']} |")
+        lines.append(f"| {r['set']} | {r['method']} | {r.get('change', 'recipe')} | {r.get('size', '')} | "
+                     f"{f(r['image_auroc'])} | {f(r['pixel_auroc'])} | {f(r['aupro'])} | {f(r['f1'])} | "
+                     f"{r['train_minutes']:.1f} | {r['ms']:.1f} | {r['runtime']} |")
     lines += ["", "ELPV has image-level labels only: pixel AUROC and AUPRO are n/a.", ""]
     return "\n".join(lines)
 
@@ -140,8 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default="runs/accuracy", help="folder for the runs (default: runs/accuracy)")
     parser.add_argument("--reuse", action="store_true", help="reuse existing checkpoints instead of retraining")
     parser.add_argument("--out", default=str(RESULTS_DIR / "accuracy.md"), help="markdown output")
+    parser.add_argument("--change", action="append", default=[], metavar="KEY=VALUE",
+                        help="an ablation: a TrainConfig setting changed from the recipe (e.g. image_size=256, "
+                             "steps=1000, backbone=efficientnet_lite1, image_score=top_mean); repeatable")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    args.change = parse_changes(args.change)
+    args.label = ", ".join(f"{k}={v}" for k, v in args.change.items()) or "recipe"
     jobs = [functools.partial(run_one, name, method, args) for name in args.sets for method in args.methods]
     collect_rows(jobs, functools.partial(markdown, args=args), args.out)
     return 0

@@ -85,25 +85,14 @@ def add_precision_argument(parser: argparse.ArgumentParser, *, default: str | No
 
 
 def parse_options(items: Sequence[str]) -> dict[str, object]:
-    """``["a=1", "b=true", "c=x"]`` → ``{"a": 1, "b": True, "c": "x"}``.
+    """``["a=1", "b=true", "c=x"]`` → ``{"a": 1, "b": True, "c": "x"}`` (:func:`train.config.parse_key_values`).
 
     Raises:
         RdedgeError: An item that is not ``KEY=VALUE``.
     """
-    options: dict[str, object] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise RdedgeError(f"method option {item!r} is not KEY=VALUE")
-        value: object = raw
-        if raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        else:
-            for cast in (int, float):
-                try:
-                    value = cast(raw)
-                    break
-                except ValueError:
-                    pass
-        options[key] = value
-    return options
+    from train.config import parse_key_values
+
+    try:
+        return parse_key_values(items, "method option")
+    except ValueError as exc:
+        raise RdedgeError(str(exc)) from exc

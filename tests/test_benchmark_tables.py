@@ -70,3 +70,13 @@ def test_score_study_synthesises_defects_only_where_it_says_and_chooses_on_the_s
     assert aurocs["max"] == 0.5 and aurocs["top_mean:1%"] == 1.0
     rows = [{"selection": {"max": 0.9, "top_mean:1%": 0.8}, "test": {"max": 0.1, "top_mean:1%": 1.0}}]
     assert choose(rows) == "max"
+
+
+def test_accuracy_ablations_change_named_recipe_settings_only():
+    from benchmarks.accuracy import parse_changes
+
+    assert parse_changes(["image_size=256", "steps=1000", "backbone=efficientnet_lite1"]) == {
+        "image_size": 256, "steps": 1000, "backbone": "efficientnet_lite1"}
+    for bad in (["colour=red"], ["seed=3"], ["steps"]):  # unknown, fixed by the benchmark, not KEY=VALUE
+        with pytest.raises(SystemExit):
+            parse_changes(bad)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,4 +102,29 @@ def auto_short_side(value: object) -> int | None:
     return int(side)
 
 
-__all__ = ["AMP_MODES", "AUTO_SIZE", "DEFAULT_EPOCHS", "DEVICES", "TrainConfig", "auto_short_side"]
+def parse_key_values(items: Sequence[str], what: str = "option") -> dict[str, object]:
+    """``["a=1", "b=true", "c=x"]`` → ``{"a": 1, "b": True, "c": "x"}`` (ints, floats and booleans converted).
+
+    Raises:
+        ValueError: An item that is not ``KEY=VALUE``, naming it as ``what``.
+    """
+    options: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{what} {item!r} is not KEY=VALUE")
+        value: object = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            for cast in (int, float):
+                try:
+                    value = cast(raw)
+                    break
+                except ValueError:
+                    pass
+        options[key] = value
+    return options
+
+
+__all__ = ["AMP_MODES", "AUTO_SIZE", "DEFAULT_EPOCHS", "DEVICES", "TrainConfig", "auto_short_side", "parse_key_values"]
