@@ -134,6 +134,7 @@ def test_training_length_in_steps_runs_the_fewest_whole_epochs_that_make_them(bo
     out = tmp_path / "steps"
     assert main(["train", "--data", str(bottle_subset), "--out", str(out), "--steps", "5", "--epochs", "50",
                  "--image-size", "64", "--batch-size", "8", "--max-train-images", "12", "--quiet"]) == 0
+    assert "input size 64 (asked: 64); 3 epochs, 6 optimiser steps on 12 good images" in capsys.readouterr().out
     metadata, _ = load_checkpoint(out)
     assert metadata.training["epochs_run"] == 3 and metadata.training["optimiser_steps"] == 6
     assert len(metadata.training["loss_history"]) == 3 and metadata.training["steps"] == 5

@@ -79,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
         max_train_images=args.max_train_images, method_options=parse_options(args.method_option),
         device=args.device, amp=args.amp, **test_folders(args),
     )
+    from train.checkpoint import load_checkpoint
+
     path = train(config, progress=not args.quiet, resume=args.resume)
+    metadata, _ = load_checkpoint(path)
+    training = metadata.training
     print(f"checkpoint written to {path}")
+    print(f"  input size {metadata.image_size} (asked: {config.image_size}); {training['epochs_run']} epochs, "
+          f"{training['optimiser_steps']} optimiser steps on {training['n_train']} good images")
     return 0
