@@ -1,17 +1,19 @@
-"""Image score functions on every set: which turns an anomaly map into the score that separates parts best.
+"""The anomaly-map head on every set: which feature scales to fuse, and which image score separates parts best.
 
-The papers score an image by the maximum of its smoothed map. A map that localises well can still rank parts poorly
-when one bright pixel on a good part outweighs a faint, long defect. Measured here, on the models that
-``benchmarks.accuracy`` trained (``runs/accuracy/SET/METHOD``), from the exported graph's own maps:
+The papers fuse the distance maps of all three teacher scales (strides 4, 8, 16) and score an image by the maximum
+of the smoothed map. A map that localises well can still rank parts poorly when one bright pixel on a good part
+outweighs a faint, long defect; and the finest scale can add texture noise. Measured here on the models that
+``benchmarks.accuracy`` trained (``runs/accuracy/SET/METHOD``), with the exported head's own modules (the same
+cosine distance, upsampling, fusion and blur the ONNX graph runs; parity is checked at every export):
 
-* ``max``: the maximum (the papers'; the graph's default);
-* ``top_mean:F``: the mean of the map's top F share of pixels (F = 0.1 %, 1 %, 5 %);
-* ``refinement``: DRD's detection refinement (``(1 + v_k*) · max``) exported for the model (any method).
+* scales: every non-empty subset of the three (``4+8+16`` is the papers');
+* image score: ``max`` (the papers'), ``top_mean:F`` (the mean of the map's top F share of pixels, F = 0.1 %, 1 %,
+  5 %) and ``refinement`` (DRD's ``(1 + v_k*) · max``, for any method).
 
-**Choosing without test images.** Each candidate is scored twice: on the test set (reported, never used to choose)
-and on a *selection set* built from the run's held-out good training images only: those images against copies of
-them with synthetic defects (DRD's self cut-paste and RD++'s simplex-noise box, from :mod:`train.methods`, one of
-each per image). The candidate with the best mean selection AUROC over the sets is the one to keep.
+**Choosing without test images.** Every candidate is scored on a *selection set* built from the run's held-out good
+training images only: those images against copies of them with synthetic defects (DRD's self cut-paste and RD++'s
+simplex-noise box, from :mod:`train.methods`, one of each per image). The candidate with the best mean selection
+image AUROC over the sets is the one to keep. Test image and pixel AUROC are reported beside it, never used to choose.
 
 Run: ``python -m benchmarks.scores`` after ``python -m benchmarks.accuracy`` (``--sets``, ``--methods``, ``--runs``).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +34,26 @@ from .accuracy import SETS, dataset_spec
 from .latency import RESULTS_DIR
 from .methods import METHODS
 
-CANDIDATES: tuple[tuple[str, float | None], ...] = (
-    ("max", None), ("top_mean", 0.001), ("top_mean", 0.01), ("top_mean", 0.05),
+SCALE_NAMES = ("4", "8", "16")
+"""The teacher scales by stride, in the order the head receives them."""
+SCORES: tuple[tuple[str, float | None], ...] = (
+    ("max", None), ("top_mean", 0.001), ("top_mean", 0.01), ("top_mean", 0.05), ("refinement", None),
 )
-"""(image score, top fraction) pairs computed from the graph's maps."""
-REFINEMENT = "refinement"
+"""(image score, top fraction) candidates; ``refinement`` is DRD's refined maximum."""
 
 
-def candidate_name(image_score: str, top_fraction: float | None) -> str:
-    """``max`` or ``top_mean:1%``."""
+def score_name(image_score: str, top_fraction: float | None) -> str:
+    """``max``, ``refinement`` or ``top_mean:1%``."""
     return image_score if top_fraction is None else f"{image_score}:{top_fraction * 100:g}%"
+
+
+def scales_name(scales: tuple[int, ...]) -> str:
+    """``4+8+16`` for (0, 1, 2)."""
+    return "+".join(SCALE_NAMES[i] for i in scales)
+
+
+SCALE_SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(range(3), r)]
+"""Every non-empty subset of the three scales."""
 
 
 def synthetic_defects(images: np.ndarray, seed: int) -> np.ndarray:
@@ -66,38 +79,62 @@ def synthetic_defects(images: np.ndarray, seed: int) -> np.ndarray:
     return both.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def graph_outputs(model: Path, images: np.ndarray, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """(maps (N, H, W), scores (N,)) of an exported graph on prepared RGB images."""
-    from sdk import Detector
+def head_candidates(graph: Any, images: np.ndarray, masks: np.ndarray | None = None,
+                    batch: int = 8) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float | None]]:
+    """Image scores of every (scales, score) candidate, and the pixel AUROC of every scale subset.
 
-    detector = Detector(model)
-    maps, scores = [], []
-    for start in range(0, len(images), batch):
-        for result in detector.predict_batch(list(images[start : start + batch]), rgb=True):
-            maps.append(result.anomaly_map)
-            scores.append(result.score)
-    detector.close()
-    return np.stack(maps), np.asarray(scores)
+    Args:
+        graph: A :class:`~train.graph.DetectorGraph` in eval mode (its head's modules make the maps).
+        images: (N, H, W, 3) uint8 RGB at the model size.
+        masks: (N, H, W) bool ground truth, for pixel AUROC (None: not computed).
+        batch: Images per forward pass.
 
+    Returns:
+        ``(scores, pixel)``: ``scores[scales_name][score_name]`` (N,) arrays; ``pixel[scales_name]``.
+    """
+    import torch
 
-def candidate_aurocs(labels: np.ndarray, maps: np.ndarray) -> dict[str, float]:
-    """Image AUROC of every map-based candidate."""
     from export.reference import image_scores
-    from sdk.metrics import image_auroc
+    from sdk.metrics import pixel_auroc
+    from train.components.anomaly_map import cosine_distance_map, refinement_peak
 
-    return {candidate_name(s, f): image_auroc(labels, image_scores(maps, s, f or 0.01)) for s, f in CANDIDATES}
+    head = graph.head
+    scores: dict[str, dict[str, list[np.ndarray]]] = {scales_name(s): {score_name(*c): [] for c in SCORES}
+                                                       for s in SCALE_SUBSETS}
+    maps: dict[str, list[np.ndarray]] = {scales_name(s): [] for s in SCALE_SUBSETS}
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            x = torch.from_numpy(images[start : start + batch])
+            teacher, student = graph.net(graph.normalize(x))
+            distances = [cosine_distance_map(t, s) for t, s in zip(teacher, student, strict=True)]
+            upsampled = [head.upsample(d) for d in distances]
+            for subset in SCALE_SUBSETS:
+                name = scales_name(subset)
+                smoothed = head.blur(head.fuse([upsampled[i] for i in subset]))
+                flat = smoothed.numpy()
+                peak = refinement_peak([distances[i] for i in subset], [upsampled[i] for i in subset]).numpy()
+                for kind, fraction in SCORES:
+                    if kind == "refinement":
+                        value = image_scores(flat, "max") * (1.0 + peak)
+                    else:
+                        value = image_scores(flat, kind, fraction or 0.01)
+                    scores[name][score_name(kind, fraction)].append(value)
+                if masks is not None:
+                    maps[name].append(flat)
+    joined = {n: {k: np.concatenate(v) for k, v in per.items()} for n, per in scores.items()}
+    pixel = {n: (pixel_auroc(masks, np.concatenate(m)) if masks is not None else None) for n, m in maps.items()}
+    return joined, pixel
 
 
 def study_run(name: str, method: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Selection and test AUROC of every candidate for one trained run."""
-    from export.onnx import export_onnx
+    """Selection and test AUROC of every head candidate for one trained run."""
     from sdk.datasets import load_dataset, load_prepared
     from sdk.metrics import image_auroc
-    from train.checkpoint import load_checkpoint
+    from train.checkpoint import build_graph_from_checkpoint
 
     spec, category = dataset_spec(name)
     run_dir = Path(args.runs) / name.replace(":", "-") / method
-    metadata, _ = load_checkpoint(run_dir)
+    graph, metadata = build_graph_from_checkpoint(run_dir)
     dataset = load_dataset(spec, category, validation_fraction=metadata.training["validation_fraction"],
                            seed=metadata.training["seed"])
     size = metadata.image_size
@@ -106,19 +143,17 @@ def study_run(name: str, method: str, args: argparse.Namespace) -> dict[str, Any
     selection_labels = np.r_[np.zeros(len(good)), np.ones(2 * len(good))]
     test = load_prepared(dataset.test, size, progress=False)
     test_labels = np.array([s.label for s in dataset.test])
+    annotated = all(s.has_mask_annotation for s in dataset.test)
+    masks = np.stack([s.load_mask(size) for s in dataset.test]) if annotated else None
 
-    model = run_dir / "model.onnx"
-    if not model.exists():
-        export_onnx(run_dir, model, progress=False)
-    row: dict[str, Any] = {"set": name, "method": method, "n_selection": len(selection), "n_test": len(test)}
-    row["selection"] = candidate_aurocs(selection_labels, graph_outputs(model, selection)[0])
-    row["test"] = candidate_aurocs(test_labels, graph_outputs(model, test)[0])
-    if args.refinement:
-        refined = run_dir / "model_refinement.onnx"
-        export_onnx(run_dir, refined, graph_overrides={"refinement": True, "image_score": "max"}, progress=False)
-        row["selection"][REFINEMENT] = image_auroc(selection_labels, graph_outputs(refined, selection)[1])
-        row["test"][REFINEMENT] = image_auroc(test_labels, graph_outputs(refined, test)[1])
-    return row
+    selection_scores, _ = head_candidates(graph, selection)
+    test_scores, pixel = head_candidates(graph, test, masks)
+
+    def aurocs(scores: dict[str, dict[str, np.ndarray]], labels: np.ndarray) -> dict[str, float]:
+        return {f"{s} / {k}": image_auroc(labels, v) for s, per in scores.items() for k, v in per.items()}
+
+    return {"set": name, "method": method, "size": str(size), "selection": aurocs(selection_scores, selection_labels),
+            "test": aurocs(test_scores, test_labels), "pixel": pixel}
 
 
 def choose(rows: list[dict[str, Any]]) -> str:
@@ -127,40 +162,37 @@ def choose(rows: list[dict[str, Any]]) -> str:
     return max(names, key=lambda n: float(np.mean([r["selection"][n] for r in rows])))
 
 
-def markdown(rows: list[dict[str, Any]], chosen: str) -> str:
+def markdown(rows: list[dict[str, Any]], chosen: str, papers: str) -> str:
     names = list(rows[0]["selection"])
-    header = "| set | method | " + " | ".join(names) + " |"
-    rule = "|---|---|" + "---:|" * len(names)
-
-    def table(key: str) -> list[str]:
-        lines = [header, rule]
-        for r in rows:
-            best = max(r[key].values())
-            cells = [f"**{r[key][n]:.3f}**" if r[key][n] == best else f"{r[key][n]:.3f}" for n in names]
-            lines.append(f"| {r['set']} | {r['method']} | " + " | ".join(cells) + " |")
-        means = [float(np.mean([r[key][n] for r in rows])) for n in names]
-        lines.append("| **mean** | | " + " | ".join(f"{m:.3f}" for m in means) + " |")
-        return lines
-
-    return "\n".join([
-        "# Image score functions on every set",
+    mean_selection = {n: float(np.mean([r["selection"][n] for r in rows])) for n in names}
+    ranked = sorted(names, key=lambda n: -mean_selection[n])
+    lines = [
+        "# The anomaly-map head on every set: scales and image score",
         "",
-        f"{datetime.date.today().isoformat()}; models from `python -m benchmarks.accuracy` (default recipe, seed 0); "
-        "scores from the exported graphs' own maps (ONNX Runtime). Reproduce: `python -m benchmarks.scores`.",
+        f"{datetime.date.today().isoformat()}; models of `python -m benchmarks.accuracy` (recipe, seed 0); maps from "
+        "the exported head's own modules. Reproduce: `python -m benchmarks.scores`.",
         "",
-        "## Selection set (held-out good training images vs the same images with synthetic defects)",
+        "**Selection set** (what chooses): each run's held-out good training images against the same images with "
+        "synthetic defects (one DRD cut-paste and one RD++ simplex-noise box each). **Test** columns are reported, "
+        "never used to choose.",
         "",
-        "What chooses: image AUROC of good vs synthetic (one DRD cut-paste and one RD++ simplex-noise box per image).",
+        f"Chosen on the selection set: **`{chosen}`**; the papers' head: `{papers}`.",
         "",
-        *table("selection"),
-        "",
-        f"**Chosen on the selection set: `{chosen}`** (best mean).",
-        "",
-        "## Test set (reported only; never used to choose)",
-        "",
-        *table("test"),
-        "",
-    ])
+        "| scales / image score | mean selection AUROC | "
+        + " | ".join(f"{r['set']} selection / test image AUROC" for r in rows) + " |",
+        "|---|---:|" + "---:|" * len(rows),
+    ]
+    for n in ranked:
+        mark = " (chosen)" if n == chosen else " (papers')" if n == papers else ""
+        cells = [f"{r['selection'][n]:.3f} / {r['test'][n]:.3f}" for r in rows]
+        lines.append(f"| `{n}`{mark} | {mean_selection[n]:.3f} | " + " | ".join(cells) + " |")
+    lines += ["", "Pixel AUROC on the test set by scales (the image score does not change the map):", "",
+              "| scales | " + " | ".join(r["set"] for r in rows) + " |", "|---|" + "---:|" * len(rows)]
+    for subset in SCALE_SUBSETS:
+        s = scales_name(subset)
+        cells = ["n/a" if r["pixel"][s] is None else f"{r['pixel'][s]:.3f}" for r in rows]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,17 +202,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="methods whose runs to study (default: rd4ad)")
     parser.add_argument("--runs", default="runs/accuracy", help="folder of benchmarks.accuracy's runs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic defects (default: 0)")
-    parser.add_argument("--no-refinement", dest="refinement", action="store_false",
-                        help="skip the refinement candidate (it needs one more export per run)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "scores.md"), help="markdown output")
     args = parser.parse_args(argv)
     rows = []
     for name in args.sets:
         for method in args.methods:
             rows.append(study_run(name, method, args))
-            print(rows[-1], flush=True)
+            print({k: v for k, v in rows[-1].items() if k not in ("selection", "test")}, flush=True)
     chosen = choose(rows)
-    write_text_atomic(args.out, markdown(rows, chosen))
+    write_text_atomic(args.out, markdown(rows, chosen, f"{scales_name((0, 1, 2))} / max"))
     print(f"chosen on the selection set: {chosen}; written {args.out}")
     return 0
 

@@ -46,30 +46,46 @@ def test_benchmark_commands_have_help(module: str):
     assert result.returncode == 0 and "--out" in result.stdout
 
 
-def test_score_study_synthesises_defects_only_where_it_says_and_chooses_on_the_selection_set(bottle_images):
+def test_head_study_synthesises_defects_only_where_it_says_and_chooses_on_the_selection_set(bottle_images):
     """benchmarks.scores: synthetic defects change a region of each real good image (one cut-paste, one noise box
     per image), and the choice follows the selection AUROC whatever the test AUROC says."""
     import numpy as np
 
-    from benchmarks.scores import candidate_aurocs, choose, synthetic_defects
+    from benchmarks.scores import choose, synthetic_defects
     from sdk.image import prepare_image
 
-    good = np.stack([prepare_image(image, 128)[..., ::-1] for image in bottle_images.values()])
+    good = np.stack([prepare_image(image, 128) for image in bottle_images.values()])
     defects = synthetic_defects(good, seed=0)
     assert defects.shape == (2 * len(good), *good.shape[1:]) and defects.dtype == np.uint8
-    for copy, original in zip(np.concatenate([defects[: len(good)], defects[len(good) :]]), np.tile(good, (2, 1, 1, 1)),
-                              strict=True):
+    for copy, original in zip(defects, np.tile(good, (2, 1, 1, 1)), strict=True):
         changed = (copy != original).any(axis=2)
         assert 0 < changed.mean() < 0.75  # a box, not the whole image
     np.testing.assert_array_equal(defects, synthetic_defects(good, seed=0))
-
-    maps = np.zeros((4, 32, 32), np.float32)
-    maps[2:, :4, :4] = 1.0  # a large faint defect on the defective pair ...
-    maps[0, 0, 0] = 5.0  # ... and one hot pixel on a good image
-    aurocs = candidate_aurocs(np.array([0, 0, 1, 1]), maps)
-    assert aurocs["max"] == 0.5 and aurocs["top_mean:1%"] == 1.0
     rows = [{"selection": {"max": 0.9, "top_mean:1%": 0.8}, "test": {"max": 0.1, "top_mean:1%": 1.0}}]
     assert choose(rows) == "max"
+
+
+def test_head_study_candidates_are_what_the_exported_graph_computes(tiny_run, bottle_images):
+    """The study's ``4+8+16 / max`` is the exported graph's own score (ONNX Runtime), its ``top_mean:1%`` the mean
+    of the graph's map's top 1 %; and a single scale's map differs from the fused one."""
+    import numpy as np
+
+    from benchmarks.scores import head_candidates
+    from export.reference import image_scores
+    from sdk import Detector
+    from sdk.image import prepare_image
+    from train.checkpoint import build_graph_from_checkpoint
+
+    images = np.stack([prepare_image(image, 128) for image in bottle_images.values()])
+    graph, _ = build_graph_from_checkpoint(tiny_run[0])
+    scores, pixel = head_candidates(graph, images)
+    results = Detector(tiny_run[1].path).predict_batch(list(images), rgb=True)
+    maps = np.stack([r.anomaly_map for r in results])
+    np.testing.assert_allclose(scores["4+8+16"]["max"], [r.score for r in results], rtol=1e-4)
+    np.testing.assert_allclose(scores["4+8+16"]["top_mean:1%"], image_scores(maps, "top_mean", 0.01), rtol=1e-4)
+    assert (scores["4+8+16"]["refinement"] > scores["4+8+16"]["max"]).all()
+    assert len(scores) == 7 and set(pixel.values()) == {None}
+    assert not np.allclose(scores["16"]["max"], scores["4+8+16"]["max"])
 
 
 def test_accuracy_ablations_change_named_recipe_settings_only():
