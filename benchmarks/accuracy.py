@@ -62,9 +62,10 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
     if not (args.reuse and (run_dir / "checkpoint.pt").exists()):
         train(config, progress=not args.quiet)
     metadata, _ = load_checkpoint(run_dir)
-    # The image score is an export-time option: a reused checkpoint is exported with the recipe's.
+    # The head is an export-time option: a reused checkpoint is exported with the recipe's.
     report = export_onnx(run_dir, progress=not args.quiet,
-                         graph_overrides={"image_score": config.image_score, "top_fraction": config.top_fraction})
+                         graph_overrides={"image_score": config.image_score, "top_fraction": config.top_fraction,
+                                          "map_strides": list(config.map_strides)})
     metrics = evaluate_model(report.path, spec, category)
     return {"set": name, "method": method, **{k: metrics[k] for k in METRICS},
             "train_minutes": metadata.training["train_seconds"] / 60.0, "ms": onnx_latency_ms(report.path),

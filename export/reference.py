@@ -55,10 +55,14 @@ def papers_postprocess(
     refinement: bool = False,
     image_score: str = "max",
     top_fraction: float = 0.01,
+    map_strides: tuple[int, ...] = (4, 8, 16),
     dtype: torch.dtype = torch.float64,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher/student features → (smoothed maps (N, H, W), scores (N,)) the way the official scripts compute them."""
+    """Teacher/student features → (smoothed maps (N, H, W), scores (N,)) the way the official scripts compute them
+    (over the feature levels of ``map_strides``, of strides 4, 8 and 16; the papers use all three)."""
     size = tuple(ImageSize.parse(image_size))
+    levels = [(4, 8, 16).index(s) for s in map_strides]
+    teacher, student = [teacher[i] for i in levels], [student[i] for i in levels]
     distances, upsampled = [], []
     with torch.no_grad():
         for t, s in zip(teacher, student, strict=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from sdk.contract import PRECISION_NAMES, PRECISIONS, ImageSize
+from sdk.contract import IMAGE_SCORES, PRECISION_NAMES, PRECISIONS, ImageSize, check_map_strides
 from sdk.errors import RdedgeError
 
 
@@ -34,23 +34,34 @@ def top_fraction_argument(text: str) -> float:
     return value
 
 
-def add_image_score_arguments(parser: argparse.ArgumentParser, image_score: str | None,
-                              top_fraction: float | None) -> None:
-    """``--image-score`` and ``--top-fraction``: how the graph turns its anomaly map into the image score.
+def map_strides_argument(text: str) -> tuple[int, ...]:
+    """``--map-strides``: comma-separated feature strides among 4, 8, 16 (``8,16``)."""
+    try:
+        return check_map_strides([int(v) for v in text.split(",") if v.strip()])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def add_head_arguments(parser: argparse.ArgumentParser, image_score: str | None, top_fraction: float | None,
+                       map_strides: tuple[int, ...] | None) -> None:
+    """``--image-score``, ``--top-fraction`` and ``--map-strides``: how the graph makes its map and image score.
 
     Args:
         parser: The sub-command's parser.
         image_score: Default (None: keep what the run was trained with).
         top_fraction: Default (None: keep the run's).
+        map_strides: Default (None: keep the run's).
     """
-    from train.components.anomaly_map import IMAGE_SCORES
-
     keep = "the run's"
     parser.add_argument("--image-score", choices=IMAGE_SCORES, default=image_score,
                         help="image score from the anomaly map: max (the papers') or top_mean (mean of the "
                              f"--top-fraction highest pixels) (default: {image_score or keep})")
     parser.add_argument("--top-fraction", type=top_fraction_argument, default=top_fraction,
                         help=f"share of the map's pixels that top_mean averages (default: {top_fraction or keep})")
+    strides = ",".join(map(str, map_strides)) if map_strides else keep
+    parser.add_argument("--map-strides", type=map_strides_argument, default=map_strides,
+                        help="teacher feature strides whose distance maps form the anomaly map, comma-separated "
+                             f"among 4,8,16 (the papers: 4,8,16) (default: {strides})")
 
 
 def add_test_folder_arguments(parser: argparse.ArgumentParser) -> None:

@@ -124,6 +124,32 @@ class ImageSize(NamedTuple):
         return str(self.height) if self.is_square else f"{self.height}x{self.width}"
 
 
+FEATURE_STRIDES = (4, 8, 16)
+"""Strides of the teacher's three feature maps, in the order the head receives them."""
+MAX_TOP_COUNT = 3840
+"""Most pixels ``top_mean`` may average: TensorRT's TopK layer takes k <= 3840 (its operator reference)."""
+IMAGE_SCORES = ("max", "top_mean")
+"""Image score functions of the head: the map's maximum, or the mean of its highest pixels."""
+
+
+def check_map_strides(strides: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """``map_strides`` as a sorted tuple of distinct feature strides.
+
+    Raises:
+        ValueError: Empty, repeated or unknown strides.
+    """
+    chosen = tuple(sorted(int(s) for s in strides))
+    if not chosen or len(set(chosen)) != len(chosen) or not set(chosen) <= set(FEATURE_STRIDES):
+        raise ValueError(f"map_strides must be distinct strides among {FEATURE_STRIDES}, got {list(strides)}")
+    return chosen
+
+
+def top_pixel_count(image_size: ImageSize | int, top_fraction: float) -> int:
+    """Pixels in the top ``top_fraction`` of a map of ``image_size`` (at least one)."""
+    size = ImageSize.parse(image_size)
+    return max(1, round(size.height * size.width * top_fraction))
+
+
 MODEL_FILE = "model.onnx"
 """The FP32 graph's file name in a run folder (what a run folder given as a model resolves to)."""
 

@@ -61,7 +61,7 @@ def test_head_is_per_sample_in_a_batch():
 def test_top_mean_score_is_the_mean_of_the_highest_pixels_per_sample():
     head = AnomalyMapHead((48, 32), image_score="top_mean", top_fraction=0.01)
     assert head.top_count == 15  # round(48 * 32 * 0.01)
-    teacher = [torch.rand(3, 8, 12, 8), torch.rand(3, 16, 6, 4)]
+    teacher = [torch.rand(3, 8, 12, 8), torch.rand(3, 16, 6, 4), torch.rand(3, 32, 3, 2)]
     student = [torch.rand_like(t) for t in teacher]
     maps, scores = head(teacher, student)
     flat = np.sort(maps.numpy().reshape(3, -1), axis=1)
@@ -80,3 +80,33 @@ def test_head_refuses_unknown_image_scores_and_fractions():
     for fraction in (0.0, 1.5):
         with pytest.raises(ValueError, match="top_fraction"):
             AnomalyMapHead(64, image_score="top_mean", top_fraction=fraction)
+    with pytest.raises(ValueError, match="TensorRT's TopK takes at most 3840"):
+        AnomalyMapHead((640, 256), image_score="top_mean", top_fraction=0.05)  # 8192 pixels
+    assert AnomalyMapHead((640, 256), image_score="top_mean", top_fraction=0.02).top_count == 3277
+
+
+def test_map_strides_fuse_only_the_chosen_scales_as_the_reference_does():
+    """The recipe's head (strides 8 and 16, top-mean score) against the papers' reference computed on the same two
+    levels; the stride-4 features then change nothing; raw_map (DRD's training target) still fuses all three."""
+    import pytest
+
+    from export.reference import papers_postprocess
+
+    head = AnomalyMapHead((64, 32), map_strides=[16, 8], image_score="top_mean", top_fraction=0.01)
+    assert head.map_strides == (8, 16)
+    teacher = [torch.rand(2, 8, 16, 8), torch.rand(2, 16, 8, 4), torch.rand(2, 32, 4, 2)]
+    student = [torch.rand_like(t) for t in teacher]
+    maps, scores = head(teacher, student)
+    ref_maps, ref_scores = papers_postprocess(teacher, student, (64, 32), image_score="top_mean", top_fraction=0.01,
+                                              map_strides=(8, 16))
+    np.testing.assert_allclose(maps.numpy(), ref_maps, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores.numpy(), ref_scores, rtol=1e-5)
+    other = [torch.rand_like(teacher[0]), *teacher[1:]]
+    torch.testing.assert_close(head(other, student)[0], maps)  # stride 4 is not in the map
+    full = AnomalyMapHead((64, 32)).raw_map(teacher, student)
+    torch.testing.assert_close(head.raw_map(teacher, student), full)
+    for bad in ([], [8, 8], [2, 8], [32]):
+        with pytest.raises(ValueError, match="map_strides"):
+            AnomalyMapHead(64, map_strides=bad)
+    with pytest.raises(ValueError, match="feature levels"):
+        head(teacher[:2], student[:2])

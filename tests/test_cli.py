@@ -266,21 +266,27 @@ def test_train_refuses_a_device_it_cannot_use(capsys):
 
 
 def test_export_changes_the_image_score_and_recalibrates(tiny_run, tmp_path: Path, capsys):
-    """``rdedge export --image-score top_mean --refinement`` on a real run: the graph's score is the refined mean of
-    the top 1 % of its own map, recorded in the metadata, with thresholds calibrated again on that score."""
+    """``rdedge export --image-score top_mean --top-fraction 0.01 --map-strides 4,8,16 --refinement`` on a real run
+    (trained with the recipe's head: strides 8+16, top 0.1 %): the graph's score is the refined mean of the top 1 % of
+    its own all-scale map, recorded in the metadata, with thresholds calibrated again on that score."""
     from sdk import Detector
 
+    recipe = Detector(tiny_run[1].path)
+    assert recipe.metadata.graph_options == {"combine": "sum", "refinement": False, "image_score": "top_mean",
+                                             "top_fraction": 0.001, "map_strides": [8, 16]}
     out = tmp_path / "top.onnx"
     assert main(["export", str(tiny_run[0]), "--out", str(out), "--image-score", "top_mean", "--top-fraction",
-                 "0.01", "--refinement", "--check-images", "2", "--quiet"]) == 0
+                 "0.01", "--map-strides", "4,8,16", "--refinement", "--check-images", "2", "--quiet"]) == 0
     det = Detector(out)
     assert det.metadata.graph_options == {"combine": "sum", "refinement": True, "image_score": "top_mean",
-                                          "top_fraction": 0.01}
-    assert det.threshold != Detector(tiny_run[1].path).threshold
-    result = det(np.full((128, 128, 3), 90, np.uint8))
+                                          "top_fraction": 0.01, "map_strides": [4, 8, 16]}
+    assert det.threshold != recipe.threshold
+    image = np.full((128, 128, 3), 90, np.uint8)
+    result = det(image)
     top = np.sort(result.anomaly_map.ravel())[-round(128 * 128 * 0.01):].mean()
     assert result.score > top  # refined: (1 + v) times the top-pixel mean
-    for contradiction in (["--refinement", "--no-refinement"], ["--top-fraction", "0"]):
+    assert not np.allclose(result.anomaly_map, recipe(image).anomaly_map)  # stride 4 is back in the map
+    for contradiction in (["--refinement", "--no-refinement"], ["--top-fraction", "0"], ["--map-strides", "2,8"]):
         with pytest.raises(SystemExit) as exit_info:
             main(["export", str(tiny_run[0]), *contradiction])
         assert exit_info.value.code == 2

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
+from export.reference import image_scores
 from sdk import Detector, ImageReadError, InvalidInputError, ModelLoadError, Result
 
 
@@ -23,7 +24,9 @@ def test_result_fields(det: Detector, bottle_images):
     result = det(bottle_images["broken"])
     assert isinstance(result, Result)
     assert result.anomaly_map.shape == (128, 128) and result.anomaly_map.dtype == np.float32
-    assert result.score == pytest.approx(float(result.anomaly_map.max()), rel=1e-6)
+    options = det.metadata.graph_options  # the recipe's head: mean of the map's top 0.1 %
+    expected = image_scores(result.anomaly_map[None], options["image_score"], options["top_fraction"])[0]
+    assert options["image_score"] == "top_mean" and result.score == pytest.approx(float(expected), rel=1e-5)
     assert 0.0 <= result.normalized_score <= 1.0
     assert result.is_anomaly == (result.score > det.threshold)
     assert result.input_size == bottle_images["broken"].shape[:2]

@@ -38,6 +38,10 @@ class TrainConfig:
         image_score: The graph's image score: ``max`` (the papers') or ``top_mean`` (mean of the map's
             ``top_fraction`` highest pixels); ``rdedge export --image-score`` can change it without retraining.
         top_fraction: Share of the map's pixels averaged by ``top_mean``.
+        map_strides: Teacher feature strides whose distance maps form the anomaly map (the papers: 4, 8, 16).
+            The recipe's head (strides 8 and 16, mean of the top 0.1 %) was chosen on held-out good images with
+            synthetic defects, never on test images (``benchmarks/results/scores.md``); ``--map-strides 4,8,16
+            --image-score max`` is the papers' head.
         max_train_images: Use only the first N training images (quick runs and tests); all when None.
         method_options: Method-specific options (e.g. ``{"refinement": False}`` for DRD).
         test_good: Plain-folder data only: good test images (for ``rdedge evaluate``; never trained on).
@@ -62,8 +66,9 @@ class TrainConfig:
     seed: int = 0
     validation_fraction: float = 0.1
     sigmas: float = 3.0
-    image_score: str = "max"
-    top_fraction: float = 0.01
+    image_score: str = "top_mean"
+    top_fraction: float = 0.001
+    map_strides: tuple[int, ...] = (8, 16)
     max_train_images: int | None = None
     method_options: dict[str, Any] = field(default_factory=dict)
     test_good: str | None = None

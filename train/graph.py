@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from sdk.contract import ImageSize
 
-from .components.anomaly_map import AnomalyMapHead
+from .components.anomaly_map import FEATURE_STRIDES, AnomalyMapHead
 from .model import ReverseDistillationNet
 
 
@@ -55,6 +55,7 @@ class DetectorGraph(nn.Module):
         sigma: Gaussian σ of the head.
         image_score: ``max`` or ``top_mean`` (see :class:`~train.components.anomaly_map.AnomalyMapHead`).
         top_fraction: Share of pixels averaged by ``top_mean``.
+        map_strides: Feature strides fused into the anomaly map (all three by default).
 
     ``forward(images)`` takes (N, H, W, 3) uint8 RGB and returns ``(anomaly_map (N, H, W), score (N,))``, float32.
     """
@@ -68,12 +69,13 @@ class DetectorGraph(nn.Module):
         sigma: float = 4.0,
         image_score: str = "max",
         top_fraction: float = 0.01,
+        map_strides: tuple[int, ...] | list[int] = FEATURE_STRIDES,
     ) -> None:
         super().__init__()
         self.normalize = InputNormalizer(net.spec.mean, net.spec.std)
         self.net = net
         self.head = AnomalyMapHead(image_size, sigma=sigma, combine=combine, refinement=refinement,
-                                   image_score=image_score, top_fraction=top_fraction)
+                                   image_score=image_score, top_fraction=top_fraction, map_strides=map_strides)
         self.compute_dtype = torch.float32
 
     def half_network(self) -> DetectorGraph:

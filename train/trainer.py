@@ -166,7 +166,8 @@ def training_epochs(config: TrainConfig, steps_per_epoch: int) -> int:
 
 def graph_options(method: Method, config: TrainConfig) -> dict[str, Any]:
     """The deployable graph's head options: the method's, with the run's image score."""
-    return {**method.graph_options(), "image_score": config.image_score, "top_fraction": config.top_fraction}
+    return {**method.graph_options(), "image_score": config.image_score, "top_fraction": config.top_fraction,
+            "map_strides": list(config.map_strides)}
 
 
 def build_for_training(method: Method, spec: TeacherSpec, teacher: torch.nn.Module, image_size: ImageSize,

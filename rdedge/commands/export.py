@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..arguments import add_image_score_arguments, add_precision_argument
+from ..arguments import add_head_arguments, add_precision_argument
 
 NAME = "export"
 HELP = "Export a trained run to one self-checked ONNX detector graph."
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help="DRD ablation: export without the detection refinement")
     refinement.add_argument("--refinement", action="store_true",
                             help="apply DRD's detection refinement to the image score (any method)")
-    add_image_score_arguments(parser, None, None)
+    add_head_arguments(parser, None, None, None)
 
 
 def graph_overrides(args: argparse.Namespace) -> dict[str, object] | None:
@@ -39,6 +39,8 @@ def graph_overrides(args: argparse.Namespace) -> dict[str, object] | None:
         overrides["image_score"] = args.image_score
     if args.top_fraction is not None:
         overrides["top_fraction"] = args.top_fraction
+    if args.map_strides is not None:
+        overrides["map_strides"] = list(args.map_strides)
     return overrides or None
 
 

@@ -7,7 +7,7 @@ import argparse
 from train.config import AMP_MODES, TrainConfig
 
 from ..arguments import (
-    add_image_score_arguments,
+    add_head_arguments,
     add_test_folder_arguments,
     image_size_argument,
     parse_options,
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sigmas", type=float, default=defaults.sigmas,
                         help="thresholds = validation mean + SIGMAS x std of good images' scores (image) and map "
                              f"maxima (pixel) (default: {defaults.sigmas:g})")
-    add_image_score_arguments(parser, defaults.image_score, defaults.top_fraction)
+    add_head_arguments(parser, defaults.image_score, defaults.top_fraction, defaults.map_strides)
     parser.add_argument("--max-train-images", type=int, default=None, help="train on at most N images (quick runs)")
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                         help="method option, repeatable: drd refinement=false; reason suppression_target=teacher")
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights, epochs=args.epochs, steps=args.steps, image_size=args.image_size,
         batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, validation_fraction=args.validation_fraction, sigmas=args.sigmas,
-        image_score=args.image_score, top_fraction=args.top_fraction,
+        image_score=args.image_score, top_fraction=args.top_fraction, map_strides=args.map_strides,
         max_train_images=args.max_train_images, method_options=parse_options(args.method_option),
         device=args.device, amp=args.amp, **test_folders(args),
     )

@@ -6,7 +6,8 @@ ONNX- and TensorRT-friendly operations only, batched and shape-agnostic in N:
 * cosine distance over channels written out as ½‖a/‖a‖ − b/‖b‖‖² (= 1 − cos, without float32 cancellation),
   in FP32 (a sum of squares of 1024 post-ReLU channels can overflow FP16);
 * bilinear upsampling with ``align_corners=True`` to the model size (height x width; square or not);
-* fusion by sum (RD4AD, RD++, REASON) or mean (DRD);
+* fusion by sum (RD4AD, RD++, REASON) or mean (DRD) of the scales in ``map_strides`` (all three by default, as the
+  papers; rdedge's recipe fuses strides 8 and 16, see ``benchmarks/results/scores.md``);
 * Gaussian σ = 4 as a separable pair of 33-tap convolutions with constant weights. The borders are padded
   half-sample-symmetrically (``d c b a | a b c d``) with a constant-index Gather, which is exactly SciPy's
   ``gaussian_filter(mode="reflect", truncate=4.0)``, the papers' host-side smoothing;
@@ -24,16 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sdk.contract import ImageSize
-
-IMAGE_SCORES = ("max", "top_mean")
-"""Image score functions of the head: the map's maximum, or the mean of its highest pixels."""
-
-
-def top_pixel_count(image_size: ImageSize | int, top_fraction: float) -> int:
-    """Pixels in the top ``top_fraction`` of a map of ``image_size`` (at least one)."""
-    size = ImageSize.parse(image_size)
-    return max(1, round(size.height * size.width * top_fraction))
+from sdk.contract import (
+    FEATURE_STRIDES,
+    IMAGE_SCORES,
+    MAX_TOP_COUNT,
+    ImageSize,
+    check_map_strides,
+    top_pixel_count,
+)
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> Tensor:
@@ -103,11 +102,16 @@ class AnomalyMapHead(nn.Module):
         refinement: Apply DRD's detection refinement to the image score.
         image_score: ``max`` (the papers') or ``top_mean`` (mean of the ``top_fraction`` highest pixels).
         top_fraction: Share of the map's pixels averaged by ``top_mean`` (at least one pixel).
+        map_strides: Feature strides whose distance maps form the anomaly map (default: all three, the papers').
+            :meth:`raw_map`, which DRD's segmentation loss supervises, always fuses all three, as the paper does.
     """
 
     def __init__(self, image_size: ImageSize | int, sigma: float = 4.0, combine: str = "sum",
-                 refinement: bool = False, image_score: str = "max", top_fraction: float = 0.01) -> None:
+                 refinement: bool = False, image_score: str = "max", top_fraction: float = 0.01,
+                 map_strides: tuple[int, ...] | list[int] = FEATURE_STRIDES) -> None:
         super().__init__()
+        self.map_strides = check_map_strides(map_strides)
+        self.map_levels = tuple(FEATURE_STRIDES.index(s) for s in self.map_strides)
         if combine not in ("sum", "mean"):
             raise ValueError(f"combine must be 'sum' or 'mean', got {combine!r}")
         if image_score not in IMAGE_SCORES:
@@ -120,6 +124,11 @@ class AnomalyMapHead(nn.Module):
         self.image_score = image_score
         self.top_fraction = top_fraction
         self.blur = GaussianBlur(image_size, sigma)
+        if image_score == "top_mean" and self.top_count > MAX_TOP_COUNT:
+            raise ValueError(f"top_fraction {top_fraction} averages {self.top_count} pixels of a {self.image_size} "
+                             "map; "
+                             f"TensorRT's TopK takes at most {MAX_TOP_COUNT}: use a top_fraction of at most "
+                             f"{MAX_TOP_COUNT / (self.image_size.height * self.image_size.width):.4f}")
 
     @property
     def top_count(self) -> int:
@@ -143,6 +152,10 @@ class AnomalyMapHead(nn.Module):
         return self.fuse([self.upsample(cosine_distance_map(t, s)) for t, s in zip(teacher, student, strict=True)])
 
     def forward(self, teacher: list[Tensor], student: list[Tensor]) -> tuple[Tensor, Tensor]:
+        if len(teacher) != len(FEATURE_STRIDES) or len(student) != len(FEATURE_STRIDES):
+            raise ValueError(f"the head takes {len(FEATURE_STRIDES)} feature levels, got {len(teacher)} and "
+                             f"{len(student)}")
+        teacher, student = [teacher[i] for i in self.map_levels], [student[i] for i in self.map_levels]
         distances = [cosine_distance_map(t, s) for t, s in zip(teacher, student, strict=True)]
         upsampled = [self.upsample(d) for d in distances]
         smoothed = self.blur(self.fuse(upsampled))
@@ -172,9 +185,11 @@ def refinement_peak(distances: list[Tensor], upsampled: list[Tensor]) -> Tensor:
 
 
 __all__ = [
+    "FEATURE_STRIDES",
     "IMAGE_SCORES",
     "AnomalyMapHead",
     "GaussianBlur",
+    "check_map_strides",
     "cosine_distance_map",
     "gaussian_kernel1d",
     "symmetric_pad_index",
