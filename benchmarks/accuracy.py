@@ -136,10 +136,13 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "# Accuracy over every public set",
         "",
         f"{datetime.date.today().isoformat()}; default recipe: {defaults.backbone}, input size {defaults.image_size}, "
-        f"{args.epochs or defaults.epochs} epochs, batch {defaults.batch_size}, seed {args.seed}; "
+        f"{args.epochs or defaults.epochs} epochs, batch {defaults.batch_size}, seed {args.seed}, head: strides "
+        f"{'+'.join(map(str, defaults.map_strides))}, image score {defaults.image_score} "
+        f"({defaults.top_fraction:.1%} of the map); "
         f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU. RD rows: metrics from the exported ONNX through "
         "`sdk.Detector`. Baseline: patch nearest-neighbour on the same teacher's stride-8/16 features "
-        "(`benchmarks/patchcore.py`), same post-processing. Thresholds (F1) from held-out good training images; "
+        "(`benchmarks/patchcore.py`), same upsampling and blur, maximum as image score. Thresholds (F1) from "
+        "held-out good training images; "
         "nothing chosen on test images. ms: batch 1, median.",
         "",
         "Reproduce: `python -m benchmarks.accuracy`.",
