@@ -165,7 +165,7 @@ def training_epochs(config: TrainConfig, steps_per_epoch: int) -> int:
 
 
 def graph_options(method: Method, config: TrainConfig) -> dict[str, Any]:
-    """The deployable graph's head options: the method's, with the run's image score."""
+    """The deployable graph's head options: the method's, with the run's image score, top fraction and map strides."""
     return {**method.graph_options(), "image_score": config.image_score, "top_fraction": config.top_fraction,
             "map_strides": list(config.map_strides)}
 
