@@ -80,20 +80,45 @@ class PapersStyleRunner:
 
 
 def collect_rows(jobs: Iterable[Callable[[], list[dict[str, Any]]]],
-                 render: Callable[[list[dict[str, Any]]], str], out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+                 render: Callable[[list[dict[str, Any]]], str], out: str | os.PathLike[str], *,
+                 store: str | os.PathLike[str] | None = None, key: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Run benchmark jobs (each returns table rows) in turn, printing each row as JSON and rewriting the markdown
-    table ``out`` after each job, so that partial results survive an interruption; then print the table."""
-    rows: list[dict[str, Any]] = []
+    table ``out`` after each job, so that partial results survive an interruption; then print the table.
+
+    Args:
+        jobs: Callables returning rows.
+        render: Rows → markdown.
+        out: Markdown file.
+        store: A JSON file of the table's rows. When given, the table is the stored rows with each new row
+            replacing the stored one of the same ``key`` (appended otherwise), and the store is rewritten with the
+            table after each job: a run of one set or one ablation adds to the table instead of replacing it.
+        key: The fields that name a row in ``store``.
+
+    Returns:
+        The table's rows (the new ones, merged into the stored ones when ``store`` is given).
+    """
+    rows: list[dict[str, Any]] = json.loads(Path(store).read_text()) if store and Path(store).exists() else []
     started = time.perf_counter()
     for job in jobs:
         new = job()
-        rows += new
         for row in new:
             print(json.dumps(row), flush=True)
+            rows = merge_row(rows, row, key) if store else [*rows, row]
+        if store:
+            write_text_atomic(store, json.dumps(rows, indent=1) + "\n")
         write_text_atomic(out, render(rows))
     print(render(rows))
     print(f"written to {out} in {(time.perf_counter() - started) / 60:.1f} min")
     return rows
+
+
+def merge_row(rows: list[dict[str, Any]], row: dict[str, Any], key: Sequence[str]) -> list[dict[str, Any]]:
+    """``rows`` with ``row`` in place of the one with the same ``key`` fields, or appended."""
+    name = tuple(row.get(k) for k in key)
+    for i, old in enumerate(rows):
+        if tuple(old.get(k) for k in key) == name:
+            return [*rows[:i], row, *rows[i + 1:]]
+    return [*rows, row]
 
 
 def run_benchmark(

@@ -39,6 +39,22 @@ def test_collect_rows_rewrites_the_table_after_each_job_and_keeps_it_on_a_failur
     assert out.read_text() == "1\n10\n"  # the rows finished before the failure are kept
 
 
+def test_collect_rows_with_a_store_replaces_rows_of_the_same_key_and_keeps_the_others(tmp_path: Path, capsys):
+    out, store = tmp_path / "table.md", tmp_path / "rows.json"
+
+    def render(rows):
+        return "\n".join(f"{r['set']} {r['change']} {r['auroc']}" for r in rows) + "\n"
+
+    def job(*rows):
+        return lambda: [dict(zip(("set", "change", "auroc"), r, strict=True)) for r in rows]
+
+    collect_rows([job(("a", "recipe", 0.5), ("b", "recipe", 0.6))], render, out, store=store, key=("set", "change"))
+    rows = collect_rows([job(("a", "steps=1000", 0.7)), job(("b", "recipe", 0.9))], render, out, store=store,
+                        key=("set", "change"))
+    assert out.read_text() == "a recipe 0.5\nb recipe 0.9\na steps=1000 0.7\n"
+    assert json.loads(store.read_text()) == rows and len(rows) == 3
+
+
 @pytest.mark.parametrize("module", ["accuracy", "nonsquare", "methods"])
 def test_benchmark_commands_have_help(module: str):
     result = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--help"], capture_output=True, text=True,
@@ -99,3 +115,15 @@ def test_accuracy_ablations_change_named_recipe_settings_only():
     for bad in (["colour=red"], ["seed=3"], ["steps"]):  # unknown, fixed by the benchmark, not KEY=VALUE
         with pytest.raises(SystemExit):
             parse_changes(bad)
+
+
+def test_accuracy_ablations_train_in_their_own_folder_and_head_changes_reuse_the_recipe_checkpoint(tmp_path: Path):
+    from benchmarks.accuracy import run_folder
+
+    recipe = run_folder(tmp_path, "elpv:mono", "rd4ad", {}, {})
+    assert recipe == tmp_path / "elpv-mono" / "rd4ad"
+    assert run_folder(tmp_path, "elpv:mono", "rd4ad", {"image_score": "max", "map_strides": (4, 8, 16)}, {}) == recipe
+    steps = run_folder(tmp_path, "elpv:mono", "rd4ad", {"steps": 1000, "image_score": "max"}, {})
+    option = run_folder(tmp_path, "kolektorsdd", "drd", {}, {"segmentation_target": "difference"})
+    assert steps == recipe.with_name("rd4ad-steps=1000")
+    assert option.name == "drd-method.segmentation_target=difference" and option.parent.name == "kolektorsdd"
