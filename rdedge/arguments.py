@@ -14,6 +14,15 @@ def add_model_argument(parser: argparse.ArgumentParser, formats: str = ".onnx (o
     parser.add_argument("model", help=f"exported {formats} file, or a run folder holding model.onnx")
 
 
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    """``--backend``: the runtime (``Detector(..., backend=...)``); default: the model file's suffix."""
+    from sdk.backends import AUTO, RUNTIMES
+
+    parser.add_argument("--backend", choices=[*RUNTIMES, AUTO], default=None,
+                        help="runtime (default: by the file suffix: .onnx onnxruntime, .xml openvino, .engine "
+                             "tensorrt; auto: openvino for .onnx on x86 where installed)")
+
+
 def image_size_argument(text: str) -> ImageSize | str:
     """``--image-size``: ``auto`` / ``auto:N``, ``256`` or ``HEIGHTxWIDTH``, each side a multiple of 32, at least 64."""
     from train.config import auto_short_side

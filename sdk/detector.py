@@ -34,13 +34,18 @@ class Detector:
         >>> result.score, result.is_anomaly
 
     Args:
-        model: Path of an exported model: ``.onnx`` (ONNX Runtime) or ``.engine`` (TensorRT, written by
-            ``rdedge build-engine``).
+        model: Path of an exported model: ``.onnx`` (ONNX Runtime, or OpenVINO), ``.xml`` (OpenVINO IR, written
+            by ``rdedge export-openvino``) or ``.engine`` (TensorRT, written by ``rdedge build-engine``).
+        backend: The runtime: None (default) for the file suffix's (``.onnx``: onnxruntime), ``onnxruntime``,
+            ``openvino`` (``pip install rdedge[openvino]``; CPU, or ``device="GPU"``/``"NPU"``), ``tensorrt``, or
+            ``auto``: OpenVINO for ``.onnx`` on x86 CPUs where installed, onnxruntime otherwise.
+            :attr:`backend_name` says which runs.
         threshold: Image threshold (raw score) to use instead of the calibrated one.
         pixel_threshold: Pixel threshold (anomaly-map value, for masks and overlays) to use instead of the
             calibrated one.
         **backend_options: Passed to the backend (e.g. ``providers`` or ``intra_op_threads`` for onnxruntime;
-            ``device`` or ``cuda_graph`` for TensorRT).
+            ``device``, ``threads`` or ``performance_hint`` for OpenVINO; ``device`` or ``cuda_graph`` for
+            TensorRT).
 
     Raises:
         ModelLoadError: The file cannot be loaded.
@@ -51,9 +56,9 @@ class Detector:
     use one Detector per thread.
     """
 
-    def __init__(self, model: str | os.PathLike[str], *, threshold: float | None = None,
-                 pixel_threshold: float | None = None, **backend_options: Any):
-        self.backend: Backend = load_backend(model, **backend_options)
+    def __init__(self, model: str | os.PathLike[str], *, backend: str | None = None,
+                 threshold: float | None = None, pixel_threshold: float | None = None, **backend_options: Any):
+        self.backend: Backend = load_backend(model, backend, **backend_options)
         self.metadata: ModelMetadata = self.backend.metadata
         self._threshold = self.metadata.calibration.threshold
         self._pixel_threshold = self.metadata.calibration.pixel
@@ -75,6 +80,11 @@ class Detector:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @property
+    def backend_name(self) -> str:
+        """The runtime running the model: ``onnxruntime``, ``openvino`` or ``tensorrt``."""
+        return self.backend.name
 
     @property
     def image_size(self) -> ImageSize:

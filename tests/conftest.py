@@ -117,6 +117,19 @@ def tiny_onnx(tiny_run) -> Path:
     return tiny_run[1].path
 
 
+@pytest.fixture(scope="session")
+def precision_models(tiny_run) -> dict[str, Path]:
+    """The tiny run exported at each precision: FP32, FP16 and INT8 (calibrated on 13 good images)."""
+    from export.onnx import export_onnx
+
+    run, report = tiny_run
+    return {
+        "fp32": report.path,
+        "fp16": export_onnx(run, precision="fp16", check_images=4).path,
+        "int8": export_onnx(run, precision="int8", check_images=4, calib_images=13).path,  # not a multiple of 8
+    }
+
+
 WIDE_SIZE = "160x64"
 """Height x width of the non-square test model: KolektorSDD strips are 256 wide and ~645 tall (aspect ~2.5)."""
 

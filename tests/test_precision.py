@@ -22,16 +22,6 @@ from tests.conftest import require_tool
 from tests.int8_checks import ort_session, rewrite_exactly
 
 
-@pytest.fixture(scope="session")
-def precision_models(tiny_run) -> dict[str, Path]:
-    run, report = tiny_run
-    return {
-        "fp32": report.path,
-        "fp16": export_onnx(run, precision="fp16", check_images=4).path,
-        "int8": export_onnx(run, precision="int8", check_images=4, calib_images=13).path,  # not a multiple of 8
-    }
-
-
 def test_fp16_graph_keeps_io_and_post_processing_fp32(precision_models):
     model = onnx.load(precision_models["fp16"])
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8

@@ -7,14 +7,15 @@ import json
 
 from sdk.errors import RdedgeError
 
-from ..arguments import add_model_argument, add_test_folder_arguments, test_folders
+from ..arguments import add_backend_argument, add_model_argument, add_test_folder_arguments, test_folders
 
 NAME = "evaluate"
 HELP = "Image/pixel AUROC, AUPRO and F1 of an exported model on a test set."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_argument(parser)
+    add_model_argument(parser, ".onnx (or .xml, .engine)")
+    add_backend_argument(parser)
     parser.add_argument("--data", default=None,
                         help="dataset spec (default: the model's training data: a packaged spec such as elpv:mono, "
                              "or the folder recorded in its run folder's train_log.json)")
@@ -37,10 +38,10 @@ def run(args: argparse.Namespace) -> int:
     from sdk.evaluate import evaluate_detector
 
     model = resolve_model(args.model)
-    if args.as_written and model.suffix.lower() != ".onnx":
-        raise RdedgeError(f"--as-written applies to .onnx graphs, not {model}")
+    if args.as_written and (model.suffix.lower() != ".onnx" or args.backend not in (None, "onnxruntime")):
+        raise RdedgeError(f"--as-written applies to .onnx graphs in onnxruntime, not {model} ({args.backend})")
     options = {"optimize": False} if args.as_written else {}
-    detector = Detector(model, threshold=args.threshold, **options)
+    detector = Detector(model, backend=args.backend, threshold=args.threshold, **options)
     dataset = load_model_dataset(detector.metadata, data=args.data, category=args.category, model_path=model,
                                  **test_folders(args))
     if not dataset.test:

@@ -9,14 +9,15 @@ from pathlib import Path
 
 from sdk.errors import RdedgeError
 
-from ..arguments import add_model_argument, add_threshold_arguments
+from ..arguments import add_backend_argument, add_model_argument, add_threshold_arguments
 
 NAME = "predict"
 HELP = "Score images, folders, videos, cameras or streams; optionally write overlays, videos and a log."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_argument(parser)
+    add_model_argument(parser, ".onnx (or .xml, .engine)")
+    add_backend_argument(parser)
     parser.add_argument(
         "inputs", nargs="+",
         help="image files, folders of images, video files, stream URLs (rtsp://, http://, ...), camera indices "
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from sdk.detector import Detector
     from sdk.records import ResultLog
 
-    detector = Detector(resolve_model(args.model), threshold=args.threshold, pixel_threshold=args.pixel_threshold)
+    detector = Detector(resolve_model(args.model), backend=args.backend, threshold=args.threshold,
+                        pixel_threshold=args.pixel_threshold)
     out_dir = Path(args.out) if args.out else None
     used_names: set[str] = set()
     failures = found = 0

@@ -16,29 +16,60 @@ from ..errors import ModelLoadError
 from ..fileio import resolve_run_file
 from .base import Backend
 
-BACKENDS: dict[str, str] = {
-    ".onnx": "sdk.backends.onnxruntime:OnnxRuntimeBackend",
-    ".engine": "sdk.backends.tensorrt:TensorRTBackend",
+RUNTIMES: dict[str, str] = {
+    "onnxruntime": "sdk.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "sdk.backends.openvino:OpenVinoBackend",
+    "tensorrt": "sdk.backends.tensorrt:TensorRTBackend",
 }
-"""File suffix → ``module:class`` of the backend that runs it."""
+"""Runtime name (``Detector(..., backend=NAME)``) → ``module:class`` of the backend."""
+FORMATS: dict[str, tuple[str, ...]] = {
+    ".onnx": ("onnxruntime", "openvino"),
+    ".xml": ("openvino",),
+    ".engine": ("tensorrt",),
+}
+"""File suffix → the runtimes that read it, the default first (as ultralytics' AutoBackend keys on the suffix)."""
+BACKENDS: dict[str, str] = {suffix: RUNTIMES[names[0]] for suffix, names in FORMATS.items()}
+"""File suffix → ``module:class`` of the backend that runs it by default."""
+AUTO = "auto"
 
 
-def load_backend(path: str | os.PathLike[str], **options: Any) -> Backend:
-    """Open a model file with the backend registered for its suffix.
+def auto_runtime(suffix: str) -> str:
+    """``backend="auto"``: OpenVINO for ONNX graphs on x86 CPUs where it is installed (it runs rdedge's graphs
+    faster there: ``benchmarks/results/peers.md``), otherwise the suffix's default."""
+    import importlib.util
+    import platform
+
+    if (suffix == ".onnx" and platform.machine().lower() in {"x86_64", "amd64"}
+            and importlib.util.find_spec("openvino") is not None):
+        return "openvino"
+    return FORMATS[suffix][0]
+
+
+def load_backend(path: str | os.PathLike[str], backend: str | None = None, **options: Any) -> Backend:
+    """Open a model file with a runtime that reads its format.
 
     Args:
         path: Model file.
+        backend: Runtime name (``onnxruntime``, ``openvino``, ``tensorrt``), ``auto`` (:func:`auto_runtime`), or
+            None for the suffix's default (``.onnx``: onnxruntime, ``.xml``: openvino, ``.engine``: tensorrt).
         **options: Passed to the backend's constructor.
 
     Raises:
-        ModelLoadError: Unknown suffix, or the backend cannot load the file.
+        ModelLoadError: Unknown suffix, a runtime that does not read that format, or the backend cannot load the
+            file.
     """
     suffix = Path(path).suffix.lower()
-    if suffix not in BACKENDS:
+    if suffix not in FORMATS:
         raise ModelLoadError(
-            f"unsupported model format {suffix or '(no suffix)'!r} for {path}; supported: {', '.join(BACKENDS)}"
+            f"unsupported model format {suffix or '(no suffix)'!r} for {path}; supported: {', '.join(FORMATS)}"
         )
-    module_name, class_name = BACKENDS[suffix].split(":")
+    name = auto_runtime(suffix) if backend == AUTO else backend or FORMATS[suffix][0]
+    if name not in RUNTIMES:
+        raise ModelLoadError(f"unknown backend {name!r}; choose one of {', '.join([*RUNTIMES, AUTO])}")
+    if name not in FORMATS[suffix]:
+        readers = [s for s, names in FORMATS.items() if name in names]
+        raise ModelLoadError(f"backend {name!r} does not read {suffix} files ({path}); it reads {', '.join(readers)}")
+    module_name, class_name = RUNTIMES[name].split(":")
     backend_class = getattr(importlib.import_module(module_name), class_name)
     return backend_class(path, **options)
 
@@ -53,4 +84,4 @@ def resolve_model(path: str | os.PathLike[str]) -> Path:
     return resolve_run_file(path, MODEL_FILE, ModelLoadError, remedy)
 
 
-__all__ = ["BACKENDS", "Backend", "load_backend", "resolve_model"]
+__all__ = ["AUTO", "BACKENDS", "FORMATS", "RUNTIMES", "Backend", "auto_runtime", "load_backend", "resolve_model"]
