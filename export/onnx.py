@@ -25,6 +25,8 @@ import copy
 import io
 import os
 import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,6 +224,22 @@ def check_reduced_precision(
     return checks
 
 
+class StageTimer:
+    """Wall seconds per named stage of an export (``with timer("stage"): ...``), recorded in the metadata's
+    ``checks["export_seconds"]`` so that a slow export says where its time went."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - started, 3)
+
+
 INT8_FP32_DEPTHS = (0, 2, 4, 8, 16)
 """How far back from the features the head compares INT8 keeps layers in FP32 (:func:`export.precision.
 nodes_feeding_scopes`), tried in turn until the INT8 graph passes the check on held-out good images: 0 first (the
@@ -230,8 +248,8 @@ map correlation 0.70 / 0.81 / 0.94 / 0.97 at depths 0 / 2 / 4 / 8."""
 
 
 def quantize_checked(fp32_model: Path, folder: Path, calibration: np.ndarray, calib_method: str,
-                     graph: DetectorGraph, images: np.ndarray,
-                     metadata: ModelMetadata) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+                     graph: DetectorGraph, images: np.ndarray, metadata: ModelMetadata,
+                     timer: StageTimer | None = None) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     """Quantize to INT8 with the fewest layers kept FP32 (:data:`INT8_FP32_DEPTHS`) that pass the check.
 
     The check runs on the export's check images (held-out good validation images, never test images).
@@ -243,6 +261,7 @@ def quantize_checked(fp32_model: Path, folder: Path, calibration: np.ndarray, ca
     Raises:
         ExportCheckError: No depth passes (naming each depth's correlation).
     """
+    timer = timer or StageTimer()
     fp32 = onnx.load(fp32_model)
     tried: list[dict[str, Any]] = []
     path = folder / "int8.onnx"
@@ -250,10 +269,12 @@ def quantize_checked(fp32_model: Path, folder: Path, calibration: np.ndarray, ca
         keep = nodes_feeding_scopes(fp32, FP32_SCOPE_PREFIXES, depth)
         if depth and len(keep) == len(tried[-1]["nodes"]):
             continue  # the network is shallower than this: nothing more to keep
-        quantize_int8(fp32_model, path, calibration, calib_method, keep_fp32=keep)
+        with timer(f"int8: calibrate and quantize (depth {depth})"):
+            quantize_int8(fp32_model, path, calibration, calib_method, keep_fp32=keep)
         save_with_metadata(onnx.load(path), metadata.replace(precision="int8"), path)
         try:
-            check = check_reduced_precision(path, graph, images, "int8")
+            with timer(f"int8: check against FP32 (depth {depth})"):
+                check = check_reduced_precision(path, graph, images, "int8")
         except ExportCheckError as exc:
             if exc.correlation is None:  # non-finite outputs: a broken conversion, not a matter of sensitivity
                 raise
@@ -318,33 +339,41 @@ def export_onnx(
     check_precision(precision)
     checkpoint = resolve_checkpoint(run)
     out_path = Path(out) if out is not None else default_output(checkpoint, precision)
-    graph, metadata = build_graph_from_checkpoint(checkpoint, graph_overrides)
-    dataset = load_model_dataset(metadata)  # the checkpoint's local record of its data (never the exported one)
-    images = reference_images(metadata, check_images, progress=progress, dataset=dataset)
-    validation = load_prepared(dataset.validation, metadata.image_size, desc="calibration (held-out good)",
-                               progress=progress)
-    model = to_onnx_model(graph, metadata.image_size, opset)
+    timer = StageTimer()
+    with timer("load model and images"):
+        graph, metadata = build_graph_from_checkpoint(checkpoint, graph_overrides)
+        dataset = load_model_dataset(metadata)  # the checkpoint's local record of its data (never the exported one)
+        images = reference_images(metadata, check_images, progress=progress, dataset=dataset)
+        validation = load_prepared(dataset.validation, metadata.image_size, desc="calibration (held-out good)",
+                                   progress=progress)
+    with timer("trace to ONNX"):
+        model = to_onnx_model(graph, metadata.image_size, opset)
     with tempfile.TemporaryDirectory() as tmp:
         unchecked = Path(tmp) / "fp32.onnx"
         save_with_metadata(model, metadata, unchecked)
-        checks = check_against_torch(unchecked, graph, images, tolerance)
+        with timer("check against PyTorch and the reference"):
+            checks = check_against_torch(unchecked, graph, images, tolerance)
         written = unchecked
         if precision == "fp16":
-            model = to_onnx_model(copy.deepcopy(graph).half_network(), metadata.image_size, opset)
-            written = Path(tmp) / "fp16.onnx"
-            save_with_metadata(model, metadata.replace(precision=precision), written)
-            checks["reduced_precision"] = check_reduced_precision(written, graph, images, precision)
+            with timer("convert to FP16 and check"):
+                model = to_onnx_model(copy.deepcopy(graph).half_network(), metadata.image_size, opset)
+                written = Path(tmp) / "fp16.onnx"
+                save_with_metadata(model, metadata.replace(precision=precision), written)
+                checks["reduced_precision"] = check_reduced_precision(written, graph, images, precision)
         elif precision == "int8":
-            calibration = load_prepared(dataset.train[:calib_images], metadata.image_size, desc="calibration",
-                                        progress=progress)
+            with timer("load calibration images"):
+                calibration = load_prepared(dataset.train[:calib_images], metadata.image_size, desc="calibration",
+                                            progress=progress)
             written, checks["reduced_precision"], checks["int8_fp32_layers"] = quantize_checked(
-                unchecked, Path(tmp), calibration, calib_method, graph, images, metadata)
+                unchecked, Path(tmp), calibration, calib_method, graph, images, metadata, timer)
             model = onnx.load(written)
             checks["qdq"] = qdq_summary(model)
             checks["calibration_images"] = len(calibration)
             checks["calibration_method"] = calib_method
         # Each precision's thresholds come from its own graph (run as Detector runs it) on held-out good images.
-        score_calibration = calibrate_graph(written, validation, metadata.calibration.sigmas, precision)
+        with timer("calibrate thresholds (held-out good)"):
+            score_calibration = calibrate_graph(written, validation, metadata.calibration.sigmas, precision)
+    checks["export_seconds"] = timer.seconds
     metadata = metadata.replace(
         precision=precision,
         calibration=score_calibration,

@@ -45,9 +45,20 @@ def test_int8_qdq_is_symmetric_per_channel_and_spares_the_post_processing(precis
     for node in [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]:
         if len(node.input) > 2 and node.input[2] in inits:
             assert not inits[node.input[2]].any(), "zero points must be 0"
-    # weights: initializer → QuantizeLinear → DequantizeLinear, with one scale per channel
-    weight_q = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
-    assert weight_q and all(inits[n.input[1]].ndim == 1 and inits[n.input[1]].size > 1 for n in weight_q)
+    # weights: INT8 initializer → DequantizeLinear, one scale per channel, within TensorRT's [-127, 127]; no FP32
+    # weight behind a Q/DQ pair
+    weight_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert weight_dq and all(inits[n.input[0]].dtype == np.int8 and inits[n.input[1]].ndim == 1
+                             and inits[n.input[1]].size > 1 for n in weight_dq)
+    assert all(np.abs(inits[n.input[0]].astype(int)).max() <= 127 for n in weight_dq)
+    assert not [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
+    network_convs = [n for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")
+                     and not n.name.startswith(("head/", "normalize/"))]
+    kept_fp32 = set(Detector(precision_models["int8"]).metadata.checks["int8_fp32_layers"]["nodes"])
+    float_weights = [n.name for n in network_convs if n.input[1] in inits and n.name not in kept_fp32]
+    assert not float_weights, f"quantized convolutions with float weights: {float_weights[:3]}"
+    fp32_bytes = Path(precision_models["fp32"]).stat().st_size
+    assert Path(precision_models["int8"]).stat().st_size < 0.4 * fp32_bytes
     activation_q = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
     assert activation_q and all(inits[n.input[1]].ndim == 0 for n in activation_q)  # per-tensor activations
     assert not any(a.dtype == np.int32 for a in inits.values()), "biases must not be quantized"
@@ -72,6 +83,9 @@ def test_int8_qdq_is_symmetric_per_channel_and_spares_the_post_processing(precis
     assert all(i.name in used for i in model.graph.initializer), "no scales left behind by dropped pairs"
     meta = Detector(precision_models["int8"]).metadata
     assert meta.precision == "int8" and meta.checks["calibration_images"] == 13
+    stages = meta.checks["export_seconds"]  # where an export's time goes, stage by stage
+    assert {"trace to ONNX", "int8: calibrate and quantize (depth 0)", "int8: check against FP32 (depth 0)",
+            "calibrate thresholds (held-out good)"} <= set(stages) and all(v > 0 for v in stages.values())
     assert meta.checks["reduced_precision"]["map_correlation_vs_fp32"] >= 0.95
 
 

@@ -74,4 +74,7 @@ def run(args: argparse.Namespace) -> int:
               f"kept FP32 (depth {fallback['depth']}; map correlation {tried})")
     calibration = report.metadata.calibration
     print(f"  thresholds: image {calibration.threshold:.5g}, pixel {calibration.pixel:.5g} ({calibration.source})")
+    stages = checks.get("export_seconds", {})
+    if stages:
+        print(f"  time: {sum(stages.values()):.1f} s (" + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()) + ")")
     return 0
