@@ -3,9 +3,9 @@ baseline beside them; write ``benchmarks/results/accuracy.md``.
 
 Sets: MVTec AD bottle (``RDEDGE_MVTEC_ROOT``), KolektorSDD and MVTec 3D-AD tire (``RDEDGE_INDUSTRIAL_ROOT``), ELPV
 mono cells (``pip install elpv-dataset``). Each RD method is trained with the default recipe (``TrainConfig``
-defaults: EfficientNet-Lite0, 256 px, fixed epochs, batch 16, seed 0), exported to ONNX and evaluated through
-``sdk.Detector`` (metrics from the exported graph). The baseline (:mod:`benchmarks.patchcore`) uses the same
-teacher, size, training split and held-out calibration images. Nothing is chosen on test images.
+defaults: EfficientNet-Lite0, input size auto, 1,000 optimiser steps, batch 16, seed 0), exported to ONNX and
+evaluated through ``sdk.Detector`` (metrics from the exported graph). The baseline (:mod:`benchmarks.patchcore`)
+uses the same teacher, size, training split and held-out calibration images. Nothing is chosen on test images.
 
 Run: ``python -m benchmarks.accuracy`` (all) or ``--sets kolektorsdd --methods rd4ad baseline``; see ``--help``.
 """
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from train.config import TrainConfig, parse_key_values
+from train.config import DEFAULT_STEPS, TrainConfig, parse_key_values
 
 from .latency import RESULTS_DIR, collect_rows, summarize, time_calls
 from .methods import METHODS, evaluate_model, onnx_latency_ms
@@ -60,10 +60,8 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
 
     spec, category = dataset_spec(name)
     run_dir = run_folder(Path(args.runs), name, method, args.change, args.method_options)
-    defaults = TrainConfig(data=spec, out=str(run_dir))
-    config = TrainConfig(data=spec, category=category, out=str(run_dir), method=method,
-                         epochs=args.epochs or defaults.epochs, seed=args.seed, method_options=args.method_options,
-                         **args.change)
+    config = TrainConfig(data=spec, category=category, out=str(run_dir), method=method, epochs=args.epochs,
+                         seed=args.seed, method_options=args.method_options, **args.change)
     if not (args.reuse and (run_dir / "checkpoint.pt").exists()):
         train(config, progress=not args.quiet)
     metadata, _ = load_checkpoint(run_dir)
@@ -75,6 +73,7 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
     return {"set": name, "method": method, **{k: metrics[k] for k in METRICS},
             "train_minutes": metadata.training["train_seconds"] / 60.0, "ms": onnx_latency_ms(report.path),
             "runtime": "ONNX Runtime", "epochs": metadata.training.get("epochs_run", config.epochs),
+            "steps": metadata.training.get("optimiser_steps"),
             "size": str(metadata.image_size), "change": args.label}
 
 
@@ -149,11 +148,12 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
     defaults = TrainConfig(data="", out="")
+    length = f"{args.epochs} epochs" if args.epochs else f"{DEFAULT_STEPS} optimiser steps (the fewest whole epochs)"
     lines = [
         "# Accuracy over every public set",
         "",
         f"{datetime.date.today().isoformat()}; default recipe: {defaults.backbone}, input size {defaults.image_size}, "
-        f"{args.epochs or defaults.epochs} epochs, batch {defaults.batch_size}, seed {args.seed}, head: strides "
+        f"{length}, batch {defaults.batch_size}, seed {args.seed}, head: strides "
         f"{'+'.join(map(str, defaults.map_strides))}, image score {defaults.image_score} "
         f"({defaults.top_fraction:.1%} of the map); "
         f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU. RD rows: metrics from the exported ONNX through "
@@ -168,13 +168,14 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "Reproduce: `python -m benchmarks.accuracy` (all; rows are kept in `accuracy.json` and a rerun of one set, "
         "method or `--change` replaces only its rows).",
         "",
-        "| set | method | change | size | image AUROC | pixel AUROC | AUPRO | F1 | train (fit) min | ms (b1) | "
-        "runtime |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| set | method | change | size | training | image AUROC | pixel AUROC | AUPRO | F1 | train (fit) min | "
+        "ms (b1) | runtime |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in table_order(rows):
         lines.append(f"| {r['set']} | {r['method']} | {r.get('change', 'recipe')} | {r.get('size', '')} | "
-                     f"{f(r['image_auroc'])} | {f(r['pixel_auroc'])} | {f(r['aupro'])} | {f(r['f1'])} | "
+                     f"{training_length(r)} | {f(r['image_auroc'])} | {f(r['pixel_auroc'])} | {f(r['aupro'])} | "
+                     f"{f(r['f1'])} | "
                      f"{r['train_minutes']:.1f} | {r['ms']:.1f} | {r['runtime']} |")
     lines += ["", "ELPV has image-level labels only: pixel AUROC and AUPRO are n/a. Rows with a change: the recipe "
               "with that one setting changed (head settings re-export the recipe's checkpoint; others retrain)."]
@@ -183,7 +184,18 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
                           for r in rows)]
     if missing:
         lines.append(f"Not run yet with the recipe: {', '.join(missing)}.")
+    notes = [f"- {r['set']} / {r['method']} / {r.get('change', 'recipe')}: {r['timing_note']}"
+             for r in table_order(rows) if r.get("timing_note")]
+    if notes:
+        lines += ["", "Timing notes:", *notes]
     return "\n".join([*lines, ""])
+
+
+def training_length(row: dict[str, Any]) -> str:
+    """``63 ep / 1008 steps``, ``30 ep`` (rows without a step count), or ``-`` (the baseline)."""
+    if not row.get("epochs"):
+        return "-"
+    return f"{row['epochs']} ep" + (f" / {row['steps']} steps" if row.get("steps") else "")
 
 
 def table_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -201,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, help="sets (default: all four)")
     parser.add_argument("--methods", nargs="+", default=[*METHODS, BASELINE], choices=[*METHODS, BASELINE],
                         help="methods (default: the four and the baseline)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the recipe's)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"epochs instead of the recipe's length ({DEFAULT_STEPS} optimiser steps)")
     parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     parser.add_argument("--runs", default="runs/accuracy", help="folder for the runs (default: runs/accuracy)")
     parser.add_argument("--reuse", action="store_true", help="reuse existing checkpoints instead of retraining")

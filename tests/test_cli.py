@@ -217,13 +217,18 @@ def test_an_export_refusal_is_one_clear_message(tiny_run, tmp_path: Path, monkey
     assert not out.exists()
 
 
-def test_training_epochs_have_one_default():
-    """Defect: TrainConfig defaulted to 20 epochs while the command and the README said 30."""
-    from train.config import DEFAULT_EPOCHS, TrainConfig
+def test_training_length_has_one_default():
+    """Defect: TrainConfig defaulted to 20 epochs while the command and the README said 30. The default is now
+    1,000 optimiser steps, in the config, the command and the README alike."""
+    from train.config import DEFAULT_STEPS, TrainConfig
+    from train.trainer import training_epochs
 
     parsed = build_parser().parse_args(["train", "--data", "d", "--out", "o"])
-    assert TrainConfig(data="d", out="o").epochs == parsed.epochs == DEFAULT_EPOCHS == 30
-    assert f"--epochs {DEFAULT_EPOCHS}" in (REPO / "README.md").read_text()
+    config = TrainConfig(data="d", out="o")
+    assert (config.epochs, config.steps) == (parsed.epochs, parsed.steps) == (None, None)
+    assert DEFAULT_STEPS == 1000 and training_epochs(config, steps_per_epoch=12) == 84  # bottle: 188 images, batch 16
+    assert training_epochs(TrainConfig(data="d", out="o", epochs=30), steps_per_epoch=12) == 30
+    assert "1,000 optimiser steps" in (REPO / "README.md").read_text()
 
 
 def test_exported_models_carry_no_local_paths(tiny_run, bottle_subset: Path, tmp_path: Path, capsys):

@@ -128,11 +128,17 @@ def test_train_rejects_sizes_the_decoder_cannot_mirror(bottle_subset, tmp_path):
 def test_training_length_in_steps_runs_the_fewest_whole_epochs_that_make_them(bottle_subset: Path, tmp_path: Path,
                                                                               capsys):
     """``rdedge train --steps 5`` on 12 real images in batches of 8 (2 steps per epoch): 3 epochs, 6 steps, recorded
-    in the model; ``--epochs`` is then ignored."""
+    in the model; ``--epochs`` with ``--steps`` is refused (one training length), by the command and by train()."""
     from rdedge.main import main
+    from train.trainer import TrainConfig, train
 
     out = tmp_path / "steps"
-    assert main(["train", "--data", str(bottle_subset), "--out", str(out), "--steps", "5", "--epochs", "50",
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "--data", str(bottle_subset), "--out", str(out), "--steps", "5", "--epochs", "50"])
+    assert refused.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="epochs or steps, not both"):
+        train(TrainConfig(data=str(bottle_subset), out=str(out), epochs=50, steps=5), progress=False)
+    assert main(["train", "--data", str(bottle_subset), "--out", str(out), "--steps", "5",
                  "--image-size", "64", "--batch-size", "8", "--max-train-images", "12", "--quiet"]) == 0
     assert "input size 64 (asked: 64); 3 epochs, 6 optimiser steps on 12 good images" in capsys.readouterr().out
     metadata, _ = load_checkpoint(out)

@@ -25,7 +25,7 @@ from sdk.metadata import ModelMetadata, ScoreCalibration
 
 from .backbones import TeacherSpec, build_teacher, get_teacher_spec
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
-from .config import AMP_MODES, DEVICES, TrainConfig, auto_short_side
+from .config import AMP_MODES, DEFAULT_STEPS, DEVICES, TrainConfig, auto_short_side
 from .graph import DetectorGraph
 from .methods import Method, get_method
 from .model import ReverseDistillationNet
@@ -158,10 +158,12 @@ def resolve_image_size(value: object, samples: Sequence[Sample], max_read: int =
 
 
 def training_epochs(config: TrainConfig, steps_per_epoch: int) -> int:
-    """Epochs to run: ``config.epochs``, or with ``config.steps`` the fewest whole epochs making that many steps."""
-    if config.steps is None:
+    """Epochs to run: ``config.epochs``, or the fewest whole epochs making ``config.steps`` (default
+    :data:`~train.config.DEFAULT_STEPS`) optimiser steps."""
+    if config.epochs is not None:
         return config.epochs
-    return max(1, -(-config.steps // steps_per_epoch))
+    steps = DEFAULT_STEPS if config.steps is None else config.steps
+    return max(1, -(-steps // steps_per_epoch))
 
 
 def graph_options(method: Method, config: TrainConfig) -> dict[str, Any]:
@@ -245,7 +247,9 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
         ResumeError: Nothing to resume, other settings, or an interrupted run in the way of a fresh start.
         TrainingInterrupted: Ctrl-C (a KeyboardInterrupt), after keeping the last complete epoch.
     """
-    if config.epochs < 1 or config.batch_size < 1 or (config.steps is not None and config.steps < 1):
+    if config.epochs is not None and config.steps is not None:
+        raise ValueError(f"give epochs or steps, not both (got epochs={config.epochs}, steps={config.steps})")
+    if any(value is not None and value < 1 for value in (config.epochs, config.steps, config.batch_size)):
         raise ValueError("epochs, steps and batch size must be at least 1")
     dataset = load_dataset(
         config.data, config.category, validation_fraction=config.validation_fraction, seed=config.seed,

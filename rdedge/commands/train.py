@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from train.config import AMP_MODES, TrainConfig
+from train.config import AMP_MODES, DEFAULT_STEPS, TrainConfig
 
 from ..arguments import (
     add_head_arguments,
@@ -31,11 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"teacher: efficientnet_lite0, resnet18 or wide_resnet50_2 (default: {defaults.backbone})")
     parser.add_argument("--weights", default=None,
                         help="local ImageNet weights file for a ResNet teacher (default: the torch hub cache)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs,
-                        help=f"training epochs, fixed (default: {defaults.epochs})")
-    parser.add_argument("--steps", type=int, default=defaults.steps,
-                        help="training length in optimiser steps instead of epochs: the fewest whole epochs making "
-                             "at least this many (a small set gets as many updates as a large one)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, default=None,
+                        help=f"training length in epochs, fixed (default: --steps {DEFAULT_STEPS})")
+    length.add_argument("--steps", type=int, default=None,
+                        help="training length in optimiser steps: the fewest whole epochs making at least this many "
+                             f"(a small set gets as many updates as a large one; default: {DEFAULT_STEPS})")
     parser.add_argument("--image-size", type=image_size_argument, default=image_size_argument(str(defaults.image_size)),
                         help="model input: auto (the training images' aspect, short side 256; auto:N for short side "
                              "N), a side (256, square) or HEIGHTxWIDTH (640x256 for tall strips, 256x640 for wide "
@@ -63,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder to write checkpoint.pt into")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run interrupted in --out (Ctrl-C, a crash) from its last complete epoch; "
-                             "give the same options (--epochs may change). Every epoch's end is saved to "
+                             "give the same options (--epochs or --steps may change). Every epoch's end is saved to "
                              "OUT/train_state.pt, removed when the run completes")
 
 
