@@ -34,8 +34,9 @@ AUTO = "auto"
 
 
 def auto_runtime(suffix: str) -> str:
-    """``backend="auto"``: OpenVINO for ONNX graphs on x86 CPUs where it is installed (it runs rdedge's graphs
-    faster there: ``benchmarks/results/peers.md``), otherwise the suffix's default."""
+    """``backend="auto"``: OpenVINO for ONNX graphs on x86 CPUs where it is installed (the runtime anomalib users
+    deploy there), otherwise the suffix's default. At FP32 compute the two CPU runtimes are within a few per cent of
+    each other on rdedge's graphs (``benchmarks/results/runtimes.md``)."""
     import importlib.util
     import platform
 
