@@ -101,9 +101,15 @@ def int8_note(path: Path) -> list[str]:
         return []
     tried = ", ".join(f"{t['depth']}: {t['map_correlation']:.3f}" for t in fallback["tried"])
     counts = f"{qdq['quantize_linear']} QuantizeLinear / {qdq['dequantize_linear']} DequantizeLinear"
-    return ["", f"`{path.name}`: {counts}; the export kept {fallback['n_nodes']} network layers in FP32 (depth "
-            f"{fallback['depth']}; map correlation with FP32 on held-out good images by depth: {tried}). Where that "
-            "is most of the network, the INT8 rows time an FP32 graph."]
+    fp32 = path.with_name("model.onnx")
+    size = f"{path.stat().st_size / 1e6:.1f} MB"
+    if fp32.exists():
+        size += f" (FP32: {fp32.stat().st_size / 1e6:.1f} MB)"
+    line = (f"`{path.name}`: {size}, {counts}; the export kept {fallback['n_nodes']} network layers in FP32 (depth "
+            f"{fallback['depth']}; map correlation with FP32 on held-out good images by depth: {tried}).")
+    if fallback["n_nodes"]:
+        line += " Where that is most of the network, the INT8 rows time an FP32 graph."
+    return ["", line]
 
 
 def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:

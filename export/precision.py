@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from sdk.backends.cpu_int8 import ACTIVATIONS
+from sdk.backends.cpu_int8 import ACTIVATIONS, remove_unused_initializers
 from sdk.contract import FP32_SCOPE_PREFIXES, INPUT_NAME
 
 QUANTIZED_OP_TYPES = ["Conv", "ConvTranspose", "Relu", "Clip", "Add", "Concat"]
@@ -245,16 +245,6 @@ def quantize_after_activations(model: onnx.ModelProto) -> int:
         graph.node.remove(q)
         dropped += 1
     return dropped
-
-
-def remove_unused_initializers(model: onnx.ModelProto) -> int:
-    """Remove initializers no node reads any more (scales and zero points of dropped Q/DQ pairs), in place."""
-    graph = model.graph
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    unused = [i for i in graph.initializer if i.name not in used]
-    for initializer in unused:
-        graph.initializer.remove(initializer)
-    return len(unused)
 
 
 def feed_scopes_unquantized(model: onnx.ModelProto, scopes: tuple[str, ...]) -> int:

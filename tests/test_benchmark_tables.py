@@ -55,7 +55,7 @@ def test_collect_rows_with_a_store_replaces_rows_of_the_same_key_and_keeps_the_o
     assert json.loads(store.read_text()) == rows and len(rows) == 3
 
 
-@pytest.mark.parametrize("module", ["accuracy", "nonsquare", "methods", "runtimes", "ort_tuning"])
+@pytest.mark.parametrize("module", ["accuracy", "nonsquare", "methods", "runtimes", "ort_tuning", "peers"])
 def test_benchmark_commands_have_help(module: str):
     result = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--help"], capture_output=True, text=True,
                             cwd=REPO)

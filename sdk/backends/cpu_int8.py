@@ -125,7 +125,18 @@ def rewrite_for_cpu_int8_kernels(model: onnx.ModelProto) -> CpuInt8Rewrite:
     graph = _Graph(model)  # the folding rewired consumers
     unsigned = sum(_make_unsigned(graph, node) for node in graph.graph.node if node.op_type == "QuantizeLinear")
     graph.commit()
+    remove_unused_initializers(model)  # the INT8 zero points replaced by UINT8 ones (onnxruntime warns of each)
     return CpuInt8Rewrite(folded, unsigned)
+
+
+def remove_unused_initializers(model: onnx.ModelProto) -> int:
+    """Remove initializers no node reads any more (scales and zero points of dropped Q/DQ pairs), in place."""
+    graph = model.graph
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    unused = [i for i in graph.initializer if i.name not in used]
+    for initializer in unused:
+        graph.initializer.remove(initializer)
+    return len(unused)
 
 
 def _fold_activation(graph: _Graph, act: onnx.NodeProto) -> bool:
