@@ -60,8 +60,7 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
 
     spec, category = dataset_spec(name)
     run_dir = run_folder(Path(args.runs), name, method, args.change, args.method_options)
-    config = TrainConfig(data=spec, category=category, out=str(run_dir), method=method, epochs=args.epochs,
-                         seed=args.seed, method_options=args.method_options, **args.change)
+    config = row_config(spec, category, run_dir, method, args)
     if not (args.reuse and (run_dir / "checkpoint.pt").exists()):
         train(config, progress=not args.quiet)
     metadata, _ = load_checkpoint(run_dir)
@@ -75,6 +74,15 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
             "runtime": "ONNX Runtime", "epochs": metadata.training.get("epochs_run", config.epochs),
             "steps": metadata.training.get("optimiser_steps"),
             "size": str(metadata.image_size), "change": args.label}
+
+
+def row_config(spec: str, category: str | None, run_dir: Path, method: str,
+               args: argparse.Namespace) -> TrainConfig:
+    """The training settings of one row: the recipe, ``--epochs`` if given, then the row's ``--change`` settings
+    (``--change epochs=30`` wins over ``--epochs``) and ``--method-option`` options."""
+    settings = {"epochs": args.epochs, **args.change}
+    return TrainConfig(data=spec, category=category, out=str(run_dir), method=method, seed=args.seed,
+                       method_options=args.method_options, **settings)
 
 
 def run_folder(runs: Path, name: str, method: str, changes: dict[str, Any],

@@ -127,3 +127,20 @@ def test_accuracy_ablations_train_in_their_own_folder_and_head_changes_reuse_the
     option = run_folder(tmp_path, "kolektorsdd", "drd", {}, {"segmentation_target": "difference"})
     assert steps == recipe.with_name("rd4ad-steps=1000")
     assert option.name == "drd-method.segmentation_target=difference" and option.parent.name == "kolektorsdd"
+
+
+def test_accuracy_row_settings_take_the_change_over_the_epochs_option(tmp_path: Path):
+    """Defect: ``--change epochs=30`` raised "multiple values for keyword argument 'epochs'"."""
+    import argparse
+
+    from benchmarks.accuracy import row_config
+
+    def config(epochs, change, options=None):
+        args = argparse.Namespace(epochs=epochs, change=change, seed=0, method_options=options or {})
+        return row_config("elpv:mono", None, tmp_path, "drd", args)
+
+    assert (config(None, {}).epochs, config(None, {}).steps) == (None, None)  # the recipe: 1,000 steps
+    assert config(None, {"epochs": 30, "backbone": "efficientnet_lite1"}).epochs == 30
+    assert config(20, {"epochs": 30}).epochs == 30 and config(20, {}).epochs == 20
+    made = config(None, {}, {"segmentation_target": "difference"})
+    assert made.method == "drd" and made.method_options == {"segmentation_target": "difference"}
