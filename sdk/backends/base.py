@@ -7,7 +7,36 @@ from pathlib import Path
 
 import numpy as np
 
+from ..contract import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE
+from ..errors import ModelLoadError
 from ..metadata import ModelMetadata
+
+
+def check_graph_signature(path: Path, inputs: list[str], outputs: list[str], graph_size: tuple[int, int] | None,
+                          metadata: ModelMetadata) -> None:
+    """Refuse a graph that is not rdedge's: other inputs/outputs, or an input size its metadata does not state.
+
+    Args:
+        path: The model file (for the message).
+        inputs: Input names, in order.
+        outputs: Output names.
+        graph_size: The input's (height, width), or None when the graph leaves it dynamic.
+        metadata: The metadata read from the file.
+
+    Raises:
+        ModelLoadError: Saying what differs.
+    """
+    if inputs != [INPUT_NAME] or set(outputs) != {OUTPUT_MAP, OUTPUT_SCORE}:
+        raise ModelLoadError(
+            f"{path} has inputs {inputs} and outputs {outputs}; expected [{INPUT_NAME!r}] and "
+            f"{{{OUTPUT_MAP!r}, {OUTPUT_SCORE!r}}}"
+        )
+    if graph_size is None or tuple(graph_size) != tuple(metadata.image_size):
+        taken = "x".join(map(str, graph_size)) if graph_size else "any size of"
+        raise ModelLoadError(
+            f"{path}: its graph takes {taken} (height x width) images but its metadata says {metadata.image_size}; "
+            "the file was edited or assembled by hand: re-export it"
+        )
 
 
 class Backend(abc.ABC):

@@ -15,7 +15,7 @@ import numpy as np
 from ..contract import INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE
 from ..errors import DetectorClosedError, ModelLoadError
 from ..metadata import ModelMetadata
-from .base import Backend
+from .base import Backend, check_graph_signature
 from .cpu_int8 import CpuInt8Rewrite
 
 
@@ -58,19 +58,9 @@ class OnnxRuntimeBackend(Backend):
                 f"{self.path} has no rdedge metadata (key {METADATA_KEY!r}); export it with `rdedge export`"
             )
         self.metadata = ModelMetadata.from_json(props[METADATA_KEY])
-        inputs = [i.name for i in self.session.get_inputs()]
-        outputs = [o.name for o in self.session.get_outputs()]
-        if inputs != [INPUT_NAME] or set(outputs) != {OUTPUT_MAP, OUTPUT_SCORE}:
-            raise ModelLoadError(
-                f"{self.path} has inputs {inputs} and outputs {outputs}; expected [{INPUT_NAME!r}] and "
-                f"{{{OUTPUT_MAP!r}, {OUTPUT_SCORE!r}}}"
-            )
-        graph_size = tuple(self.session.get_inputs()[0].shape[1:3])
-        if graph_size != tuple(self.metadata.image_size):
-            raise ModelLoadError(
-                f"{self.path}: its graph takes {graph_size[0]}x{graph_size[1]} (height x width) images but its "
-                f"metadata says {self.metadata.image_size}; the file was edited or assembled by hand: re-export it"
-            )
+        first = self.session.get_inputs()[0]
+        check_graph_signature(self.path, [i.name for i in self.session.get_inputs()],
+                              [o.name for o in self.session.get_outputs()], tuple(first.shape[1:3]), self.metadata)
         self.cpu_int8_rewrite: CpuInt8Rewrite | None = None
         if int8_cpu_kernels and optimize and self.metadata.precision == "int8" and (
                 self.session.get_providers() == ["CPUExecutionProvider"]):

@@ -21,7 +21,7 @@ import numpy as np
 from ..contract import INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE
 from ..errors import DetectorClosedError, ModelLoadError
 from ..metadata import ModelMetadata
-from .base import Backend
+from .base import Backend, check_graph_signature
 
 METADATA_SECTIONS = (("framework", METADATA_KEY), (METADATA_KEY,))
 """Where the metadata lies in a model's runtime info: ONNX ``metadata_props`` as OpenVINO's ONNX front end reads
@@ -106,20 +106,11 @@ class OpenVinoBackend(Backend):
         except Exception as exc:  # OpenVINO raises untyped RuntimeErrors for corrupt files
             raise ModelLoadError(f"OpenVINO cannot read {self.path}: {exc}") from exc
         self.metadata = read_metadata(model, self.path)
-        inputs = [port.get_any_name() for port in model.inputs]
-        outputs = [port.get_any_name() for port in model.outputs]
-        if inputs != [INPUT_NAME] or set(outputs) != {OUTPUT_MAP, OUTPUT_SCORE}:
-            raise ModelLoadError(
-                f"{self.path} has inputs {inputs} and outputs {outputs}; expected [{INPUT_NAME!r}] and "
-                f"{{{OUTPUT_MAP!r}, {OUTPUT_SCORE!r}}}"
-            )
         shape = model.inputs[0].get_partial_shape()
-        graph_size = (shape[1].get_length(), shape[2].get_length()) if shape[1].is_static else None
-        if graph_size != tuple(self.metadata.image_size):
-            raise ModelLoadError(
-                f"{self.path}: its graph takes {graph_size} (height, width) images but its metadata says "
-                f"{self.metadata.image_size}; the file was edited or assembled by hand: re-export it"
-            )
+        static = shape[1].is_static and shape[2].is_static
+        graph_size = (shape[1].get_length(), shape[2].get_length()) if static else None
+        check_graph_signature(self.path, [port.get_any_name() for port in model.inputs],
+                              [port.get_any_name() for port in model.outputs], graph_size, self.metadata)
         properties: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint}
         if supports(core, device, "INFERENCE_PRECISION_HINT"):  # NPUs compute in their own precision
             properties["INFERENCE_PRECISION_HINT"] = inference_precision
