@@ -95,7 +95,7 @@ def run_one(size: ImageSize, args: argparse.Namespace) -> list[dict[str, Any]]:
             "train_minutes": metadata.training["train_seconds"] / 60.0,
             "export_seconds": export_seconds,
             "onnx_ms_batch1": onnx_latency_ms(report.path),
-            "fp32_layers": report.checks.get("int8_fp32_layers", {}).get("n_nodes"),
+            "fp32_layers": report.checks.get("int8_fp32_layers", {}).get("n_fp32"),
         }
         if precision == "fp32":
             row["stream"] = stream_check(report.path, spec, category, run_dir)
@@ -143,10 +143,10 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             s = r["stream"]
             lines.append(f"| {r['size']} | {s['frames']} | {s['fps']:.1f} | {s['max_rel_diff']:.1e} | "
                          f"{'x'.join(map(str, s['overlay_shape']))} |")
-    lines += ["", "INT8: where the all-INT8 network departs from FP32 on held-out good images (map correlation below "
-                  "0.95), the export keeps the layers feeding the anomaly map in FP32 "
-                  "(`export.onnx.INT8_FP32_DEPTHS`); the last column counts them. Such a mixed graph converts at every "
-                  "INT8/FP32 boundary: on this CPU it is slower than FP32 (ONNX ms column)."]
+    lines += ["", "INT8: where the all-INT8 network loses accuracy on held-out good images with synthetic defects, the "
+                  "export keeps its most sensitive layers in FP32 (`export.int8_layers`); the last column counts them. "
+                  "A mixed graph converts at every INT8/FP32 boundary: on this CPU it can be slower than FP32 (ONNX ms "
+                  "column)."]
     lines += [""] + [f"- {r['size']} {r['precision']}: {r['refused']}" for r in rows if "refused" in r]
     n = next((r for r in rows if "n_images" in r), None)
     if n is not None:

@@ -99,15 +99,18 @@ def int8_note(path: Path) -> list[str]:
     fallback, qdq = checks.get("int8_fp32_layers"), checks.get("qdq")
     if not fallback or not qdq:
         return []
-    tried = ", ".join(f"{t['depth']}: {t['map_correlation']:.3f}" for t in fallback["tried"])
     counts = f"{qdq['quantize_linear']} QuantizeLinear / {qdq['dequantize_linear']} DequantizeLinear"
     fp32 = path.with_name("model.onnx")
     size = f"{path.stat().st_size / 1e6:.1f} MB"
     if fp32.exists():
         size += f" (FP32: {fp32.stat().st_size / 1e6:.1f} MB)"
-    line = (f"`{path.name}`: {size}, {counts}; the export kept {fallback['n_nodes']} network layers in FP32 (depth "
-            f"{fallback['depth']}; map correlation with FP32 on held-out good images by depth: {tried}).")
-    if fallback["n_nodes"]:
+    n_fp32 = fallback.get("n_fp32", fallback.get("n_nodes"))  # n_nodes: files of the earlier depth fallback
+    line = f"`{path.name}`: {size}, {counts}; {n_fp32} network layers kept in FP32"
+    if "n_int8" in fallback:
+        line += f", {fallback['n_int8']} in INT8 (per-layer sensitivity, gated on held-out good images)."
+    else:
+        line += " (an earlier export's depth fallback)."
+    if n_fp32 and n_fp32 > fallback.get("n_int8", 0):
         line += " Where that is most of the network, the INT8 rows time an FP32 graph."
     return ["", line]
 

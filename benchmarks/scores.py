@@ -12,7 +12,7 @@ cosine distance, upsampling, fusion and blur the ONNX graph runs; parity is chec
 
 **Choosing without test images.** Every candidate is scored on a *selection set* built from the run's held-out good
 training images only: those images against copies of them with synthetic defects (DRD's self cut-paste and RD++'s
-simplex-noise box, from :mod:`train.methods`, one of each per image). The candidate with the best mean selection
+simplex-noise box, one of each per image: :mod:`train.selection`). The candidate with the best mean selection
 image AUROC over the sets is the one to keep. Test image and pixel AUROC are reported beside it, never used to choose.
 
 Run: ``python -m benchmarks.scores`` after ``python -m benchmarks.accuracy`` (``--sets``, ``--methods``, ``--runs``).
@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from sdk.fileio import write_text_atomic
+from train.selection import SelectionSet
 
 from .accuracy import SETS, dataset_spec
 from .latency import RESULTS_DIR
@@ -54,29 +55,6 @@ def scales_name(scales: tuple[int, ...]) -> str:
 
 SCALE_SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(range(3), r)]
 """Every non-empty subset of the three scales."""
-
-
-def synthetic_defects(images: np.ndarray, seed: int) -> np.ndarray:
-    """Copies of good images with synthetic defects: one self cut-paste (DRD) and one simplex-noise box (RD++) each.
-
-    Args:
-        images: (N, H, W, 3) uint8 RGB good images at the model size.
-        seed: Seed of the draws.
-
-    Returns:
-        (2N, H, W, 3) uint8 RGB.
-    """
-    import torch
-
-    from train.methods.drd.synthesis import cut_paste
-    from train.methods.rdpp.synthesis import SimplexNoiseAnomaly
-
-    rng = np.random.default_rng(seed)
-    unit = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    pasted = torch.cat([cut_paste(unit[i : i + 1], rng)[0] for i in range(len(unit))])
-    noisy = SimplexNoiseAnomaly(min(images.shape[1:3]), seed=seed)(unit, rng)[0]
-    both = torch.cat([pasted, noisy]).clamp(0.0, 1.0) * 255.0
-    return both.round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def head_candidates(graph: Any, images: np.ndarray, masks: np.ndarray | None = None,
@@ -139,20 +117,19 @@ def study_run(name: str, method: str, args: argparse.Namespace) -> dict[str, Any
                            seed=metadata.training["seed"])
     size = metadata.image_size
     good = load_prepared(dataset.validation, size, progress=False)
-    selection = np.concatenate([good, synthetic_defects(good, args.seed)])
-    selection_labels = np.r_[np.zeros(len(good)), np.ones(2 * len(good))]
+    selection = SelectionSet.from_good(good, args.seed)
     test = load_prepared(dataset.test, size, progress=False)
     test_labels = np.array([s.label for s in dataset.test])
     annotated = all(s.has_mask_annotation for s in dataset.test)
     masks = np.stack([s.load_mask(size) for s in dataset.test]) if annotated else None
 
-    selection_scores, _ = head_candidates(graph, selection)
+    selection_scores, _ = head_candidates(graph, selection.images)
     test_scores, pixel = head_candidates(graph, test, masks)
 
     def aurocs(scores: dict[str, dict[str, np.ndarray]], labels: np.ndarray) -> dict[str, float]:
         return {f"{s} / {k}": image_auroc(labels, v) for s, per in scores.items() for k, v in per.items()}
 
-    return {"set": name, "method": method, "size": str(size), "selection": aurocs(selection_scores, selection_labels),
+    return {"set": name, "method": method, "size": str(size), "selection": aurocs(selection_scores, selection.labels),
             "test": aurocs(test_scores, test_labels), "pixel": pixel}
 
 

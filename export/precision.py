@@ -21,6 +21,8 @@
   - ConvTranspose weights quantized per channel on axis 0: TensorRT has been reported not to support
     per-output-channel (axis 1) deconvolution scales — unverified here without a GPU.
 
+  Which layers stay FP32 is decided after this one calibration, on accuracy (:mod:`export.int8_layers`).
+
   onnxruntime's x86 kernels need unsigned activations and a ``Q`` right after each convolution; the SDK's
   onnxruntime backend rewrites the graph exactly, in memory, when it opens it on a CPU
   (:mod:`sdk.backends.cpu_int8`), and the file stays what TensorRT reads. ``benchmarks/results/int8_cpu.md``
@@ -131,35 +133,12 @@ def int8_quantization_options(fp32_model: Path, method: str = "percentile") -> d
     }
 
 
-def nodes_feeding_scopes(model: onnx.ModelProto, scopes: tuple[str, ...], depth: int) -> list[str]:
-    """The network nodes within ``depth`` producer steps of the tensors the ``scopes`` read, nearest first.
-
-    With :data:`sdk.contract.FP32_SCOPE_PREFIXES` these are the layers that compute the teacher and student features
-    the anomaly-map head compares: the map is ``1 − cos`` of two nearly equal feature maps, so rounding errors there
-    become large relative errors of the map. Depth 0 is none.
-    """
-    producers = {o: n for n in model.graph.node for o in n.output}
-    frontier = {i for n in model.graph.node if n.name.startswith(scopes) for i in n.input}
-    found: list[str] = []
-    for _ in range(depth):
-        following: set[str] = set()
-        for tensor in sorted(frontier):
-            node = producers.get(tensor)
-            if node is None or node.name.startswith(scopes) or node.name in found:
-                continue
-            found.append(node.name)
-            following.update(node.input)
-        frontier = following
-    return found
-
-
 def quantize_int8(
     fp32_model: Path,
     out: Path,
     calibration_images: np.ndarray,
     method: str = "percentile",
     options: dict[str, Any] | None = None,
-    keep_fp32: list[str] | None = None,
 ) -> None:
     """Write an INT8 Q/DQ model calibrated on ``calibration_images`` ((N, H, W, 3) uint8 good training images),
     in passes bounded by :data:`CALIBRATION_PIXELS_PER_PASS`.
@@ -170,14 +149,11 @@ def quantize_int8(
         calibration_images: Prepared good training images.
         method: Calibration method: ``percentile``, ``entropy`` or ``minmax``.
         options: ``quantize_static`` arguments; default ``int8_quantization_options(fp32_model, method)``.
-        keep_fp32: Names of further network nodes to leave unquantized (see :func:`nodes_feeding_scopes`).
     """
     from onnxruntime.quantization import quantize_static
 
     if options is None:
         options = int8_quantization_options(fp32_model, method)
-    if keep_fp32:
-        options = {**options, "nodes_to_exclude": [*options["nodes_to_exclude"], *keep_fp32]}
     pass_size = calibration_pass_size(*calibration_images.shape[:3])
     if pass_size < len(calibration_images):
         options = {**options, "extra_options": {**options["extra_options"], "CalibStridedMinMax": pass_size}}
@@ -270,14 +246,26 @@ def feed_scopes_unquantized(model: onnx.ModelProto, scopes: tuple[str, ...]) -> 
             if q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in initializers:
                 node.input[k] = q.input[0]
                 rewired += 1
-    while True:  # remove Q/DQ nodes whose outputs nobody reads any more
+    remove_dead_qdq(graph)
+    return rewired
+
+
+def remove_dead_qdq(graph: onnx.GraphProto) -> int:
+    """Remove Q/DQ nodes whose outputs nobody reads (repeatedly: a Q whose only DQ went), in place.
+
+    Returns:
+        The number of nodes removed.
+    """
+    removed = 0
+    while True:
         used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
         dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
                 and not any(o in used for o in n.output)]
         if not dead:
-            return rewired
+            return removed
         for n in dead:
             graph.node.remove(n)
+        removed += len(dead)
 
 
 def qdq_summary(model: onnx.ModelProto) -> dict[str, object]:

@@ -67,11 +67,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"    int8: {qdq['quantize_linear']} QuantizeLinear / {qdq['dequantize_linear']} DequantizeLinear, "
               f"{qdq['nonzero_zero_points']} non-zero zero points; calibrated on {checks['calibration_images']} good "
               f"training images ({checks['calibration_method']})")
-    fallback = checks.get("int8_fp32_layers")
-    if fallback and fallback["depth"]:
-        tried = ", ".join(f"{t['map_correlation']:.3f} at depth {t['depth']}" for t in fallback["tried"])
-        print(f"    int8: the whole network departed from FP32; {fallback['n_nodes']} layers feeding the anomaly map "
-              f"kept FP32 (depth {fallback['depth']}; map correlation {tried})")
+    layers = checks.get("int8_fp32_layers")
+    if layers:
+        gate = layers["gate"]
+        print(f"    int8: {layers['n_int8']} layers INT8, {layers['n_fp32']} kept FP32 (the most sensitive); gate on "
+              f"held-out good images with synthetic defects: image AUROC {gate['image_auroc']:.4f} (FP32 "
+              f"{gate['image_auroc_fp32']:.4f}), pixel AUROC {gate['pixel_auroc']:.4f} (FP32 "
+              f"{gate['pixel_auroc_fp32']:.4f}), score rank correlation {gate['score_rank_correlation']:.3f}")
     calibration = report.metadata.calibration
     print(f"  thresholds: image {calibration.threshold:.5g}, pixel {calibration.pixel:.5g} ({calibration.source})")
     stages = checks.get("export_seconds", {})

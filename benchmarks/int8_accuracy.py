@@ -1,0 +1,170 @@
+"""INT8 against FP32 on every trained model of the accuracy table: test AUROC of both, and which layers stayed FP32.
+
+For each run folder under ``runs/accuracy/SET/METHOD[-change]`` (the models ``python -m benchmarks.accuracy``
+trained) and each extra ``--run``: export INT8 with the default export (one calibration on good training images, a
+per-layer sensitivity sweep, the gate on held-out good images with synthetic defects: :mod:`export.int8_layers`), with
+the same head as the run's FP32 ``model.onnx``; then evaluate the FP32 and the INT8 file through ``sdk.Detector`` on
+the run's test set, the INT8 file in ONNX Runtime and in OpenVINO (the same file; OpenVINO pinned to f32 where it does
+not run INT8). Test images only measure; nothing here chooses anything.
+
+Writes ``benchmarks/results/int8_accuracy.md`` (rows kept in ``int8_accuracy.json``: a rerun of one run replaces only
+its row). Run: ``python -m benchmarks.int8_accuracy [--sets ...] [--run RUN_DIR ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+from pathlib import Path
+from typing import Any
+
+from .accuracy import SETS
+from .latency import RESULTS_DIR, collect_rows
+
+MAX_DROP = 0.005
+"""The issue's bound on every INT8 AUROC drop against FP32."""
+METRICS = ("image_auroc", "pixel_auroc")
+
+
+def run_folders(runs: Path, sets: list[str]) -> list[Path]:
+    """Every trained run of the accuracy table for ``sets`` (folders holding ``checkpoint.pt``), sorted."""
+    folders = []
+    for name in sets:
+        folders += sorted(p.parent for p in (runs / name.replace(":", "-")).glob("*/checkpoint.pt"))
+    return folders
+
+
+def describe(run_dir: Path, runs: Path, method: str, dataset: str) -> dict[str, str]:
+    """Set, method and change of a run: from the accuracy table's naming (``RUNS/SET/METHOD[-change]``) for its
+    runs; the model's own dataset and method, and the folder's name as the change, for any other run."""
+    if run_dir.parent.parent.resolve() == runs.resolve():
+        method, _, change = run_dir.name.partition("-")
+        return {"run": str(run_dir), "set": run_dir.parent.name.replace("elpv-mono", "elpv:mono"), "method": method,
+                "change": change or "recipe"}
+    return {"run": str(run_dir), "set": dataset, "method": method, "change": run_dir.name}
+
+
+def evaluate(path: Path, backend: str) -> dict[str, Any]:
+    from sdk import Detector
+    from sdk.datasets import load_model_dataset
+    from sdk.evaluate import evaluate_detector
+
+    with Detector(path, backend=backend) as detector:
+        dataset = load_model_dataset(detector.metadata, model_path=path)
+        return evaluate_detector(detector, dataset.test, progress=False)
+
+
+def run_row(run_dir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Export one run to INT8 and evaluate FP32 and INT8 (ONNX Runtime, and OpenVINO where installed)."""
+    import importlib.util
+
+    from export.onnx import export_onnx
+    from sdk import Detector
+
+    fp32 = run_dir / "model.onnx"
+    if not fp32.exists():
+        export_onnx(run_dir, progress=not args.quiet)
+    options = Detector(fp32).metadata.graph_options  # the head the FP32 row was measured with
+    report = export_onnx(run_dir, precision="int8", calib_images=args.calib_images, graph_overrides=options,
+                         progress=not args.quiet)
+    layers = report.checks["int8_fp32_layers"]
+    training = report.metadata.training
+    dataset = str(training.get("category") or training.get("dataset") or training.get("data"))
+    row: dict[str, Any] = {
+        **describe(run_dir, Path(args.runs), report.metadata.method, dataset),
+        "size": str(report.metadata.image_size),
+        "fp32": {k: evaluate(fp32, "onnxruntime")[k] for k in METRICS},
+        "int8": {k: evaluate(report.path, "onnxruntime")[k] for k in METRICS},
+        "n_fp32": layers["n_fp32"], "n_int8": layers["n_int8"], "fp32_layers": layers["fp32_layers"],
+        "selection": {k: layers["gate"][k] for k in ("image_auroc", "image_auroc_fp32", "pixel_auroc",
+                                                     "pixel_auroc_fp32", "score_rank_correlation")},
+        "export_seconds": sum(report.checks["export_seconds"].values()),
+        "mb": {"fp32": fp32.stat().st_size / 1e6, "int8": report.path.stat().st_size / 1e6},
+    }
+    if "openvino" in args.backends and importlib.util.find_spec("openvino") is not None:
+        row["int8_openvino"] = {k: evaluate(report.path, "openvino")[k] for k in METRICS}
+    return [row]
+
+
+def drop(row: dict[str, Any], key: str, metric: str) -> float | None:
+    """FP32 minus INT8 (positive: INT8 is worse); None where the metric is undefined (no masks)."""
+    if key not in row or row["fp32"][metric] is None:
+        return None
+    return row["fp32"][metric] - row[key][metric]
+
+
+def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    def f(v: float | None, sign: bool = False) -> str:
+        return "n/a" if v is None else f"{v:+.3f}" if sign else f"{v:.3f}"
+
+    drops = [d for r in rows for key in ("int8", "int8_openvino") for m in METRICS
+             if (d := drop(r, key, m)) is not None]
+    worst = max(drops) if drops else None
+    lines = [
+        "# INT8 against FP32 on every trained model",
+        "",
+        f"{datetime.date.today().isoformat()}; {platform.machine()} CPU, no GPU. Models: the runs of "
+        "`python -m benchmarks.accuracy` (seed 0) and any extra run. INT8: `rdedge export RUN --precision int8` "
+        f"as shipped ({args.calib_images} good training images calibrated once; a per-layer sensitivity sweep and "
+        "a gate on held-out good images with synthetic defects decide which layers stay FP32, "
+        "`export.int8_layers`); the head is the FP32 row's. Test AUROC through `sdk.Detector`: ONNX Runtime "
+        "(INT8 with its integer kernels) and OpenVINO (the same INT8 file). Test images measure only.",
+        "",
+        f"Largest AUROC drop, INT8 against FP32, over every row and runtime: **{f(worst, True)}** "
+        f"(bound {MAX_DROP}).",
+        "",
+        "Reproduce: `python -m benchmarks.int8_accuracy` (all runs; `--sets`, `--run RUN_DIR`).",
+        "",
+        "| set | method | change | size | FP32 image / pixel | INT8 ORT image / pixel | Δ ORT | INT8 OpenVINO "
+        "image / pixel | Δ OpenVINO | layers INT8 / FP32 | gate: selection image AUROC FP32 → INT8 | export s | "
+        "MB FP32 → INT8 |",
+        "|---|---|---|---|---|---|---|---|---|---:|---|---:|---|",
+    ]
+    for r in rows:
+        ov = r.get("int8_openvino")
+        sel = r["selection"]
+        lines.append(
+            f"| {r['set']} | {r['method']} | {r['change']} | {r['size']} | "
+            f"{f(r['fp32']['image_auroc'])} / {f(r['fp32']['pixel_auroc'])} | "
+            f"{f(r['int8']['image_auroc'])} / {f(r['int8']['pixel_auroc'])} | "
+            f"{f(drop(r, 'int8', 'image_auroc'), True)} / {f(drop(r, 'int8', 'pixel_auroc'), True)} | "
+            + (f"{f(ov['image_auroc'])} / {f(ov['pixel_auroc'])} | {f(drop(r, 'int8_openvino', 'image_auroc'), True)}"
+               f" / {f(drop(r, 'int8_openvino', 'pixel_auroc'), True)} | " if ov else "- | - | ")
+            + f"{r['n_int8']} / {r['n_fp32']} | {sel['image_auroc_fp32']:.3f} → {sel['image_auroc']:.3f} | "
+            f"{r['export_seconds']:.0f} | {r['mb']['fp32']:.1f} → {r['mb']['int8']:.1f} |")
+    lines += ["", "Δ: FP32 minus INT8 (positive: INT8 lost that much). Layers kept FP32, most sensitive first:", ""]
+    for r in rows:
+        if r["fp32_layers"]:
+            names = ", ".join(f"`{n}`" for n in r["fp32_layers"])
+            lines.append(f"- {r['set']} / {r['method']} / {r['change']}: {names}")
+    if not any(r["fp32_layers"] for r in rows):
+        lines.append("- none: every model passed the gate with its whole network in INT8.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS, help="sets (default: all four)")
+    parser.add_argument("--runs", default="runs/accuracy", help="folder of the accuracy runs (default: %(default)s)")
+    parser.add_argument("--run", action="append", default=[], metavar="RUN_DIR",
+                        help="a further trained run folder (repeatable)")
+    parser.add_argument("--only-extra", action="store_true", help="only the --run folders")
+    parser.add_argument("--backends", nargs="+", default=["onnxruntime", "openvino"],
+                        choices=["onnxruntime", "openvino"], help="runtimes of the INT8 file (default: both)")
+    parser.add_argument("--calib-images", type=int, default=256, help="calibration images (default: 256)")
+    parser.add_argument("--out", default=str(RESULTS_DIR / "int8_accuracy.md"), help="markdown output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    folders = [] if args.only_extra else run_folders(Path(args.runs), args.sets)
+    folders += [Path(p) for p in args.run]
+    if not folders:
+        parser.error(f"no trained runs under {args.runs} for {args.sets}: run `python -m benchmarks.accuracy` first")
+    store = Path(args.out).with_suffix(".json")
+    collect_rows([lambda d=d: run_row(d, args) for d in folders], lambda rows: markdown(rows, args), args.out,
+                 store=store, key=("run",))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

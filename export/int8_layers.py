@@ -1,0 +1,302 @@
+"""Which layers of the network run in INT8: a per-layer sensitivity sweep and an accuracy gate, calibrated once.
+
+The anomaly map is ``1 − cos`` between the teacher's and the student's features, two nearly equal tensors, so
+rounding errors on either side become large *relative* errors of the map. Whether they matter is a question of
+ranking, not of equality: the map may move on good images (where it is small and INT8 noise dominates) while the
+parts are ranked exactly as before. rdedge therefore decides on accuracy, on data the model never trained on and no
+test image:
+
+1. **Calibrate once.** :func:`export.precision.quantize_int8` quantizes the whole network on good training images.
+   Keeping a layer in FP32 afterwards is a graph edit of that file (:func:`keep_fp32`): the layer reads its inputs
+   before their quantize/dequantize pair and its FP32 weights; every other scale stays as calibrated.
+2. **Gate** (:func:`gate`) on the *selection set* (:class:`train.selection.SelectionSet`: held-out good images and
+   copies of them with synthetic defects, with masks): the INT8 graph passes when its image AUROC and its pixel
+   AUROC on that set are each within :data:`MAX_AUROC_DROP` of the FP32 graph's, and its scores keep the FP32
+   ranking of the parts (Spearman ≥ :data:`MIN_SCORE_RANK_CORRELATION`; a saturated AUROC alone cannot fail).
+3. **Sensitivity sweep** (only when the all-INT8 graph fails): each quantized layer alone in INT8, every other one
+   FP32, on a subset of the selection set; its sensitivity is the relative error of the scores and maps it causes
+   (:func:`output_error`).
+4. **Fewest FP32 layers that pass**: the most sensitive first, their number doubled, then bisected, so a
+   100-layer network needs about a dozen gate runs.
+
+Every graph runs in ONNX Runtime exactly as ``sdk.Detector`` runs it on a CPU (the INT8 CPU rewrite included). On
+TensorRT the FP32 layers of the strongly typed INT8 file build in FP32, the quantized ones in INT8.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from sdk.backends.cpu_int8 import remove_unused_initializers, rewrite_for_cpu_int8_kernels
+from sdk.contract import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE
+from train.selection import SelectionSet
+
+from .precision import remove_dead_qdq
+
+MAX_AUROC_DROP = 0.005
+"""Largest accepted drop of the selection set's image or pixel AUROC, INT8 against FP32."""
+MIN_SCORE_RANK_CORRELATION = 0.95
+"""Smallest accepted Spearman correlation between the INT8 and FP32 image scores of the selection set."""
+SWEEP_GOOD_IMAGES = 8
+"""Good images (with their 16 defective copies) each layer of the sweep is measured on."""
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Maps (N, H, W) and scores (N,) of one graph on a selection set."""
+
+    maps: np.ndarray
+    scores: np.ndarray
+
+
+def run_on_cpu(model: onnx.ModelProto, images: np.ndarray, batch_size: int = 16) -> Outputs:
+    """Run a graph in ONNX Runtime as ``sdk.Detector`` does on a CPU (an INT8 graph rewritten for its integer
+    kernels, :mod:`sdk.backends.cpu_int8`); ``model`` is left unchanged."""
+    import onnxruntime as ort
+
+    model = copy.deepcopy(model)
+    rewrite_for_cpu_int8_kernels(model)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    maps, scores = [], []
+    for start in range(0, len(images), batch_size):
+        m, s = session.run([OUTPUT_MAP, OUTPUT_SCORE], {INPUT_NAME: images[start : start + batch_size]})
+        maps.append(m)
+        scores.append(s)
+    return Outputs(np.concatenate(maps), np.concatenate(scores))
+
+
+def quantized_layers(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes that read a dequantized tensor (an activation or a weight), in graph order: the layers
+    INT8 computes, and the units :func:`keep_fp32` can take out of it."""
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return [n.name for n in model.graph.node
+            if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and dequantized.intersection(n.input)]
+
+
+def keep_fp32(int8: onnx.ModelProto, fp32: onnx.ModelProto, names: Collection[str]) -> onnx.ModelProto:
+    """A copy of an INT8 graph with the named layers computed in FP32.
+
+    Each named layer reads its activations before their quantize/dequantize pair and its FP32 weights (taken from
+    the FP32 graph the INT8 one was quantized from: same node names, same input order); Q/DQ nodes and INT8
+    weights nobody reads any more are removed. The scales of the layers still quantized are unchanged.
+
+    Args:
+        int8: The quantized graph (from :func:`export.precision.quantize_int8`).
+        fp32: The FP32 graph it was quantized from.
+        names: Layers to compute in FP32 (names from :func:`quantized_layers`).
+
+    Raises:
+        KeyError: A named layer is not in the FP32 graph.
+    """
+    model = copy.deepcopy(int8)
+    graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    initializers = {i.name for i in graph.initializer}
+    fp32_nodes = {n.name: n for n in fp32.graph.node}
+    fp32_initializers = {i.name: i for i in fp32.graph.initializer}
+    wanted = set(names)
+    for node in graph.node:
+        if node.name not in wanted:
+            continue
+        for k, name in enumerate(node.input):
+            dq = producers.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            if dq.input[0] in initializers:  # an INT8 weight: the FP32 graph's own tensor instead
+                original = fp32_nodes[node.name].input[k]
+                if original not in initializers:
+                    graph.initializer.append(fp32_initializers[original])
+                    initializers.add(original)
+                node.input[k] = original
+            else:
+                q = producers.get(dq.input[0])
+                if q is not None and q.op_type == "QuantizeLinear":
+                    node.input[k] = q.input[0]
+    remove_dead_qdq(graph)
+    remove_unused_initializers(model)
+    return model
+
+
+def output_error(outputs: Outputs, reference: Outputs) -> float:
+    """Relative error of a graph's scores and maps against the FP32 graph's: the RMS difference of each over the
+    spread of the reference (its standard deviation), summed."""
+
+    def relative(actual: np.ndarray, expected: np.ndarray) -> float:
+        spread = float(np.std(expected))
+        return float(np.sqrt(np.mean((actual - expected) ** 2)) / spread) if spread > 0 else 0.0
+
+    return relative(outputs.scores, reference.scores) + relative(outputs.maps, reference.maps)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The accuracy gate of one INT8 graph against the FP32 graph on the selection set.
+
+    Attributes:
+        image_auroc: INT8 image AUROC (good against synthetic defects).
+        image_auroc_fp32: FP32 image AUROC.
+        pixel_auroc: INT8 pixel AUROC over the synthetic defects' masks.
+        pixel_auroc_fp32: FP32 pixel AUROC.
+        score_rank_correlation: Spearman correlation of the INT8 and FP32 image scores.
+        output_error: :func:`output_error` against FP32.
+        map_correlation: Pearson correlation of the maps (reported; not part of the gate).
+        max_auroc_drop: The gate's largest accepted AUROC drop.
+        min_score_rank_correlation: The gate's smallest accepted score rank correlation.
+    """
+
+    image_auroc: float
+    image_auroc_fp32: float
+    pixel_auroc: float
+    pixel_auroc_fp32: float
+    score_rank_correlation: float
+    output_error: float
+    map_correlation: float
+    max_auroc_drop: float = MAX_AUROC_DROP
+    min_score_rank_correlation: float = MIN_SCORE_RANK_CORRELATION
+
+    @property
+    def passed(self) -> bool:
+        return (self.image_auroc >= self.image_auroc_fp32 - self.max_auroc_drop
+                and self.pixel_auroc >= self.pixel_auroc_fp32 - self.max_auroc_drop
+                and self.score_rank_correlation >= self.min_score_rank_correlation)
+
+    def summary(self) -> str:
+        return (f"image AUROC {self.image_auroc:.4f} (FP32 {self.image_auroc_fp32:.4f}), pixel AUROC "
+                f"{self.pixel_auroc:.4f} (FP32 {self.pixel_auroc_fp32:.4f}), score rank correlation "
+                f"{self.score_rank_correlation:.3f}")
+
+
+def gate(outputs: Outputs, reference: Outputs, selection: SelectionSet, max_auroc_drop: float = MAX_AUROC_DROP,
+         min_score_rank_correlation: float = MIN_SCORE_RANK_CORRELATION) -> GateResult:
+    """Compare a graph's outputs on the selection set with the FP32 graph's (see :class:`GateResult`)."""
+    from scipy.stats import spearmanr
+
+    from sdk.metrics import image_auroc, pixel_auroc
+
+    def aurocs(o: Outputs) -> tuple[float, float]:
+        return (float(image_auroc(selection.labels, o.scores)), float(pixel_auroc(selection.masks, o.maps)))
+
+    (image, pixel), (image_ref, pixel_ref) = aurocs(outputs), aurocs(reference)
+    rank = spearmanr(outputs.scores, reference.scores).statistic
+    correlation = np.corrcoef(outputs.maps.ravel(), reference.maps.ravel())[0, 1]
+    return GateResult(image, image_ref, pixel, pixel_ref, float(np.nan_to_num(rank)),
+                      output_error(outputs, reference), float(np.nan_to_num(correlation)), max_auroc_drop,
+                      min_score_rank_correlation)
+
+
+@dataclass
+class LayerChoice:
+    """What :func:`choose_fp32_layers` decided, and why.
+
+    Attributes:
+        fp32_layers: Layers kept in FP32, most sensitive first.
+        n_quantized: Layers left in INT8.
+        gate: The gate of the written graph.
+        sensitivity: ``{layer: output error with that layer alone in INT8}``, most sensitive first (empty when
+            the all-INT8 graph passed and no sweep ran).
+        tried: ``[{"n_fp32": k, "passed": ..., "image_auroc": ..., ...}]`` for every gate run, in order.
+    """
+
+    fp32_layers: list[str]
+    n_quantized: int
+    gate: GateResult
+    sensitivity: dict[str, float] = field(default_factory=dict)
+    tried: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_checks(self) -> dict[str, Any]:
+        """A JSON-ready record for the model's metadata."""
+        return {"n_fp32": len(self.fp32_layers), "n_int8": self.n_quantized, "fp32_layers": self.fp32_layers,
+                "gate": {**asdict(self.gate), "passed": self.gate.passed},
+                "sensitivity": {k: round(v, 5) for k, v in self.sensitivity.items()}, "tried": self.tried}
+
+
+class NoPassingLayerChoice(RuntimeError):
+    """No INT8/FP32 split passed the gate (only with every layer FP32 would it, which is not INT8)."""
+
+    def __init__(self, tried: list[dict[str, Any]]) -> None:
+        self.tried = tried
+        super().__init__("; ".join(f"{t['n_fp32']} layers FP32: {t['summary']}" for t in tried))
+
+
+def sweep_sensitivity(int8: onnx.ModelProto, fp32: onnx.ModelProto, layers: Sequence[str], images: np.ndarray,
+                      reference: Outputs, tick: Callable[[], None] = lambda: None) -> dict[str, float]:
+    """The output error each layer causes alone in INT8 (every other layer FP32), most sensitive first."""
+    sensitivity = {}
+    for layer in layers:
+        alone = keep_fp32(int8, fp32, [other for other in layers if other != layer])
+        sensitivity[layer] = output_error(run_on_cpu(alone, images), reference)
+        tick()
+    return dict(sorted(sensitivity.items(), key=lambda item: -item[1]))
+
+
+def choose_fp32_layers(int8: onnx.ModelProto, fp32: onnx.ModelProto, selection: SelectionSet,
+                       progress: bool = False, max_auroc_drop: float = MAX_AUROC_DROP,
+                       min_score_rank_correlation: float = MIN_SCORE_RANK_CORRELATION,
+                       ) -> tuple[onnx.ModelProto, LayerChoice]:
+    """The INT8 graph with the fewest layers in FP32 that passes the gate (see the module text).
+
+    Args:
+        int8: The fully quantized graph.
+        fp32: The FP32 graph it was quantized from.
+        selection: Held-out good images with synthetic defects.
+        progress: Show a progress bar over the sweep.
+        max_auroc_drop: See :class:`GateResult`.
+        min_score_rank_correlation: See :class:`GateResult`.
+
+    Returns:
+        ``(graph, choice)``.
+
+    Raises:
+        NoPassingLayerChoice: Nothing passes with at least one layer still in INT8.
+    """
+    from tqdm.auto import tqdm
+
+    layers = quantized_layers(int8)
+    reference = run_on_cpu(fp32, selection.images)
+    tried: list[dict[str, Any]] = []
+    graphs: dict[int, tuple[onnx.ModelProto, GateResult]] = {}
+
+    def attempt(ranked: list[str], k: int) -> bool:
+        graph = keep_fp32(int8, fp32, ranked[:k]) if k else int8
+        result = gate(run_on_cpu(graph, selection.images), reference, selection, max_auroc_drop,
+                      min_score_rank_correlation)
+        graphs[k] = (graph, result)
+        tried.append({"n_fp32": k, "passed": result.passed, "image_auroc": round(result.image_auroc, 5),
+                      "pixel_auroc": round(result.pixel_auroc, 5),
+                      "score_rank_correlation": round(result.score_rank_correlation, 5),
+                      "summary": result.summary()})
+        return result.passed
+
+    if attempt(layers, 0):
+        return int8, LayerChoice([], len(layers), graphs[0][1], tried=tried)
+
+    sweep = selection.subset(SWEEP_GOOD_IMAGES)
+    sweep_reference = run_on_cpu(fp32, sweep.images)
+    with tqdm(total=len(layers), desc="int8: per-layer sensitivity", unit="layer", disable=not progress,
+              leave=False) as bar:
+        sensitivity = sweep_sensitivity(int8, fp32, layers, sweep.images, sweep_reference, bar.update)
+    ranked = list(sensitivity)
+
+    failing, passing, k = 0, 0, 1  # doubling, then bisection between the last failing and the first passing count
+    while not passing:
+        if k >= len(ranked):  # every layer FP32 is not an INT8 graph
+            raise NoPassingLayerChoice(tried)
+        if attempt(ranked, k):
+            passing = k
+        else:
+            failing, k = k, k + 1 if k == len(ranked) - 1 else min(2 * k, len(ranked) - 1)
+    while passing - failing > 1:
+        middle = (failing + passing) // 2
+        if attempt(ranked, middle):
+            passing = middle
+        else:
+            failing = middle
+    graph, result = graphs[passing]
+    return graph, LayerChoice(ranked[:passing], len(layers) - passing, result, sensitivity, tried)
+

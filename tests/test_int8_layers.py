@@ -1,0 +1,139 @@
+"""Which layers run in INT8 (export.int8_layers) and the selection set it decides on (train.selection), on the tiny
+real bottle model and real bottle images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from export.int8_layers import (
+    NoPassingLayerChoice,
+    Outputs,
+    choose_fp32_layers,
+    gate,
+    keep_fp32,
+    quantized_layers,
+    run_on_cpu,
+)
+from export.precision import quantize_int8
+from sdk.datasets import load_model_dataset, load_prepared
+from sdk.detector import Detector
+from sdk.image import prepare_image
+from train.selection import SelectionSet, synthetic_defects
+
+
+@pytest.fixture(scope="module")
+def quantized(tiny_run, tmp_path_factory) -> tuple[onnx.ModelProto, onnx.ModelProto, SelectionSet]:
+    """The tiny run's FP32 graph, the same graph with every network layer INT8 (calibrated once on its good training
+    images), and the selection set of its held-out good images."""
+    fp32_path = tiny_run[1].path
+    metadata = Detector(fp32_path).metadata
+    dataset = load_model_dataset(metadata, model_path=fp32_path)
+    calibration = load_prepared(dataset.train, metadata.image_size, progress=False)
+    good = load_prepared(dataset.validation, metadata.image_size, progress=False)
+    int8_path = tmp_path_factory.mktemp("int8") / "int8.onnx"
+    quantize_int8(fp32_path, int8_path, calibration)
+    return onnx.load(fp32_path), onnx.load(int8_path), SelectionSet.from_good(good, seed=0)
+
+
+def test_synthetic_defects_change_only_their_masked_regions_of_real_images(bottle_subset: Path):
+    good = np.stack([prepare_image(cv2.imread(str(p)), 128)
+                     for p in sorted((bottle_subset / "train" / "good").glob("*.png"))[:4]])
+    defective, masks = synthetic_defects(good, seed=3)
+    assert defective.shape == (8, 128, 128, 3) and defective.dtype == np.uint8 and masks.shape == (8, 128, 128)
+    changed = (defective != np.tile(good, (2, 1, 1, 1))).any(axis=3)
+    assert changed[:4].any(axis=(1, 2)).all()  # every cut-paste copy is defective somewhere
+    assert changed[4:].any(axis=(1, 2)).sum() >= 3  # a faint noise box on a dark region may round to no change
+    assert not (changed & ~masks).any()  # and nowhere outside its mask
+    assert (masks.mean(axis=(1, 2)) < 0.75).all()  # a region, not the whole image
+    again, again_masks = synthetic_defects(good, seed=3)
+    np.testing.assert_array_equal(again, defective)
+    np.testing.assert_array_equal(again_masks, masks)
+    selection = SelectionSet.from_good(good, seed=3)
+    assert selection.labels.tolist() == [0] * 4 + [1] * 8
+    assert not selection.masks[:4].any() and (selection.masks[4:] == masks).all()
+    small = selection.subset(2)
+    assert small.labels.tolist() == [0, 0, 1, 1, 1, 1]
+    np.testing.assert_array_equal(small.images[2:4], defective[:2])  # cut-paste copies of the first two
+    np.testing.assert_array_equal(small.images[4:], defective[4:6])  # noise copies of the first two
+    with pytest.raises(ValueError, match="at least one"):
+        SelectionSet.from_good(good[:0])
+
+
+def test_every_layer_kept_fp32_gives_back_the_fp32_graph(quantized):
+    fp32, int8, selection = quantized
+    layers = quantized_layers(int8)
+    ops = {n.name: n.op_type for n in int8.graph.node}
+    assert len(layers) > 30 and {ops[n] for n in layers} >= {"Conv", "ConvTranspose", "Add", "Concat"}
+    assert not any(n.startswith(("head/", "normalize/")) for n in layers)  # pre/post-processing is never INT8
+    restored = keep_fp32(int8, fp32, layers)
+    assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in restored.graph.node)
+    assert not any(i.data_type == onnx.TensorProto.INT8 for i in restored.graph.initializer)
+    ours, reference = run_on_cpu(restored, selection.images), run_on_cpu(fp32, selection.images)
+    np.testing.assert_allclose(ours.maps, reference.maps, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours.scores, reference.scores, rtol=1e-5)
+    quantized_out = run_on_cpu(int8, selection.images)
+    assert np.abs(quantized_out.maps - reference.maps).max() > 1e-3  # the INT8 graph does differ
+
+
+def test_one_layer_kept_fp32_reads_fp32_inputs_and_weights_and_the_rest_stays_int8(quantized):
+    fp32, int8, _ = quantized
+    layers = quantized_layers(int8)
+    convs = [n for n in layers if next(x for x in int8.graph.node if x.name == n).op_type == "Conv"]
+    target = convs[len(convs) // 2]
+    edited = keep_fp32(int8, fp32, [target])
+    assert quantized_layers(edited) == [n for n in layers if n != target]
+    producers = {o: n.op_type for n in edited.graph.node for o in n.output}
+    node = next(n for n in edited.graph.node if n.name == target)
+    assert not any(producers.get(i) == "DequantizeLinear" for i in node.input)
+    original = next(n for n in fp32.graph.node if n.name == target)
+    weights = {i.name: numpy_helper.to_array(i) for i in edited.graph.initializer}
+    fp32_weights = {i.name: numpy_helper.to_array(i) for i in fp32.graph.initializer}
+    np.testing.assert_array_equal(weights[node.input[1]], fp32_weights[original.input[1]])
+    assert weights[node.input[1]].dtype == np.float32
+
+    def int8_weights(model: onnx.ModelProto) -> int:  # convolution kernels (zero points are 0-D or 1-D)
+        return sum(i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2 for i in model.graph.initializer)
+
+    assert int8_weights(edited) == int8_weights(int8) - 1  # only its INT8 weight went
+
+
+def test_gate_passes_the_fp32_outputs_and_fails_scores_that_rank_parts_differently(quantized):
+    fp32, _, selection = quantized
+    reference = run_on_cpu(fp32, selection.images)
+    same = gate(reference, reference, selection)
+    assert same.passed and same.score_rank_correlation == pytest.approx(1.0) and same.output_error == 0.0
+    assert same.image_auroc == same.image_auroc_fp32 and same.pixel_auroc == same.pixel_auroc_fp32
+    reversed_scores = Outputs(reference.maps, reference.scores.max() - reference.scores)
+    wrong = gate(reversed_scores, reference, selection)
+    assert not wrong.passed and wrong.score_rank_correlation == pytest.approx(-1.0)
+    blurred_maps = Outputs(np.broadcast_to(reference.maps.mean(axis=0), reference.maps.shape), reference.scores)
+    assert not gate(blurred_maps, reference, selection).passed  # one map for every image localises nothing
+
+
+def test_the_sweep_keeps_the_most_sensitive_layers_fp32_until_the_gate_passes(quantized):
+    """A gate stricter than the all-INT8 graph meets: the choice is the top of the sensitivity ranking, and it
+    passes; a gate nothing meets is refused with every split named."""
+    fp32, int8, selection = quantized
+    everything = gate(run_on_cpu(int8, selection.images), run_on_cpu(fp32, selection.images), selection)
+    strict = (1.0 + everything.score_rank_correlation) / 2  # above what the all-INT8 graph ranks
+    assert everything.score_rank_correlation < strict < 1.0
+    graph, choice = choose_fp32_layers(int8, fp32, selection, min_score_rank_correlation=strict)
+    layers = quantized_layers(int8)
+    assert choice.tried[0] == {**choice.tried[0], "n_fp32": 0, "passed": False}
+    assert len(choice.sensitivity) == len(layers) and set(choice.sensitivity) == set(layers)
+    ranked = list(choice.sensitivity)
+    assert list(choice.sensitivity.values()) == sorted(choice.sensitivity.values(), reverse=True)
+    assert choice.fp32_layers == ranked[: len(choice.fp32_layers)] and 0 < len(choice.fp32_layers) < len(layers)
+    assert choice.gate.passed and choice.gate.score_rank_correlation >= strict
+    assert quantized_layers(graph) == [n for n in layers if n not in set(choice.fp32_layers)]
+    assert choice.n_quantized == len(layers) - len(choice.fp32_layers)
+    fewer = [t for t in choice.tried if t["n_fp32"] == len(choice.fp32_layers) - 1]
+    assert len(choice.fp32_layers) == 1 or (fewer and not fewer[0]["passed"])  # the fewest that pass
+    with pytest.raises(NoPassingLayerChoice, match="0 layers FP32"):
+        choose_fp32_layers(int8, fp32, selection, min_score_rank_correlation=1.5)
