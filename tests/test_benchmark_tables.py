@@ -55,7 +55,8 @@ def test_collect_rows_with_a_store_replaces_rows_of_the_same_key_and_keeps_the_o
     assert json.loads(store.read_text()) == rows and len(rows) == 3
 
 
-@pytest.mark.parametrize("module", ["accuracy", "nonsquare", "methods", "runtimes", "ort_tuning", "peers"])
+@pytest.mark.parametrize("module", ["accuracy", "nonsquare", "methods", "runtimes", "ort_tuning", "peers",
+                                    "int8_accuracy"])
 def test_benchmark_commands_have_help(module: str):
     result = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--help"], capture_output=True, text=True,
                             cwd=REPO)
@@ -134,3 +135,43 @@ def test_accuracy_row_settings_take_the_change_over_the_epochs_option(tmp_path: 
     assert config(20, {"epochs": 30}).epochs == 30 and config(20, {}).epochs == 20
     made = config(None, {}, {"segmentation_target": "difference"})
     assert made.method == "drd" and made.method_options == {"segmentation_target": "difference"}
+
+
+def test_int8_table_names_runs_by_the_accuracy_layout_and_reports_the_worst_drop(tmp_path: Path):
+    """benchmarks.int8_accuracy: run folders found by their checkpoints, named as the accuracy table names them (any
+    other run by its model), drops signed FP32 minus INT8 with n/a where a set has no masks, the worst one stated."""
+    import argparse
+
+    from benchmarks.int8_accuracy import describe, markdown, run_folders
+
+    runs = tmp_path / "accuracy"
+    for folder in ("bottle/rd4ad", "bottle/drd-epochs=30", "elpv-mono/reason", "tire/rd4ad"):
+        (runs / folder).mkdir(parents=True)
+        (runs / folder / "checkpoint.pt").touch()
+    (runs / "bottle" / "untrained").mkdir()
+    found = run_folders(runs, ["bottle", "elpv:mono"])
+    assert [p.relative_to(runs).as_posix() for p in found] == ["bottle/drd-epochs=30", "bottle/rd4ad",
+                                                                "elpv-mono/reason"]
+    assert describe(found[0], runs, "drd", "x") == {"run": str(found[0]), "set": "bottle", "method": "drd",
+                                                   "change": "epochs=30"}
+    assert describe(found[2], runs, "reason", "x")["set"] == "elpv:mono"
+    assert describe(tmp_path / "mine", runs, "rd4ad", "bottle") == {"run": str(tmp_path / "mine"), "set": "bottle",
+                                                                    "method": "rd4ad", "change": "mine"}
+
+    def row(name, fp32, int8, openvino=None, kept=()):
+        r = {**describe(runs / name, runs, "rd4ad", "x"), "size": "256",
+             "fp32": dict(zip(("image_auroc", "pixel_auroc"), fp32, strict=True)),
+             "int8": dict(zip(("image_auroc", "pixel_auroc"), int8, strict=True)),
+             "n_fp32": len(kept), "n_int8": 60, "fp32_layers": list(kept), "export_seconds": 70.0,
+             "selection": {"image_auroc": 0.9, "image_auroc_fp32": 0.91}, "mb": {"fp32": 14.3, "int8": 3.9}}
+        if openvino:
+            r["int8_openvino"] = dict(zip(("image_auroc", "pixel_auroc"), openvino, strict=True))
+        return r
+
+    table = markdown([row("bottle/rd4ad", (1.0, 0.989), (0.999, 0.989), (0.996, 0.988)),
+                      row("elpv-mono/reason", (0.947, None), (0.948, None), kept=("node_Conv_1",))],
+                     argparse.Namespace(calib_images=256))
+    assert "**+0.004**" in table  # the worst drop: OpenVINO's image AUROC on bottle
+    assert "| +0.001 / +0.000 | 0.996 / 0.988 | +0.004 / +0.001 |" in table
+    assert "| -0.001 / n/a | - | - | 60 / 1 |" in table
+    assert "- elpv:mono / reason / recipe: `node_Conv_1`" in table
