@@ -35,7 +35,9 @@ class Detector:
 
     Args:
         model: Path of an exported model: ``.onnx`` (ONNX Runtime, or OpenVINO), ``.xml`` (OpenVINO IR, written
-            by ``rdedge export-openvino``) or ``.engine`` (TensorRT, written by ``rdedge build-engine``).
+            by ``rdedge export-openvino``) or ``.engine`` (TensorRT, written by ``rdedge build-engine``); or the
+            address of a model on a Triton Inference Server, ``grpc://host:8001/NAME`` or ``http://host:8000/NAME``
+            (a repository written by ``rdedge export-triton``; ``pip install rdedge[triton]``).
         backend: The runtime: None (default) for the file suffix's (``.onnx``: onnxruntime), ``onnxruntime``,
             ``openvino`` (``pip install rdedge[openvino]``; CPU, or ``device="GPU"``/``"NPU"``), ``tensorrt``, or
             ``auto``: OpenVINO for ``.onnx`` on x86 CPUs where installed, onnxruntime otherwise.
@@ -43,9 +45,12 @@ class Detector:
         threshold: Image threshold (raw score) to use instead of the calibrated one.
         pixel_threshold: Pixel threshold (anomaly-map value, for masks and overlays) to use instead of the
             calibrated one.
+        anomaly_maps: Whether results carry the anomaly map. Default: yes for a local model (it costs nothing),
+            no for a Triton server (the FP32 map is larger than the image it sends); ``predict_batch`` can ask
+            per call. A result without one has ``anomaly_map=None``.
         **backend_options: Passed to the backend (e.g. ``providers`` or ``intra_op_threads`` for onnxruntime;
             ``device``, ``threads`` or ``performance_hint`` for OpenVINO; ``device`` or ``cuda_graph`` for
-            TensorRT).
+            TensorRT; ``timeout_s`` for Triton).
 
     Raises:
         ModelLoadError: The file cannot be loaded.
@@ -57,9 +62,11 @@ class Detector:
     """
 
     def __init__(self, model: str | os.PathLike[str], *, backend: str | None = None,
-                 threshold: float | None = None, pixel_threshold: float | None = None, **backend_options: Any):
+                 threshold: float | None = None, pixel_threshold: float | None = None,
+                 anomaly_maps: bool | None = None, **backend_options: Any):
         self.backend: Backend = load_backend(model, backend, **backend_options)
         self.metadata: ModelMetadata = self.backend.metadata
+        self.anomaly_maps = self.backend.maps_by_default if anomaly_maps is None else bool(anomaly_maps)
         self._threshold = self.metadata.calibration.threshold
         self._pixel_threshold = self.metadata.calibration.pixel
         if threshold is not None:
@@ -83,7 +90,7 @@ class Detector:
 
     @property
     def backend_name(self) -> str:
-        """The runtime running the model: ``onnxruntime``, ``openvino`` or ``tensorrt``."""
+        """The runtime running the model: ``onnxruntime``, ``openvino``, ``tensorrt`` or ``triton``."""
         return self.backend.name
 
     @property
@@ -114,21 +121,24 @@ class Detector:
         """Normalise a raw score: validation mean → 0, current threshold → 0.5, clipped to [0, 1]."""
         return self.metadata.calibration.normalize(score, self._threshold)
 
-    def __call__(self, image: ImageLike, *, rgb: bool = False) -> Result:
+    def __call__(self, image: ImageLike, *, rgb: bool = False, anomaly_maps: bool | None = None) -> Result:
         """Score one image.
 
         Args:
             image: Path of an image file, or an HxW / HxWx3 / HxWx4 uint8 (or uint16) array, any size.
             rgb: Whether a colour array is RGB; OpenCV's BGR is assumed otherwise.
+            anomaly_maps: Whether the result carries the anomaly map (default: the Detector's ``anomaly_maps``).
         """
-        return self.predict_batch([image], rgb=rgb)[0]
+        return self.predict_batch([image], rgb=rgb, anomaly_maps=anomaly_maps)[0]
 
-    def predict_batch(self, images: Sequence[ImageLike], *, rgb: bool = False) -> list[Result]:
+    def predict_batch(self, images: Sequence[ImageLike], *, rgb: bool = False,
+                      anomaly_maps: bool | None = None) -> list[Result]:
         """Score several images in one inference call.
 
         Args:
             images: Paths or arrays, as for :meth:`__call__`; sizes may differ.
             rgb: Whether colour arrays are RGB.
+            anomaly_maps: Whether the results carry anomaly maps (default: the Detector's ``anomaly_maps``).
 
         Raises:
             InvalidInputError: An empty sequence, or an image that cannot be used.
@@ -154,8 +164,12 @@ class Detector:
                 rgb_i = rgb
             batch[i] = prepare_image(image, size, rgb=rgb_i)
             input_sizes.append((int(image.shape[0]), int(image.shape[1])))
-        maps, scores = self.backend.infer(batch)
-        if not (np.isfinite(scores).all() and np.isfinite(maps).all()):
+        want_maps = self.anomaly_maps if anomaly_maps is None else anomaly_maps
+        if want_maps:
+            maps, scores = self.backend.infer(batch)
+        else:
+            maps, scores = None, self.backend.infer_scores(batch)
+        if not (np.isfinite(scores).all() and (maps is None or np.isfinite(maps).all())):
             raise InferenceError(
                 f"{self.backend.name} returned non-finite scores or anomaly maps for {self.backend.path}: the model "
                 "or engine is broken (re-export it; for an engine, rebuild it with rdedge build-engine)"
@@ -169,7 +183,7 @@ class Detector:
                 is_anomaly=bool(scores[i] > threshold),
                 threshold=threshold,
                 pixel_threshold=pixel_threshold,
-                anomaly_map=maps[i],
+                anomaly_map=None if maps is None else maps[i],
                 input_size=input_sizes[i],
                 latency_ms=latency_ms,
             )

@@ -42,3 +42,11 @@ class InferenceError(RdedgeError, RuntimeError):
 
 class DetectorClosedError(RdedgeError, RuntimeError):
     """The detector (or its backend) was closed and has released its runtime; open a new one."""
+
+
+class ModelNotReadyError(ModelLoadError):
+    """An inference server that answers but does not have the model ready (not loaded, failed to load)."""
+
+
+class ServerUnavailableError(RdedgeError, ConnectionError):
+    """An inference server that cannot be reached or does not answer in time; a later call tries again."""

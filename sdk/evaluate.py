@@ -37,7 +37,7 @@ def evaluate_detector(
     bar = tqdm(total=len(samples), desc="evaluate", disable=not progress, leave=False)
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        results = detector.predict_batch([s.load_image() for s in chunk])
+        results = detector.predict_batch([s.load_image() for s in chunk], anomaly_maps=annotated or None)
         for i, (sample, result) in enumerate(zip(chunk, results, strict=True), start=start):
             scores[i] = result.score
             if annotated:

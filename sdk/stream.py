@@ -225,7 +225,8 @@ class Stream:
                 reader.record(invalid=1)
         if not usable:
             return []
-        results = self.detector.predict_batch([rgb for _, _, rgb in usable], rgb=True)
+        results = self.detector.predict_batch([rgb for _, _, rgb in usable], rgb=True,
+                                              anomaly_maps=True if self.overlay else None)
         done = time.time()
         out = []
         for (reader, frame, _), result in zip(usable, results, strict=True):

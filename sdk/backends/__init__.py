@@ -20,6 +20,7 @@ RUNTIMES: dict[str, str] = {
     "onnxruntime": "sdk.backends.onnxruntime:OnnxRuntimeBackend",
     "openvino": "sdk.backends.openvino:OpenVinoBackend",
     "tensorrt": "sdk.backends.tensorrt:TensorRTBackend",
+    "triton": "sdk.backends.triton:TritonBackend",
 }
 """Runtime name (``Detector(..., backend=NAME)``) → ``module:class`` of the backend."""
 FORMATS: dict[str, tuple[str, ...]] = {
@@ -50,7 +51,8 @@ def load_backend(path: str | os.PathLike[str], backend: str | None = None, **opt
     """Open a model file with a runtime that reads its format.
 
     Args:
-        path: Model file.
+        path: Model file, or a Triton Inference Server address (``grpc://host:8001/NAME``, ``http://host:8000/NAME``:
+            :mod:`sdk.backends.triton`).
         backend: Runtime name (``onnxruntime``, ``openvino``, ``tensorrt``), ``auto`` (:func:`auto_runtime`), or
             None for the suffix's default (``.onnx``: onnxruntime, ``.xml``: openvino, ``.engine``: tensorrt).
         **options: Passed to the backend's constructor.
@@ -59,6 +61,12 @@ def load_backend(path: str | os.PathLike[str], backend: str | None = None, **opt
         ModelLoadError: Unknown suffix, a runtime that does not read that format, or the backend cannot load the
             file.
     """
+    from .triton import TritonBackend, is_triton_url  # no tritonclient import until a server is asked for
+
+    if is_triton_url(path):
+        if backend not in (None, AUTO, "triton"):
+            raise ModelLoadError(f"{path} is a Triton Inference Server address: it runs with backend 'triton'")
+        return TritonBackend(str(path), **options)
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise ModelLoadError(

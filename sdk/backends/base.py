@@ -47,12 +47,14 @@ class Backend(abc.ABC):
     graph, so a backend has no model-specific logic.
 
     Attributes:
-        path: The model file.
+        path: The model file (a remote backend: its address).
         metadata: The metadata read from the file.
     """
 
-    path: Path
+    path: Path | str
     metadata: ModelMetadata
+    maps_by_default: bool = True
+    """Whether a Detector asks for anomaly maps unless told otherwise (False where maps cost a transfer)."""
 
     @property
     def name(self) -> str:
@@ -69,6 +71,10 @@ class Backend(abc.ABC):
         Returns:
             ``(anomaly_maps, scores)``: (N, H, W) and (N,) float32 arrays.
         """
+
+    def infer_scores(self, batch: np.ndarray) -> np.ndarray:
+        """The image scores only, (N,) float32; a backend that can skip transferring the maps overrides this."""
+        return self.infer(batch)[1]
 
     def close(self) -> None:  # noqa: B027 - optional hook, a no-op for runtimes with nothing to release early
         """Release the runtime's resources now (device memory, sessions). Idempotent; inference afterwards raises
