@@ -46,13 +46,15 @@ def describe(run_dir: Path, runs: Path, method: str, dataset: str) -> dict[str, 
 
 
 def evaluate(path: Path, backend: str) -> dict[str, Any]:
+    """Image and pixel AUROC of one model file on its run's test set, through ``sdk.Detector``."""
     from sdk import Detector
     from sdk.datasets import load_model_dataset
     from sdk.evaluate import evaluate_detector
 
     with Detector(path, backend=backend) as detector:
         dataset = load_model_dataset(detector.metadata, model_path=path)
-        return evaluate_detector(detector, dataset.test, progress=False)
+        metrics = evaluate_detector(detector, dataset.test, progress=False)
+    return {k: metrics[k] for k in METRICS}
 
 
 def run_row(run_dir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -74,8 +76,8 @@ def run_row(run_dir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     row: dict[str, Any] = {
         **describe(run_dir, Path(args.runs), report.metadata.method, dataset),
         "size": str(report.metadata.image_size),
-        "fp32": {k: evaluate(fp32, "onnxruntime")[k] for k in METRICS},
-        "int8": {k: evaluate(report.path, "onnxruntime")[k] for k in METRICS},
+        "fp32": evaluate(fp32, "onnxruntime"),
+        "int8": evaluate(report.path, "onnxruntime"),
         "n_fp32": layers["n_fp32"], "n_int8": layers["n_int8"], "fp32_layers": layers["fp32_layers"],
         "selection": {k: layers["gate"][k] for k in ("image_auroc", "image_auroc_fp32", "pixel_auroc",
                                                      "pixel_auroc_fp32", "score_rank_correlation")},
@@ -83,7 +85,7 @@ def run_row(run_dir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
         "mb": {"fp32": fp32.stat().st_size / 1e6, "int8": report.path.stat().st_size / 1e6},
     }
     if "openvino" in args.backends and importlib.util.find_spec("openvino") is not None:
-        row["int8_openvino"] = {k: evaluate(report.path, "openvino")[k] for k in METRICS}
+        row["int8_openvino"] = evaluate(report.path, "openvino")
     return [row]
 
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -24,7 +28,7 @@ from rdedge.main import main
 from sdk import Detector
 from sdk.backends.engine_file import EngineInfo, write_engine_file
 from sdk.errors import InvalidInputError, ModelLoadError, ModelNotReadyError, ServerUnavailableError
-from tests.conftest import wait_until
+from tests.conftest import REPO, wait_until
 from tests.triton_server import TritonServer, ensure_server_venv, free_ports, stand_in_repository
 
 MODEL = "bottle"
@@ -221,6 +225,40 @@ def test_addresses_that_serve_no_rdedge_model_give_typed_errors(served):
         Detector("grpc://127.0.0.1:8001/")
     with pytest.raises(ModelLoadError, match="backend 'triton'"):
         Detector(f"grpc://{server.grpc}/{MODEL}", backend="onnxruntime")
+
+
+def test_a_server_that_does_not_answer_times_out_with_a_typed_error():
+    """A port that accepts connections and never answers (a hung server): each scheme gives up after timeout_s."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        for scheme in ("grpc", "http"):
+            started = time.monotonic()
+            with pytest.raises(ServerUnavailableError):
+                Detector(f"{scheme}://127.0.0.1:{port}/{MODEL}", timeout_s=1.0)
+            assert time.monotonic() - started < 15, scheme
+
+
+def test_a_remote_detector_streams_a_video_like_the_local_one(served, bottle_subset, tmp_path):
+    from benchmarks.soak import bottle_frames, write_video
+
+    server, folder = served
+    video = write_video(bottle_frames(bottle_subset, 96), tmp_path / "bottle.avi", 12)
+    with Detector(folder / "1" / "model.onnx").stream(video) as stream:
+        local = list(stream)
+    with Detector(f"grpc://{server.grpc}/{MODEL}") as remote, remote.stream(video, overlay=True) as stream:
+        ours = list(stream)
+    assert [r.frame_index for r in ours] == list(range(12))
+    np.testing.assert_allclose([r.score for r in ours], [r.score for r in local], rtol=1e-5)
+    assert all(r.overlay is not None and r.overlay.shape == r.frame.shape for r in ours)  # maps came for overlays
+
+
+def test_importing_the_sdk_loads_no_triton_client():
+    code = ("import sys, sdk, sdk.backends; from sdk import Detector; "
+            "print(sorted(m for m in sys.modules if m.startswith(('tritonclient', 'grpc'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert result.stdout.strip() == "[]"
 
 
 def test_a_server_killed_mid_load_gives_typed_errors_and_the_client_recovers_after_a_restart(served, real_images):

@@ -136,14 +136,14 @@ class TritonBackend(Backend):
         self._closed = False
         client = self._client()
         try:
-            live = client.is_server_live()
+            live = client.is_server_live(**self._deadline)
         except self._server_errors as exc:
             raise ServerUnavailableError(f"no Triton server answers at {self.address.endpoint}: {exc}") from exc
         if not live:
             raise ServerUnavailableError(f"the Triton server at {self.address.endpoint} is not live")
         try:
-            ready = client.is_model_ready(self.address.model)
-            config = client.get_model_config(self.address.model, **self._json) if ready else None
+            ready = client.is_model_ready(self.address.model, **self._deadline)
+            config = client.get_model_config(self.address.model, **self._json, **self._deadline) if ready else None
         except self._server_errors as exc:
             raise ServerUnavailableError(f"the Triton server at {self.address.endpoint} failed: {exc}") from exc
         if not ready:
@@ -155,6 +155,11 @@ class TritonBackend(Backend):
     @property
     def _json(self) -> dict[str, Any]:
         return {"as_json": True} if self.address.scheme == "grpc" else {}
+
+    @property
+    def _deadline(self) -> dict[str, Any]:
+        """The per-call time-out argument (gRPC); the HTTP client has its time-outs from its constructor."""
+        return {"client_timeout": self.timeout_s} if self.address.scheme == "grpc" else {}
 
     def _client(self) -> Any:
         """This thread's client (created on first use)."""
@@ -199,9 +204,8 @@ class TritonBackend(Backend):
         wanted = [module.InferRequestedOutput(OUTPUT_SCORE)]
         if maps:
             wanted.append(module.InferRequestedOutput(OUTPUT_MAP))
-        timeout = {"client_timeout": self.timeout_s} if self.address.scheme == "grpc" else {}
         try:
-            result = client.infer(self.address.model, [image], outputs=wanted, **timeout)
+            result = client.infer(self.address.model, [image], outputs=wanted, **self._deadline)
         except self._server_errors as exc:
             status = str(getattr(exc, "status", lambda: "")() or "")
             if isinstance(exc, OSError) or any(s in status for s in ("UNAVAILABLE", "DEADLINE_EXCEEDED")) or (
