@@ -22,6 +22,7 @@ TRAIN = [
 EVAL = ["scipy>=1.10", "scikit-learn>=1.3"]
 TRT = ["tensorrt>=10.3", "pycuda>=2024.1"]
 OPENVINO = ["openvino>=2024.4"]  # tested: 2026.4
+REPORT = ["matplotlib>=3.8", "scikit-learn>=1.3", "scipy>=1.10"]  # rdedge evaluate --report
 TRITON = ["tritonclient[grpc,http]>=2.40"]  # tested: 2.73 (the server side: export-triton writes its repository)
 DEV = [
     "pytest>=9",  # faulthandler_exit_on_timeout (pyproject.toml): a hung test ends the run with its traceback
@@ -34,6 +35,8 @@ DEV = [
     "tensorrt-lean-cu13>=11.4",  # TensorRT's runtime bindings: CI checks the backend's calls exist (never run)
     *OPENVINO,
     *TRITON,
+    *REPORT,
+    "playwright>=1.40",  # drives Debian's chromium (scripts/system_packages.sh) in the report and live-view tests
 ]
 
 setup(
@@ -47,7 +50,7 @@ setup(
         include=["rdedge", "rdedge.*", "sdk", "sdk.*", "train", "train.*", "export", "export.*", "benchmarks"]
     ),
     install_requires=["numpy>=1.24", "opencv-python-headless>=4.8", "onnxruntime>=1.17", "onnx>=1.17", "tqdm>=4.60"],
-    extras_require={"train": TRAIN, "eval": EVAL, "trt": TRT, "openvino": OPENVINO, "triton": TRITON,
+    extras_require={"train": TRAIN, "eval": EVAL, "trt": TRT, "openvino": OPENVINO, "triton": TRITON, "report": REPORT,
                     "dev": DEV + TRAIN + TORCH_TESTED},
     entry_points={"console_scripts": ["rdedge=rdedge.main:main"]},
 )

@@ -26,6 +26,7 @@ TensorRT the FP32 layers of the strongly typed INT8 file build in FP32, the quan
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -172,17 +173,31 @@ class GateResult:
                 f"{self.score_rank_correlation:.3f}")
 
 
-def gate(outputs: Outputs, reference: Outputs, selection: SelectionSet, max_auroc_drop: float = MAX_AUROC_DROP,
-         min_score_rank_correlation: float = MIN_SCORE_RANK_CORRELATION) -> GateResult:
-    """Compare a graph's outputs on the selection set with the FP32 graph's (see :class:`GateResult`)."""
-    from scipy.stats import spearmanr
+GATE_PIXELS_PER_IMAGE = 128 * 128
+"""Pixels per map the gate's pixel AUROC reads: maps (blurred with σ = 4 px) and masks are subsampled with one
+stride to about this many, so a gate run at 640x256 does not spend its time sorting millions of pixels."""
 
+
+def selection_aurocs(outputs: Outputs, selection: SelectionSet) -> tuple[float, float]:
+    """(image AUROC, pixel AUROC) of one graph's outputs on the selection set (pixels subsampled, see
+    :data:`GATE_PIXELS_PER_IMAGE`)."""
     from sdk.metrics import image_auroc, pixel_auroc
 
-    def aurocs(o: Outputs) -> tuple[float, float]:
-        return (float(image_auroc(selection.labels, o.scores)), float(pixel_auroc(selection.masks, o.maps)))
+    height, width = outputs.maps.shape[1:]
+    stride = max(1, round(math.sqrt(height * width / GATE_PIXELS_PER_IMAGE)))
+    pixel = pixel_auroc(selection.masks[:, ::stride, ::stride], outputs.maps[:, ::stride, ::stride])
+    return float(image_auroc(selection.labels, outputs.scores)), float(pixel)
 
-    (image, pixel), (image_ref, pixel_ref) = aurocs(outputs), aurocs(reference)
+
+def gate(outputs: Outputs, reference: Outputs, selection: SelectionSet, max_auroc_drop: float = MAX_AUROC_DROP,
+         min_score_rank_correlation: float = MIN_SCORE_RANK_CORRELATION,
+         reference_aurocs: tuple[float, float] | None = None) -> GateResult:
+    """Compare a graph's outputs on the selection set with the FP32 graph's (see :class:`GateResult`);
+    ``reference_aurocs`` saves recomputing the FP32 graph's (:func:`selection_aurocs`)."""
+    from scipy.stats import spearmanr
+
+    image, pixel = selection_aurocs(outputs, selection)
+    image_ref, pixel_ref = reference_aurocs or selection_aurocs(reference, selection)
     rank = spearmanr(outputs.scores, reference.scores).statistic
     correlation = np.corrcoef(outputs.maps.ravel(), reference.maps.ravel())[0, 1]
     return GateResult(image, image_ref, pixel, pixel_ref, float(np.nan_to_num(rank)),
@@ -259,13 +274,14 @@ def choose_fp32_layers(int8: onnx.ModelProto, fp32: onnx.ModelProto, selection: 
 
     layers = quantized_layers(int8)
     reference = run_on_cpu(fp32, selection.images)
+    reference_aurocs = selection_aurocs(reference, selection)
     tried: list[dict[str, Any]] = []
     graphs: dict[int, tuple[onnx.ModelProto, GateResult]] = {}
 
     def attempt(ranked: list[str], k: int) -> bool:
         graph = keep_fp32(int8, fp32, ranked[:k]) if k else int8
         result = gate(run_on_cpu(graph, selection.images), reference, selection, max_auroc_drop,
-                      min_score_rank_correlation)
+                      min_score_rank_correlation, reference_aurocs)
         graphs[k] = (graph, result)
         tried.append({"n_fp32": k, "passed": result.passed, "image_auroc": round(result.image_auroc, 5),
                       "pixel_auroc": round(result.pixel_auroc, 5),

@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from sdk.backends.engine_file import read_engine_header
 from sdk.backends.onnxruntime import OnnxRuntimeBackend
 from sdk.contract import INPUT_NAME, METADATA_KEY, OUTPUT_MAP, OUTPUT_SCORE
 from sdk.errors import RdedgeError
+from sdk.fileio import atomic_folder
 from sdk.metadata import ModelMetadata
 
 DEFAULT_MAX_BATCH = 8
@@ -133,25 +131,6 @@ def check_engine_fits(engine: Path, metadata: ModelMetadata, max_batch: int) -> 
     return engine_metadata, offset
 
 
-@contextmanager
-def _staged_folder(final: Path) -> Iterator[Path]:
-    """A temporary folder beside ``final``, renamed to ``final`` when the block succeeds (removed otherwise); an
-    existing ``final`` is moved aside first and removed once the new folder is in place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield staging
-        old = None
-        if final.exists():
-            old = final.with_name(f".{final.name}.old{os.getpid()}")
-            os.replace(final, old)
-        os.replace(staging, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def write_model_repository(model: str | os.PathLike[str], repository: str | os.PathLike[str], *,
                            name: str | None = None, max_batch: int = DEFAULT_MAX_BATCH,
                            engine: str | os.PathLike[str] | None = None,
@@ -186,7 +165,7 @@ def write_model_repository(model: str | os.PathLike[str], repository: str | os.P
         raise TritonExportError(f"max batch must be 1..1024, got {max_batch}")
     plan = check_engine_fits(Path(engine), metadata, max_batch) if engine is not None else None
     folder = Path(repository) / name
-    with _staged_folder(folder) as staging:
+    with atomic_folder(folder) as staging:
         (staging / "1").mkdir()
         (staging / "configs").mkdir()
         shutil.copyfile(model, staging / "1" / "model.onnx")

@@ -1,9 +1,10 @@
 # Sourced by test.sh: the Debian packages the camera tests use (tests/test_camera.py): QEMU and a static busybox to
 # boot a VM with the kernel's virtual V4L2 camera (from Debian's linux-image-amd64, which tests/camera_vm.py
-# downloads once with apt-get download), and Debian's OpenCV, built with GStreamer, for pipelines.
+# downloads once with apt-get download), Debian's OpenCV, built with GStreamer, for pipelines, and Debian's Chromium
+# for the browser tests of the evaluation report (tests/test_report.py).
 # Installs what is missing where it may (root, or password-less sudo); otherwise says what to install (the camera
 # tests then skip, except under CI, where they fail).
-RDEDGE_SYSTEM_PACKAGES="qemu-system-x86 busybox-static python3-opencv python3-venv gstreamer1.0-plugins-base gstreamer1.0-plugins-good"
+RDEDGE_SYSTEM_PACKAGES="qemu-system-x86 busybox-static python3-opencv python3-venv gstreamer1.0-plugins-base gstreamer1.0-plugins-good chromium"
 rdedge_sudo=""
 [ "$(id -u)" = 0 ] || rdedge_sudo="sudo -n"
 rdedge_may_install() { command -v apt-get >/dev/null 2>&1 && { [ -z "$rdedge_sudo" ] || sudo -n true 2>/dev/null; }; }

@@ -32,6 +32,33 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    An existing ``path`` is moved aside, replaced by the new folder and then removed, so readers see the old folder
+    or the new one, whole, never a mixture; on any exception the temporary folder is removed and ``path`` is left as
+    it was.
+    """
+    import shutil
+
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the published folder from other users
+    try:
+        yield staging
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+            os.replace(final, old / final.name)
+        os.replace(staging, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def temporary_beside(final: Path) -> Path:
     """Create an empty temporary file in ``final``'s folder (created if needed), keeping ``final``'s suffix."""
     final.parent.mkdir(parents=True, exist_ok=True)

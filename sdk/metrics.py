@@ -39,16 +39,17 @@ def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float | None:
     return float(_sklearn_metrics().roc_auc_score(truth, maps.reshape(-1).astype(np.float64)))
 
 
-def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float | None:
-    """Normalised area under the pooled per-region-overlap curve up to ``fpr_limit``.
+def pro_curve(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pooled per-region-overlap curve up to ``fpr_limit``: (false-positive rates, PRO), one point per distinct
+    threshold, the last point interpolated at exactly ``fpr_limit``.
 
     Args:
         masks: (N, H, W) boolean ground truth.
         maps: (N, H, W) anomaly maps.
-        fpr_limit: Upper bound of the false-positive-rate integration.
+        fpr_limit: Upper bound of the false-positive rate.
 
     Returns:
-        The area divided by ``fpr_limit`` (1.0 is perfect); None without any defect region or defect-free pixel.
+        ``(fpr, pro)`` from (0, 0); None without any defect region or defect-free pixel.
     """
     from scipy import ndimage
 
@@ -82,7 +83,19 @@ def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float 
         f0, f1, p0, p1 = fpr[j - 1], fpr[j], pro[j - 1], pro[j]
         pro_at = p0 + (p1 - p0) * (fpr_limit - f0) / (f1 - f0) if f1 > f0 else p1
         fpr_cut, pro_cut = np.r_[fpr_cut, fpr_limit], np.r_[pro_cut, pro_at]
-    return float(_sklearn_metrics().auc(fpr_cut, pro_cut) / fpr_limit)
+    return fpr_cut, pro_cut
+
+
+def aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float | None:
+    """Normalised area under the pooled per-region-overlap curve up to ``fpr_limit`` (:func:`pro_curve`).
+
+    Returns:
+        The area divided by ``fpr_limit`` (1.0 is perfect); None without any defect region or defect-free pixel.
+    """
+    curve = pro_curve(masks, maps, fpr_limit)
+    if curve is None:
+        return None
+    return float(_sklearn_metrics().auc(*curve) / fpr_limit)
 
 
 def f1_at_threshold(labels: Sequence[int], scores: Sequence[float], threshold: float) -> float | None:

@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="image threshold (raw score) for F1 (default: calibrated)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--report", default=None, metavar="DIR",
+                        help="also write an HTML report to DIR (index.html, self-contained, plus the figures as PNG): "
+                             "ROC/PRO curves, score histograms with the threshold, per-defect table, confusion "
+                             "counts, worst cases, model card (pip install rdedge[report])")
     parser.add_argument("--as-written", action="store_true",
                         help="ONNX only: run the graph exactly as written, with onnxruntime's graph optimisations "
                              "off (Q/DQ computed in float, not by fused integer kernels; no CPU INT8 rewrite): the "
@@ -46,13 +50,22 @@ def run(args: argparse.Namespace) -> int:
                                  **test_folders(args))
     if not dataset.test:
         raise RdedgeError(f"{dataset.spec} has no test images")
-    report = evaluate_detector(detector, dataset.test, batch_size=args.batch_size, progress=not args.quiet)
+    if args.report:
+        from sdk.report import write_report
+
+        page, report = write_report(detector, dataset.test, args.report, dataset_name=dataset.name,
+                                    batch_size=args.batch_size, progress=not args.quiet)
+    else:
+        page, report = None, evaluate_detector(detector, dataset.test, batch_size=args.batch_size,
+                                               progress=not args.quiet)
     report = {"dataset": dataset.name, "model": str(detector.backend.path), **report}
+    if page is not None:
+        report["report"] = str(page)
     if args.json:
         print(json.dumps(report))
     else:
         for key in ("dataset", "model", "n_images", "n_anomalous", "image_auroc", "pixel_auroc", "aupro", "f1",
-                    "threshold", "seconds"):
+                    "threshold", "seconds", *(["report"] if page is not None else [])):
             value = report[key]
             print(f"{key:>12}: {value:.4f}" if isinstance(value, float) else f"{key:>12}: {value}")
     return 0
