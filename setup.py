@@ -23,6 +23,7 @@ EVAL = ["scipy>=1.10", "scikit-learn>=1.3"]
 TRT = ["tensorrt>=10.3", "pycuda>=2024.1"]
 OPENVINO = ["openvino>=2024.4"]  # tested: 2026.4
 REPORT = ["matplotlib>=3.8", "scikit-learn>=1.3", "scipy>=1.10"]  # rdedge evaluate --report
+VIEW = ["starlette>=0.37", "uvicorn>=0.29"]  # rdedge view
 TRITON = ["tritonclient[grpc,http]>=2.40"]  # tested: 2.73 (the server side: export-triton writes its repository)
 DEV = [
     "pytest>=9",  # faulthandler_exit_on_timeout (pyproject.toml): a hung test ends the run with its traceback
@@ -36,6 +37,7 @@ DEV = [
     *OPENVINO,
     *TRITON,
     *REPORT,
+    *VIEW,
     "playwright>=1.40",  # drives Debian's chromium (scripts/system_packages.sh) in the report and live-view tests
 ]
 
@@ -50,7 +52,7 @@ setup(
         include=["rdedge", "rdedge.*", "sdk", "sdk.*", "train", "train.*", "export", "export.*", "benchmarks"]
     ),
     install_requires=["numpy>=1.24", "opencv-python-headless>=4.8", "onnxruntime>=1.17", "onnx>=1.17", "tqdm>=4.60"],
-    extras_require={"train": TRAIN, "eval": EVAL, "trt": TRT, "openvino": OPENVINO, "triton": TRITON, "report": REPORT,
-                    "dev": DEV + TRAIN + TORCH_TESTED},
+    extras_require={"train": TRAIN, "eval": EVAL, "trt": TRT, "openvino": OPENVINO, "triton": TRITON,
+                    "report": REPORT, "view": VIEW, "dev": DEV + TRAIN + TORCH_TESTED},
     entry_points={"console_scripts": ["rdedge=rdedge.main:main"]},
 )

@@ -8,6 +8,7 @@ tests that need them skip with the reason, except under CI (``CI`` set), where a
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -201,3 +202,26 @@ def require_tool(available: bool, what: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{what} must be installed in CI (pip install -e .[dev])", pytrace=False)
         pytest.skip(f"{what} not installed")
+
+
+ARTIFACTS = Path(os.environ.get("RDEDGE_TEST_ARTIFACTS", REPO / "test-artifacts"))
+"""Where browser tests keep their screenshots."""
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+"""Headless Chromium as root on a closed network: no sandbox, and none of its background connections."""
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium, headless, driven by Playwright (both installed by the test command in CI)."""
+    import importlib.util
+
+    require_tool(CHROMIUM is not None, "Debian's chromium (apt-get install chromium)")
+    require_tool(importlib.util.find_spec("playwright") is not None, "playwright")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -4,10 +4,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +14,7 @@ from rdedge.main import main
 from sdk import Detector
 from sdk.datasets import load_dataset
 from sdk.evaluate import score_test_set
-from tests.conftest import REPO, require_tool
-
-ARTIFACTS = Path(os.environ.get("RDEDGE_TEST_ARTIFACTS", REPO / "test-artifacts"))
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+from tests.conftest import ARTIFACTS
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +27,6 @@ def report(tiny_run, bottle_subset, tmp_path_factory) -> tuple[Path, dict]:
     detector = Detector(tiny_run[1].path)
     metrics = score_test_set(detector, load_dataset(str(bottle_subset.parent), "bottle").test, progress=False).metrics()
     return out / "index.html", metrics
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's chromium, headless, driven by Playwright (both installed by the test command in CI)."""
-    require_tool(CHROMIUM is not None, "Debian's chromium (apt-get install chromium)")
-    require_tool(importlib.util.find_spec("playwright") is not None, "playwright")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def test_report_files_hold_every_part_and_nothing_from_elsewhere(report):

@@ -1,0 +1,392 @@
+"""A live line view in the browser: ``rdedge view MODEL SOURCE...``.
+
+One background thread runs :meth:`Detector.stream` over the sources with overlays; a small Starlette app serves:
+
+* ``/``: the page (inline HTML, CSS and JavaScript; it loads nothing from anywhere else);
+* ``/stream/N.mjpg``: source N's annotated frames as MJPEG (``multipart/x-mixed-replace``), each frame sent once;
+* ``/api/state``: counters (frames, rejects, dropped, reconnects), the last result per source, the threshold,
+  the last rejects;
+* ``POST /api/threshold`` (``{"threshold": x}``): applied at once to the next frames, logged;
+* ``POST /api/score`` (the bytes of an image file): scores one uploaded image → score, verdict, overlay;
+* ``/rejects/K.jpg``: thumbnails of the last rejects.
+
+Starlette (with uvicorn to serve it) is a well-kept ASGI toolkit that streams responses natively, which is all MJPEG
+needs, without the schema layer of FastAPI or the front-end bundle of Gradio: ``pip install rdedge[view]``. The
+server binds 127.0.0.1 unless told otherwise: the page changes the line's threshold and has no authentication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import html
+import logging
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .detector import Detector
+from .errors import InvalidInputError, RdedgeError
+from .sources import Source, describe
+
+logger = logging.getLogger("rdedge.view")
+MAX_REJECTS = 8
+THUMBNAIL_SIDE = 160
+BOUNDARY = "rdedge-frame"
+
+
+def import_server() -> tuple[Any, Any]:
+    """(starlette, uvicorn), or an error saying how to install them."""
+    try:
+        import starlette
+        import uvicorn
+    except ImportError as exc:
+        raise RdedgeError("the live view needs starlette and uvicorn: pip install rdedge[view]") from exc
+    return starlette, uvicorn
+
+
+def jpeg(image: np.ndarray, quality: int = 80) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RdedgeError("could not encode a frame as JPEG")
+    return data.tobytes()
+
+
+@dataclass
+class Reject:
+    """One rejected frame, kept for the page's thumbnails."""
+
+    number: int
+    source: str
+    frame_index: int
+    score: float
+    time: float
+    thumbnail: bytes
+
+
+class LineView:
+    """The live view's state, fed by one background thread running the detector's stream.
+
+    Args:
+        detector: The detector (its threshold is the one the page changes).
+        sources: Video sources (cameras, files, URLs, pipelines), as for :meth:`Detector.stream`.
+        loop: Start a source list again when every source has ended (for video files: a demo or a test).
+        max_rejects: How many of the last rejects to keep as thumbnails.
+        stream_options: Further :class:`sdk.stream.Stream` options (``mode``, ``backoff``, ``isolate``...).
+    """
+
+    def __init__(self, detector: Detector, sources: Source | Sequence[Source], *, loop: bool = False,
+                 max_rejects: int = MAX_REJECTS, stream_options: dict[str, Any] | None = None) -> None:
+        self.detector = detector
+        self.sources = [sources] if isinstance(sources, (str, int)) or not isinstance(sources, Sequence) else list(
+            sources)
+        self.source_ids = [describe(s) for s in self.sources]
+        self.loop = loop
+        self.stream_options = stream_options or {}
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._frames: dict[int, tuple[int, bytes]] = {}  # source index -> (sequence number, JPEG)
+        self._last: dict[int, dict[str, Any]] = {}
+        self.counters = {"frames": 0, "rejects": 0, "dropped": 0, "reconnects": 0, "loops": 0}
+        self._finished_counts = {"dropped": 0, "reconnects": 0}
+        self.max_rejects = max_rejects
+        # twice as many thumbnails kept as listed: a page loading the listed ones finds them though new rejects came
+        self.rejects: collections.deque[Reject] = collections.deque(maxlen=2 * max_rejects)
+        self.threshold_log: list[dict[str, Any]] = []
+        self.error: str | None = None
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- the stream ------------------------------------------------------------------------------------------
+
+    def start(self) -> LineView:
+        """Start the stream thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="rdedge-view", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the stream thread and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        index = {source_id: i for i, source_id in enumerate(self.source_ids)}
+        try:
+            while not self._stop.is_set():
+                with self.detector.stream(self.sources, overlay=True, **self.stream_options) as stream:
+                    for item in stream:
+                        self._publish(index.get(item.source_id, 0), item)
+                        self._count_stream(stream, final=False)
+                        if self._stop.is_set():
+                            break
+                self._count_stream(stream, final=True)
+                if not self.loop:
+                    return
+                with self._lock:
+                    self.counters["loops"] += 1
+        except Exception as exc:  # shown on the page and logged; the server keeps serving the last state
+            logger.exception("the live view's stream stopped")
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def _count_stream(self, stream: Any, final: bool) -> None:
+        """Dropped frames and reconnections: those of finished loops plus the running stream's."""
+        totals = {k: sum(getattr(s, k) for s in stream.stats) for k in self._finished_counts}
+        with self._lock:
+            for key, value in totals.items():
+                self.counters[key] = self._finished_counts[key] + value
+                if final:
+                    self._finished_counts[key] += value
+
+    def _publish(self, i: int, item: Any) -> None:
+        frame = jpeg(item.overlay)
+        result = item.result
+        with self._changed:
+            sequence = self._frames.get(i, (0, b""))[0] + 1
+            self._frames[i] = (sequence, frame)
+            self.counters["frames"] += 1
+            self._last[i] = {"source": item.source_id, "frame_index": item.frame_index, "score": result.score,
+                             "normalized_score": result.normalized_score, "is_anomaly": result.is_anomaly,
+                             "threshold": result.threshold, "latency_ms": item.latency_ms}
+            if result.is_anomaly:
+                self.counters["rejects"] += 1
+                h, w = item.overlay.shape[:2]
+                scale = THUMBNAIL_SIDE / max(h, w)
+                thumb = cv2.resize(item.overlay, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                   interpolation=cv2.INTER_AREA)
+                self.rejects.append(Reject(self.counters["rejects"], item.source_id, item.frame_index,
+                                           result.score, time.time(), jpeg(thumb)))
+            self._changed.notify_all()
+
+    # --- what the page reads and changes ------------------------------------------------------------------------
+
+    def frame(self, i: int, after: int = 0, timeout: float = 1.0) -> tuple[int, bytes] | None:
+        """Source ``i``'s newest annotated frame once its sequence number passes ``after`` (None on time-out)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._frames.get(i, (0, b""))[0] <= after:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    return None
+                self._changed.wait(left)
+            return self._frames[i]
+
+    def state(self) -> dict[str, Any]:
+        """Everything the page shows, JSON-ready."""
+        with self._lock:
+            return {"counters": dict(self.counters), "threshold": self.detector.threshold,
+                    "calibrated_threshold": self.detector.metadata.calibration.threshold,
+                    "sources": self.source_ids, "last": [self._last.get(i) for i in range(len(self.source_ids))],
+                    "rejects": [{"number": r.number, "source": r.source, "frame_index": r.frame_index,
+                                 "score": r.score, "time": r.time}
+                                for r in list(reversed(self.rejects))[: self.max_rejects]],
+                    "threshold_log": list(self.threshold_log[-10:]), "running": self.running, "error": self.error,
+                    "seconds": round(time.monotonic() - self.started, 1)}
+
+    def reject_thumbnail(self, number: int) -> bytes | None:
+        with self._lock:
+            return next((r.thumbnail for r in self.rejects if r.number == number), None)
+
+    def set_threshold(self, value: object) -> float:
+        """Apply a new image threshold at once (the next frames use it) and log it.
+
+        Raises:
+            InvalidInputError: Not a finite number.
+        """
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"the threshold must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise InvalidInputError(f"the threshold must be finite, got {value!r}")
+        with self._lock:
+            previous = self.detector.threshold
+            self.detector.threshold = number
+            self.threshold_log.append({"time": time.time(), "from": previous, "to": number})
+        logger.info("threshold changed from %.6g to %.6g from the live page", previous, number)
+        return number
+
+    def score_upload(self, data: bytes) -> dict[str, Any]:
+        """Score one uploaded image file → score, verdict and the overlay as a JPEG data URI.
+
+        Raises:
+            InvalidInputError: Not a decodable image.
+        """
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+        if image is None:
+            raise InvalidInputError("the upload is not an image file OpenCV can decode (PNG, JPEG, BMP, TIFF...)")
+        from .visualize import overlay
+
+        result = self.detector(image, anomaly_maps=True)
+        data_uri = "data:image/jpeg;base64," + base64.b64encode(jpeg(overlay(image, result))).decode("ascii")
+        return {"score": result.score, "normalized_score": result.normalized_score,
+                "is_anomaly": result.is_anomaly, "threshold": result.threshold, "overlay": data_uri}
+
+    # --- the web app ------------------------------------------------------------------------------------------
+
+    def app(self) -> Any:
+        """The Starlette application serving this view."""
+        import_server()
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+        from starlette.routing import Route
+
+        async def page(request: Request) -> Response:
+            return HTMLResponse(render_page(self))
+
+        async def state(request: Request) -> Response:
+            return JSONResponse(self.state())
+
+        async def threshold(request: Request) -> Response:
+            try:
+                body = await request.json()
+            except ValueError:
+                return JSONResponse({"error": 'the body must be JSON: {"threshold": number}'}, status_code=400)
+            try:
+                value = self.set_threshold(body.get("threshold") if isinstance(body, dict) else None)
+            except InvalidInputError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse({"threshold": value})
+
+        async def score(request: Request) -> Response:
+            data = await request.body()
+            try:
+                answer = await asyncio.to_thread(self.score_upload, data)
+            except InvalidInputError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            return JSONResponse(answer)
+
+        async def reject(request: Request) -> Response:
+            thumbnail = self.reject_thumbnail(int(request.path_params["number"]))
+            if thumbnail is None:
+                return Response(status_code=404)
+            return Response(thumbnail, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+        async def stream(request: Request) -> Response:
+            i = int(request.path_params["index"])
+            if not 0 <= i < len(self.source_ids):
+                return Response(status_code=404)
+
+            async def frames() -> Any:
+                sequence = 0
+                while not await request.is_disconnected():
+                    got = await asyncio.to_thread(self.frame, i, sequence, 0.5)
+                    if got is None:
+                        continue
+                    sequence, data = got
+                    yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
+                           ).encode() + data + b"\r\n"
+
+            return StreamingResponse(frames(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+                                     headers={"Cache-Control": "no-store"})
+
+        return Starlette(routes=[
+            Route("/", page), Route("/api/state", state), Route("/api/threshold", threshold, methods=["POST"]),
+            Route("/api/score", score, methods=["POST"]), Route("/rejects/{number:int}.jpg", reject),
+            Route("/stream/{index:int}.mjpg", stream),
+        ])
+
+
+def render_page(view: LineView) -> str:
+    """The live page: inline HTML, CSS and JavaScript only (nothing from any other host)."""
+    e = html.escape
+    m = view.detector.metadata
+    streams = "".join(f'<figure><img id="live-{i}" src="/stream/{i}.mjpg" alt="{e(s)}"><figcaption>{e(s)}: '
+                      f'<span id="last-{i}">waiting for frames</span></figcaption></figure>'
+                      for i, s in enumerate(view.source_ids))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>rdedge live: {e(m.method)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1em; color: #222; }} figure {{ display: inline-block; margin: 0 1em 1em 0; }}
+figure img {{ max-width: 640px; max-height: 480px; }} .counters span {{ margin-right: 1.2em; font-size: 1.2em; }}
+.ANOMALY {{ color: #c0392b; font-weight: bold; }} .OK {{ color: #2e8b57; font-weight: bold; }}
+#rejects img {{ margin: 2px; border: 2px solid #c0392b; }}
+</style></head>
+<body>
+<h1>rdedge live: {e(m.method)} / {e(m.backbone)}, {e(str(m.image_size))}, {e(m.precision)}</h1>
+<div class="counters">frames <span id="frames">0</span> rejects <span id="rejects-count">0</span>
+dropped <span id="dropped">0</span> reconnects <span id="reconnects">0</span></div>
+<p>threshold <b id="threshold-value">{view.detector.threshold:.6g}</b>
+(calibrated {m.calibration.threshold:.6g})
+<input id="threshold" type="number" step="any" value="{view.detector.threshold:.6g}">
+<button id="apply">apply</button> <span id="threshold-message"></span></p>
+<p id="error" class="ANOMALY"></p>
+{streams}
+<h2>Last rejects</h2><div id="rejects"></div>
+<h2>Score one image</h2>
+<input id="upload" type="file" accept="image/*"> <span id="upload-result"></span><br><img id="upload-overlay" alt="">
+<script>
+async function refresh() {{
+  const s = await (await fetch("/api/state")).json();
+  document.getElementById("frames").textContent = s.counters.frames;
+  document.getElementById("rejects-count").textContent = s.counters.rejects;
+  document.getElementById("dropped").textContent = s.counters.dropped;
+  document.getElementById("reconnects").textContent = s.counters.reconnects;
+  document.getElementById("threshold-value").textContent = s.threshold.toPrecision(6);
+  document.getElementById("error").textContent = s.error || "";
+  s.last.forEach((r, i) => {{
+    if (!r) return;
+    const v = r.is_anomaly ? "ANOMALY" : "OK";
+    document.getElementById("last-" + i).innerHTML =
+      `frame ${{r.frame_index}}: score ${{r.score.toPrecision(4)}} <span class="${{v}}">${{v}}</span>`;
+  }});
+  const box = document.getElementById("rejects");
+  const want = s.rejects.map(r => r.number).join(",");
+  if (box.dataset.shown !== want) {{
+    box.dataset.shown = want;
+    box.innerHTML = s.rejects.map(r => `<img src="/rejects/${{r.number}}.jpg" ` +
+      `title="${{r.source}} frame ${{r.frame_index}}: ${{r.score.toPrecision(4)}}">`).join("");
+  }}
+}}
+document.getElementById("apply").onclick = async () => {{
+  const value = parseFloat(document.getElementById("threshold").value);
+  const r = await fetch("/api/threshold", {{method: "POST", headers: {{"Content-Type": "application/json"}},
+                                            body: JSON.stringify({{threshold: value}})}});
+  const answer = await r.json();
+  document.getElementById("threshold-message").textContent = r.ok ? "applied" : answer.error;
+  refresh();
+}};
+document.getElementById("upload").onchange = async (event) => {{
+  const file = event.target.files[0];
+  if (!file) return;
+  const r = await fetch("/api/score", {{method: "POST", body: file}});
+  const a = await r.json();
+  const out = document.getElementById("upload-result");
+  if (!r.ok) {{ out.textContent = a.error; return; }}
+  const v = a.is_anomaly ? "ANOMALY" : "OK";
+  out.innerHTML = `score ${{a.score.toPrecision(4)}} <span class="${{v}}">${{v}}</span>`;
+  document.getElementById("upload-overlay").src = a.overlay;
+}};
+refresh();
+setInterval(refresh, 300);
+</script>
+</body></html>
+"""
+
+
+def serve(view: LineView, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Run the view's server until interrupted (Ctrl-C), then stop the stream."""
+    _, uvicorn = import_server()
+    view.start()
+    try:
+        uvicorn.run(view.app(), host=host, port=port, log_level="warning")
+    finally:
+        view.stop()
+
+
+__all__ = ["LineView", "render_page", "serve"]
