@@ -313,7 +313,8 @@ def render_page(view: LineView) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>rdedge live: {e(m.method)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 1em; color: #222; }} figure {{ display: inline-block; margin: 0 1em 1em 0; }}
-figure img {{ max-width: 640px; max-height: 480px; }} .counters span {{ margin-right: 1.2em; font-size: 1.2em; }}
+figure img, #upload-overlay {{ max-width: 640px; max-height: 480px; }}
+.counters span {{ margin-right: 1.2em; font-size: 1.2em; }}
 .ANOMALY {{ color: #c0392b; font-weight: bold; }} .OK {{ color: #2e8b57; font-weight: bold; }}
 #rejects img {{ margin: 2px; border: 2px solid #c0392b; }}
 </style></head>

@@ -14,7 +14,8 @@ import pytest
 from rdedge.main import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["train", "export", "build-engine", "export-openvino", "evaluate", "predict", "bench", "demo"]
+COMMANDS = ["train", "export", "build-engine", "export-openvino", "export-triton", "evaluate", "predict", "view",
+            "bench", "demo"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
