@@ -225,6 +225,8 @@ def test_addresses_that_serve_no_rdedge_model_give_typed_errors(served):
         Detector("grpc://127.0.0.1:8001/")
     with pytest.raises(ModelLoadError, match="backend 'triton'"):
         Detector(f"grpc://{server.grpc}/{MODEL}", backend="onnxruntime")
+    with pytest.raises(ModelLoadError, match="give its address"):
+        Detector(Path(served[1]) / "1" / "model.onnx", backend="triton")
 
 
 def test_a_server_that_does_not_answer_times_out_with_a_typed_error():

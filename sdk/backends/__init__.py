@@ -73,6 +73,10 @@ def load_backend(path: str | os.PathLike[str], backend: str | None = None, **opt
             f"unsupported model format {suffix or '(no suffix)'!r} for {path}; supported: {', '.join(FORMATS)}"
         )
     name = auto_runtime(suffix) if backend == AUTO else backend or FORMATS[suffix][0]
+    if name == "triton":
+        raise ModelLoadError(f"backend 'triton' runs a model on a Triton Inference Server: give its address, "
+                             f"grpc://HOST:8001/NAME or http://HOST:8000/NAME, not a file ({path}); write the "
+                             "server's repository with `rdedge export-triton`")
     if name not in RUNTIMES:
         raise ModelLoadError(f"unknown backend {name!r}; choose one of {', '.join([*RUNTIMES, AUTO])}")
     if name not in FORMATS[suffix]:
