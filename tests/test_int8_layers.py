@@ -3,6 +3,7 @@ real bottle model and real bottle images."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -114,6 +115,9 @@ def test_gate_passes_the_fp32_outputs_and_fails_scores_that_rank_parts_different
     assert not wrong.passed and wrong.score_rank_correlation == pytest.approx(-1.0)
     blurred_maps = Outputs(np.broadcast_to(reference.maps.mean(axis=0), reference.maps.shape), reference.scores)
     assert not gate(blurred_maps, reference, selection).passed  # one map for every image localises nothing
+    risen = dataclasses.replace(same, pixel_auroc=same.pixel_auroc_fp32 + 0.02)
+    assert not risen.passed  # two-sided: a map that changed that much is not FP32's, whichever way the proxy moved
+    assert dataclasses.replace(same, pixel_auroc=same.pixel_auroc_fp32 + 0.004).passed
 
 
 def test_the_sweep_keeps_the_most_sensitive_layers_fp32_until_the_gate_passes(quantized):
