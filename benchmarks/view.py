@@ -32,6 +32,12 @@ TARGET = 0.90
 """The page may not slow inference by more than 10 %: view fps ≥ 0.9 x stream fps."""
 
 
+def view_display_fps() -> float:
+    from sdk.view import DISPLAY_FPS
+
+    return DISPLAY_FPS
+
+
 def stream_fps(detector: Any, video: Path, overlay: bool) -> tuple[int, float]:
     started = time.perf_counter()
     with detector.stream(video, overlay=overlay, mode="every") as stream:
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             rows["shown"].append(measured["shown_fps"])
             print(json.dumps({k: round(v[-1], 2) for k, v in rows.items()}), flush=True)
     best = {k: max(v) for k, v in rows.items()}
-    ratio = best["view"] / best["overlay"]
+    ratio = best["view"] / best["plain"]  # against inference alone: the view draws only what it shows
     lines = [
         "# The live page against the stream alone",
         "",
@@ -128,19 +134,21 @@ def main(argv: list[str] | None = None) -> int:
         f"a {args.frames}-frame {args.size}x{args.size} MJPG video of bottle images; every-frame mode; best of "
         f"{args.rounds} interleaved rounds. Reproduce: `python -m benchmarks.view`.",
         "",
-        "| row | frames/s | vs stream with overlays |",
+        "| row | frames/s | vs `Detector.stream` alone |",
         "|---|---:|---:|",
-        f"| `Detector.stream` alone, no overlays | {best['plain']:.1f} | {best['plain'] / best['overlay']:.2f} |",
-        f"| `Detector.stream` alone, overlays | {best['overlay']:.1f} | 1.00 |",
-        f"| live view: its stream (overlays, JPEG, counters) with a page connected | {best['view']:.1f} | "
-        f"{ratio:.2f} |",
-        f"| live view: frames received by the page's MJPEG client | {best['shown']:.1f} | "
-        f"{best['shown'] / best['overlay']:.2f} |",
+        f"| `Detector.stream` alone, no overlays | {best['plain']:.1f} | 1.00 |",
+        f"| `Detector.stream` alone, an overlay drawn for every frame | {best['overlay']:.1f} | "
+        f"{best['overlay'] / best['plain']:.2f} |",
+        f"| live view: every frame scored and counted, {view_display_fps():g} frames/s drawn and sent, a page "
+        f"connected | {best['view']:.1f} | {ratio:.2f} |",
+        f"| live view: frames received by the page's MJPEG client | {best['shown']:.1f} | - |",
         "",
         f"Target: the page slows inference by at most 10 % (ratio ≥ {TARGET}): **{ratio:.2f}, "
-        f"{'met' if ratio >= TARGET else 'not met'}**. The page polls `/api/state` every 300 ms; the MJPEG stream "
-        "sends each frame once, and a client slower than the stream gets the newest frame (frames it misses are not "
-        "queued).",
+        f"{'met' if ratio >= TARGET else 'not met'}**. The page polls `/api/state` every 300 ms; every frame is scored "
+        "and counted, but only the frames shown (at most `sdk.view.DISPLAY_FPS` per second per source) and the "
+        "rejects are drawn and JPEG-encoded: encoding every 640x640 frame cost 22 % of the frame rate on these 2 cores "
+        "(measured before the cap: 42.4 against 54.5 frames/s with overlays). A client slower than that gets the "
+        "newest frame; missed frames are not queued.",
     ]
     write_text_atomic(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))

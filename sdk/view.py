@@ -3,7 +3,8 @@
 One background thread runs :meth:`Detector.stream` over the sources with overlays; a small Starlette app serves:
 
 * ``/``: the page (inline HTML, CSS and JavaScript; it loads nothing from anywhere else);
-* ``/stream/N.mjpg``: source N's annotated frames as MJPEG (``multipart/x-mixed-replace``), each frame sent once;
+* ``/stream/N.mjpg``: source N's annotated frames as MJPEG (``multipart/x-mixed-replace``), each frame sent once,
+  at most :data:`DISPLAY_FPS` per second (every frame is scored and counted);
 * ``/api/state``: counters (frames, rejects, dropped, reconnects), the last result per source, the threshold,
   the last rejects;
 * ``POST /api/threshold`` (``{"threshold": x}``): applied at once to the next frames, logged;
@@ -38,6 +39,9 @@ from .sources import Source, describe
 
 logger = logging.getLogger("rdedge.view")
 MAX_REJECTS = 8
+DISPLAY_FPS = 10.0
+"""Frames per second the page is sent at most, per source: every frame is scored and counted, but only this many
+are drawn and JPEG-encoded (plus every reject), so that watching does not take the cores inference needs."""
 THUMBNAIL_SIDE = 160
 BOUNDARY = "rdedge-frame"
 
@@ -50,6 +54,25 @@ def import_server() -> tuple[Any, Any]:
     except ImportError as exc:
         raise RdedgeError("the live view needs starlette and uvicorn: pip install rdedge[view]") from exc
     return starlette, uvicorn
+
+
+def thumbnail(image: np.ndarray, result: Any, draw_map: bool, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """A small BGR picture of a reject: ``image`` scaled to ``side``, with the heat map blended in when
+    ``draw_map`` (drawn at the small size: a reject costs a thumbnail, not a full-size overlay)."""
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    h, w = image.shape[:2]
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(image[..., :3], size, interpolation=cv2.INTER_AREA)
+    if not draw_map or result.anomaly_map is None:
+        return small
+    amap = cv2.resize(result.anomaly_map, size, interpolation=cv2.INTER_LINEAR)
+    low = min(float(amap.min()), result.pixel_threshold)
+    high = 2.0 * result.pixel_threshold - low
+    heat = cv2.applyColorMap((np.clip((amap - low) / max(high - low, 1e-12), 0, 1) * 255).astype(np.uint8),
+                             cv2.COLORMAP_JET)
+    return cv2.addWeighted(heat, 0.45, small, 0.55, 0.0)
 
 
 def jpeg(image: np.ndarray, quality: int = 80) -> bytes:
@@ -79,17 +102,21 @@ class LineView:
         sources: Video sources (cameras, files, URLs, pipelines), as for :meth:`Detector.stream`.
         loop: Start a source list again when every source has ended (for video files: a demo or a test).
         max_rejects: How many of the last rejects to keep as thumbnails.
+        display_fps: Frames per second sent to the page at most, per source (:data:`DISPLAY_FPS`; None: all).
         stream_options: Further :class:`sdk.stream.Stream` options (``mode``, ``backoff``, ``isolate``...).
     """
 
     def __init__(self, detector: Detector, sources: Source | Sequence[Source], *, loop: bool = False,
-                 max_rejects: int = MAX_REJECTS, stream_options: dict[str, Any] | None = None) -> None:
+                 max_rejects: int = MAX_REJECTS, display_fps: float | None = DISPLAY_FPS,
+                 stream_options: dict[str, Any] | None = None) -> None:
         self.detector = detector
         self.sources = [sources] if isinstance(sources, (str, int)) or not isinstance(sources, Sequence) else list(
             sources)
         self.source_ids = [describe(s) for s in self.sources]
         self.loop = loop
         self.stream_options = stream_options or {}
+        self.display_interval = 1.0 / display_fps if display_fps else 0.0
+        self._shown_at: dict[int, float] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._frames: dict[int, tuple[int, bytes]] = {}  # source index -> (sequence number, JPEG)
@@ -128,7 +155,10 @@ class LineView:
         index = {source_id: i for i, source_id in enumerate(self.source_ids)}
         try:
             while not self._stop.is_set():
-                with self.detector.stream(self.sources, overlay=True, **self.stream_options) as stream:
+                # Overlays are drawn here, for the frames shown and the rejects only; a remote detector that sends no
+                # maps by default is asked for them through the stream's overlays.
+                options = {"keep_frames": True, "overlay": not self.detector.anomaly_maps, **self.stream_options}
+                with self.detector.stream(self.sources, **options) as stream:
                     for item in stream:
                         self._publish(index.get(item.source_id, 0), item)
                         self._count_stream(stream, final=False)
@@ -153,21 +183,29 @@ class LineView:
                     self._finished_counts[key] += value
 
     def _publish(self, i: int, item: Any) -> None:
-        frame = jpeg(item.overlay)
+        from .visualize import overlay
+
         result = item.result
+        now = time.monotonic()
+        show = now - self._shown_at.get(i, -math.inf) >= self.display_interval
+        drawn = None
+        if show:
+            drawn = item.overlay if item.overlay is not None else overlay(item.frame, result)
+        frame = jpeg(drawn) if drawn is not None else None
+        if show:
+            self._shown_at[i] = now
         with self._changed:
-            sequence = self._frames.get(i, (0, b""))[0] + 1
-            self._frames[i] = (sequence, frame)
+            if frame is not None:
+                sequence = self._frames.get(i, (0, b""))[0] + 1
+                self._frames[i] = (sequence, frame)
             self.counters["frames"] += 1
             self._last[i] = {"source": item.source_id, "frame_index": item.frame_index, "score": result.score,
                              "normalized_score": result.normalized_score, "is_anomaly": result.is_anomaly,
                              "threshold": result.threshold, "latency_ms": item.latency_ms}
             if result.is_anomaly:
                 self.counters["rejects"] += 1
-                h, w = item.overlay.shape[:2]
-                scale = THUMBNAIL_SIDE / max(h, w)
-                thumb = cv2.resize(item.overlay, (max(1, round(w * scale)), max(1, round(h * scale))),
-                                   interpolation=cv2.INTER_AREA)
+                thumb = drawn if drawn is not None else item.overlay
+                thumb = thumbnail(thumb if thumb is not None else item.frame, result, thumb is None)
                 self.rejects.append(Reject(self.counters["rejects"], item.source_id, item.frame_index,
                                            result.score, time.time(), jpeg(thumb)))
             self._changed.notify_all()
@@ -285,7 +323,10 @@ class LineView:
             async def frames() -> Any:
                 sequence = 0
                 while not await request.is_disconnected():
-                    got = await asyncio.to_thread(self.frame, i, sequence, 0.5)
+                    try:
+                        got = await asyncio.to_thread(self.frame, i, sequence, 0.5)
+                    except RuntimeError:  # the server is shutting down its thread pool
+                        return
                     if got is None:
                         continue
                     sequence, data = got
