@@ -144,8 +144,10 @@ class PatchNearestNeighbour:
         stacked = torch.cat(maps).numpy().astype(np.float32)
         return stacked, stacked.reshape(len(stacked), -1).max(axis=1)
 
-    def predict_batch(self, images: Sequence[Any], *, rgb: bool = False) -> list[Result]:
-        """Score images (arrays as stored, BGR, or paths), as :meth:`sdk.Detector.predict_batch` does."""
+    def predict_batch(self, images: Sequence[Any], *, rgb: bool = False,
+                      anomaly_maps: bool | None = None) -> list[Result]:
+        """Score images (arrays as stored, BGR, or paths), as :meth:`sdk.Detector.predict_batch` does (the maps
+        are always computed here: ``anomaly_maps`` is accepted for the same signature)."""
         loaded = [read_image(i) if isinstance(i, str) else i for i in images]
         batch = np.stack([prepare_image(image, self.image_size, rgb=rgb) for image in loaded])
         maps, scores = self.score(batch)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import dataclasses
 import html
 import logging
 import math
@@ -43,6 +44,8 @@ DISPLAY_FPS = 10.0
 """Frames per second the page is sent at most, per source: every frame is scored and counted, but only this many
 are drawn and JPEG-encoded (plus every reject), so that watching does not take the cores inference needs."""
 THUMBNAIL_SIDE = 160
+DISPLAY_SIDE = 480
+"""Longest side of the frames sent to the page (the page shows them at most that large)."""
 BOUNDARY = "rdedge-frame"
 
 
@@ -54,6 +57,20 @@ def import_server() -> tuple[Any, Any]:
     except ImportError as exc:
         raise RdedgeError("the live view needs starlette and uvicorn: pip install rdedge[view]") from exc
     return starlette, uvicorn
+
+
+def display_overlay(frame: np.ndarray, result: Any, side: int = DISPLAY_SIDE) -> np.ndarray:
+    """The overlay the page shows, drawn on the frame scaled down to at most ``side`` pixels (the page shows it at
+    most that large; drawing and encoding full-size frames takes the cores inference needs)."""
+    from .visualize import overlay
+
+    h, w = frame.shape[:2]
+    scale = side / max(h, w)
+    if scale >= 1.0:
+        return overlay(frame, result)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    small = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return overlay(small, dataclasses.replace(result, input_size=size, _full_map=None))
 
 
 def thumbnail(image: np.ndarray, result: Any, draw_map: bool, side: int = THUMBNAIL_SIDE) -> np.ndarray:
@@ -183,14 +200,12 @@ class LineView:
                     self._finished_counts[key] += value
 
     def _publish(self, i: int, item: Any) -> None:
-        from .visualize import overlay
-
         result = item.result
         now = time.monotonic()
         show = now - self._shown_at.get(i, -math.inf) >= self.display_interval
         drawn = None
         if show:
-            drawn = item.overlay if item.overlay is not None else overlay(item.frame, result)
+            drawn = item.overlay if item.overlay is not None else display_overlay(item.frame, result)
         frame = jpeg(drawn) if drawn is not None else None
         if show:
             self._shown_at[i] = now
