@@ -57,12 +57,14 @@ class Outputs:
     scores: np.ndarray
 
 
-def run_on_cpu(model: onnx.ModelProto, images: np.ndarray, batch_size: int = 16) -> Outputs:
+def run_on_cpu(model: onnx.ModelProto, images: np.ndarray, batch_size: int = 16, owned: bool = False) -> Outputs:
     """Run a graph in ONNX Runtime as ``sdk.Detector`` does on a CPU (an INT8 graph rewritten for its integer
-    kernels, :mod:`sdk.backends.cpu_int8`); ``model`` is left unchanged."""
+    kernels, :mod:`sdk.backends.cpu_int8`); ``model`` is left unchanged unless ``owned`` (a throw-away copy, such
+    as :func:`keep_fp32` returns: rewritten in place instead of copied again)."""
     import onnxruntime as ort
 
-    model = copy.deepcopy(model)
+    if not owned:
+        model = copy.deepcopy(model)
     rewrite_for_cpu_int8_kernels(model)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     maps, scores = [], []
@@ -248,7 +250,7 @@ def sweep_sensitivity(int8: onnx.ModelProto, fp32: onnx.ModelProto, layers: Sequ
     sensitivity = {}
     for layer in layers:
         alone = keep_fp32(int8, fp32, [other for other in layers if other != layer])
-        sensitivity[layer] = output_error(run_on_cpu(alone, images), reference)
+        sensitivity[layer] = output_error(run_on_cpu(alone, images, owned=True), reference)
         tick()
     return dict(sorted(sensitivity.items(), key=lambda item: -item[1]))
 
