@@ -1,11 +1,13 @@
 """Does the live page keep up? Frames per second of ``Detector.stream`` alone against the same stream inside
-``rdedge view`` with a browser-like client reading the MJPEG stream, on the same bottle video, in one process.
+``rdedge view`` while a page watches it, on the same bottle video.
 
 Rows (each timed over the whole video, every-frame mode, so that no frame is skipped):
 
 * ``Detector.stream`` alone, without and with overlays (the view draws overlays: the like-for-like row);
-* the live view's stream thread (overlays, JPEG encoding, counters) while an HTTP client reads ``/stream/0.mjpg``
-  and polls ``/api/state`` every 300 ms as the page does; and the frames that client received.
+* the live view's stream thread (overlays, JPEG encoding, counters) while, in a process of its own as a browser is,
+  an HTTP client reads ``/stream/0.mjpg`` and polls ``/api/state`` every 300 ms as the page does (and counts the
+  frames it received), and while the page itself is open in headless Chromium (when chromium and Playwright are
+  installed).
 
 Writes ``benchmarks/results/view.md``. Run: ``python -m benchmarks.view [--run RUN_DIR] [--frames N]``.
 """
@@ -15,12 +17,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
+import os
 import platform
 import socket
+import statistics
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +42,92 @@ def view_display_fps() -> float:
     return DISPLAY_FPS
 
 
+WARMUP_FRAMES = 60
+"""Frames of every run left out of its timing: start-up (the reader's first decode, a page's first paint) is not
+the steady rate a line runs at."""
+
+
 def stream_fps(detector: Any, video: Path, overlay: bool) -> tuple[int, float]:
-    started = time.perf_counter()
+    """Frames and steady frames per second of ``Detector.stream`` alone over ``video`` (after
+    :data:`WARMUP_FRAMES`)."""
+    n, started = 0, 0.0
     with detector.stream(video, overlay=overlay, mode="every") as stream:
-        n = sum(1 for _ in stream)
-    return n, n / (time.perf_counter() - started)
+        for _ in stream:
+            n += 1
+            if n == WARMUP_FRAMES:
+                started = time.perf_counter()
+    return n, (n - WARMUP_FRAMES) / (time.perf_counter() - started)
 
 
-def view_fps(detector: Any, video: Path) -> dict[str, float]:
-    """The live view on ``video`` with one MJPEG client and one state poller, until the video ends."""
+PAGE_CLIENT = r"""
+import json, sys, threading, time, urllib.request
+port, boundary = int(sys.argv[1]), sys.argv[2].encode()
+received = 0
+def poll():
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=5) as response:
+                json.loads(response.read())
+        except OSError:
+            return
+        time.sleep(0.3)
+threading.Thread(target=poll, daemon=True).start()
+try:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stream/0.mjpg", timeout=30) as response:
+        print("connected", flush=True)
+        while chunk := response.read1(1 << 16):
+            received += chunk.count(b"--" + boundary)
+            sys.stderr.write(f"{received}\n")
+except Exception:
+    pass
+"""
+"""What a page does, in a process of its own as a browser is: read ``/stream/0.mjpg`` (frames counted on stderr)
+and poll ``/api/state`` every 300 ms."""
+
+BROWSER_CLIENT = r"""
+import sys
+from playwright.sync_api import sync_playwright
+with sync_playwright() as playwright:
+    browser = playwright.chromium.launch(executable_path=sys.argv[2], args=sys.argv[3:])
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{sys.argv[1]}/", wait_until="domcontentloaded")
+    page.wait_for_selector("#live-0", state="attached", timeout=60000)
+    page.wait_for_timeout(3000)  # the stream request open, the state polled, the browser's start-up work done
+    print("connected", flush=True)
+    sys.stdin.read()
+    browser.close()
+"""
+"""The live page itself in headless Chromium (Debian's ``chromium``, driven by Playwright), open until stdin
+closes."""
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def chromium() -> str | None:
+    """Debian's chromium, when it and Playwright are installed (the browser row is skipped otherwise)."""
+    import importlib.util
+    import shutil
+
+    path = shutil.which("chromium")
+    return path if path and importlib.util.find_spec("playwright") else None
+
+
+def view_fps(detector: Any, video: Path, client: str = "process") -> dict[str, float]:
+    """The live view on ``video`` until the video ends, with the page's client in a process of its own.
+
+    Args:
+        detector: The detector the view streams with.
+        video: The video file.
+        client: ``"process"`` (:data:`PAGE_CLIENT`: reads the MJPEG stream, counts frames, polls the state) or
+            ``"browser"`` (:data:`BROWSER_CLIENT`: the page in headless Chromium).
+
+    Returns:
+        ``{"frames", "fps", "shown", "shown_fps"}`` (``shown`` counted by the ``process`` client only, else NaN).
+    """
+    import subprocess
+    import sys
+
     import uvicorn
 
     from sdk.view import BOUNDARY, LineView
@@ -55,43 +136,40 @@ def view_fps(detector: Any, video: Path) -> dict[str, float]:
     with socket.socket() as probe:  # a port free on 127.0.0.1 now
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(view.app(), host="127.0.0.1", port=port, log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(view.app(), host="127.0.0.1", port=port, log_level="critical",
                                            timeout_graceful_shutdown=1))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
-    received = [0]
-    stop = threading.Event()
-
-    def client() -> None:
-        marker = f"--{BOUNDARY}".encode()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stream/0.mjpg", timeout=30) as response:
-            while not stop.is_set():
-                chunk = response.read1(1 << 16)
-                if not chunk:
-                    return
-                received[0] += chunk.count(marker)
-
-    def poller() -> None:
-        while not stop.is_set():
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/state", timeout=5) as response:
-                json.loads(response.read())
-            time.sleep(0.3)
-
-    readers = [threading.Thread(target=client, daemon=True), threading.Thread(target=poller, daemon=True)]
-    for t in readers:
-        t.start()
-    time.sleep(0.5)  # the client is connected before the first frame
-    started = time.perf_counter()
+    if client == "browser":
+        command = [sys.executable, "-c", BROWSER_CLIENT, str(port), str(chromium()), *CHROMIUM_ARGS]
+    else:
+        command = [sys.executable, "-c", PAGE_CLIENT, str(port), BOUNDARY]
+    page = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    counts: list[str] = []
+    threading.Thread(target=lambda: counts.extend(page.stderr), daemon=True).start()
+    if page.stdout.readline().strip() != "connected":
+        page.kill()
+        raise RuntimeError(f"the {client} client did not connect: {''.join(counts[-5:])}")
+    time.sleep(0.5)
+    run_started = time.perf_counter()
     view.start()
+    while view.counters["frames"] < WARMUP_FRAMES and view.running:
+        time.sleep(0.002)
+    started, first = time.perf_counter(), view.counters["frames"]
     while view.running:
         time.sleep(0.02)
     seconds = time.perf_counter() - started
-    time.sleep(0.5)
-    stop.set()
+    run_seconds = time.perf_counter() - run_started
+    time.sleep(0.3)
+    page.stdin.close()
+    page.terminate()
+    page.wait(10)
     server.should_exit = True
-    frames = view.counters["frames"]
-    return {"frames": frames, "fps": frames / seconds, "shown": received[0], "shown_fps": received[0] / seconds}
+    frames = view.counters["frames"] - first
+    shown = int(counts[-1]) if client == "process" and counts and counts[-1].strip().isdigit() else math.nan
+    return {"frames": frames, "fps": frames / seconds, "shown": shown, "shown_fps": shown / run_seconds}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", default="runs/accuracy/bottle/rd4ad", help="run folder or model (default: the "
                         "bottle recipe model)")
-    parser.add_argument("--frames", type=int, default=300, help="video length in frames (default: %(default)s)")
+    parser.add_argument("--frames", type=int, default=900, help="video length in frames (default: %(default)s)")
     parser.add_argument("--size", type=int, default=640, help="video frame side (default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of each row (default: 2)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of each row (default: %(default)s)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "view.md"), help="markdown output")
     args = parser.parse_args(argv)
     from sdk.backends import resolve_model
@@ -116,39 +194,60 @@ def main(argv: list[str] | None = None) -> int:
         video = write_video(bottle_frames(Path(mvtec_root()) / "bottle", args.size), Path(tmp) / "bottle.avi",
                             args.frames)
         detector.warmup()
-        rows: dict[str, list[float]] = {"plain": [], "overlay": [], "view": [], "shown": []}
+        clients = ["process", *(["browser"] if chromium() else [])]
+        rows: dict[str, list[float]] = {"plain": [], "overlay": [], **{c: [] for c in clients}, "shown": []}
         for _ in range(args.rounds):  # interleaved, so that a slow moment of the machine hits every row
             rows["plain"].append(stream_fps(detector, video, overlay=False)[1])
             rows["overlay"].append(stream_fps(detector, video, overlay=True)[1])
-            measured = view_fps(detector, video)
-            rows["view"].append(measured["fps"])
-            rows["shown"].append(measured["shown_fps"])
+            for client in clients:
+                measured = view_fps(detector, video, client)
+                rows[client].append(measured["fps"])
+                if client == "process":
+                    rows["shown"].append(measured["shown_fps"])
             print(json.dumps({k: round(v[-1], 2) for k, v in rows.items()}), flush=True)
     best = {k: max(v) for k, v in rows.items()}
-    ratio = best["view"] / best["plain"]  # against inference alone: the view draws only what it shows
+    # Against inference alone (the view draws only what it shows), round by round: a slow moment of the machine
+    # hits every row of a round; the median of those ratios is the figure judged.
+    ratios = {c: [view / plain for view, plain in zip(rows[c], rows["plain"], strict=True)] for c in clients}
+    median = {c: statistics.median(r) for c, r in ratios.items()}
+    judged = median.get("browser", median["process"])
+
+    def ratio_cell(client: str) -> str:
+        return f"**{median[client]:.2f}** (rounds: {', '.join(f'{r:.2f}' for r in ratios[client])})"
+
+    view_rows = {
+        "process": f"| live view, the page's requests from a process of its own (MJPEG stream read, `/api/state` "
+                   f"polled every 300 ms) | {best['process']:.1f} | {ratio_cell('process')} |",
+        "browser": f"| live view, the page open in headless Chromium (Debian's `chromium` via Playwright) | "
+                   f"{best.get('browser', math.nan):.1f} | {ratio_cell('browser') if 'browser' in median else '-'} |",
+    }
     lines = [
         "# The live page against the stream alone",
         "",
-        f"{datetime.date.today().isoformat()}; {platform.machine()} CPU, 2 cores, no GPU; model `{model}` "
-        f"({detector.metadata.method}/{detector.metadata.backbone}, {detector.metadata.image_size}, ONNX Runtime); "
-        f"a {args.frames}-frame {args.size}x{args.size} MJPG video of bottle images; every-frame mode; best of "
-        f"{args.rounds} interleaved rounds. Reproduce: `python -m benchmarks.view`.",
+        f"{datetime.date.today().isoformat()}; {platform.machine()} CPU, {os.cpu_count()} cores, no GPU; model "
+        f"`{model}` ({detector.metadata.method}/{detector.metadata.backbone}, {detector.metadata.image_size}, ONNX "
+        f"Runtime); a {args.frames}-frame {args.size}x{args.size} MJPG video of bottle images; every-frame mode; "
+        f"{args.rounds} interleaved rounds. frames/s: the best round; ratio: the median of the rounds' own ratios "
+        "(view / stream alone in the same round). Reproduce: `python -m benchmarks.view`.",
         "",
         "| row | frames/s | vs `Detector.stream` alone |",
         "|---|---:|---:|",
         f"| `Detector.stream` alone, no overlays | {best['plain']:.1f} | 1.00 |",
         f"| `Detector.stream` alone, an overlay drawn for every frame | {best['overlay']:.1f} | "
-        f"{best['overlay'] / best['plain']:.2f} |",
-        f"| live view: every frame scored and counted, {view_display_fps():g} frames/s drawn and sent, a page "
-        f"connected | {best['view']:.1f} | {ratio:.2f} |",
-        f"| live view: frames received by the page's MJPEG client | {best['shown']:.1f} | - |",
+        f"{statistics.median(o / p for o, p in zip(rows['overlay'], rows['plain'], strict=True)):.2f} |",
+        *(view_rows[c] for c in clients),
+        f"| frames received by the page's MJPEG reader (at most {view_display_fps():g}/s are sent) | "
+        f"{best['shown']:.1f} | - |",
         "",
-        f"Target: the page slows inference by at most 10 % (ratio ≥ {TARGET}): **{ratio:.2f}, "
-        f"{'met' if ratio >= TARGET else 'not met'}**. The page polls `/api/state` every 300 ms; every frame is scored "
-        "and counted, but only the frames shown (at most `sdk.view.DISPLAY_FPS` per second per source) and the "
-        "rejects are drawn and JPEG-encoded: encoding every 640x640 frame cost 22 % of the frame rate on these 2 cores "
-        "(measured before the cap: 42.4 against 54.5 frames/s with overlays). A client slower than that gets the "
-        "newest frame; missed frames are not queued.",
+        f"Target: the page slows inference by at most 10 % (ratio ≥ {TARGET}; judged on the "
+        f"{'Chromium' if 'browser' in median else 'separate-process'} row): **{judged:.2f}, "
+        f"{'met' if judged >= TARGET else 'not met'}**. In the live view every frame is scored and counted, but only "
+        "the frames shown (at most `sdk.view.DISPLAY_FPS` per second per source, drawn at most "
+        "`sdk.view.DISPLAY_SIDE` px) and the rejects are drawn and JPEG-encoded: encoding every 640x640 frame cost "
+        "22 % of the frame rate on these 2 cores (measured before the cap). A client slower than that gets the newest "
+        "frame; missed frames are not queued. The page's client runs in a process of its own, as a browser does: "
+        "HTTP clients in the benchmark's own process took the GIL from the stream thread and measured the benchmark, "
+        "not the page (median 0.84 over 7 rounds that way).",
     ]
     write_text_atomic(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
