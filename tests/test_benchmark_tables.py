@@ -175,3 +175,9 @@ def test_int8_table_names_runs_by_the_accuracy_layout_and_reports_the_worst_drop
     assert "| +0.001 / +0.000 | 0.996 / 0.988 | +0.004 / +0.001 |" in table
     assert "| -0.001 / n/a | - | - | 60 / 1 |" in table
     assert "- elpv:mono / reason / recipe: `node_Conv_1`" in table
+    assert "| 0.910 → 0.900 | - |" in table  # a row stored before the good-score criterion
+    measured = row("tire/rd4ad", (0.88, 0.99), (0.87, 0.99))
+    measured["selection"]["good_score_noise"] = 0.25
+    assert "| 0.250 ✗ |" in markdown([measured], argparse.Namespace(calib_images=256))  # above the bound 0.2
+    regated = {**measured, "selection": {**measured["selection"], "good_score_noise": 0.125}, "regated": True}
+    assert "| 0.125* |" in markdown([regated], argparse.Namespace(calib_images=256))

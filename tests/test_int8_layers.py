@@ -141,3 +141,30 @@ def test_the_sweep_keeps_the_most_sensitive_layers_fp32_until_the_gate_passes(qu
     assert len(choice.fp32_layers) == 1 or (fewer and not fewer[0]["passed"])  # the fewest that pass
     with pytest.raises(NoPassingLayerChoice, match="0 layers FP32"):
         choose_fp32_layers(int8, fp32, selection, min_score_rank_correlation=1.5)
+
+
+def test_the_gate_fails_noise_on_good_scores_that_saturated_aurocs_and_ranks_do_not_see(quantized):
+    """Synthetic defects far easier than real ones saturate the AUROCs at 1.0; noise of half the good scores' spread
+    still fails the gate (it would lose defects that score just above good parts), noise of a tenth of it passes."""
+    fp32, _, selection = quantized
+    measured = run_on_cpu(fp32, selection.images)
+    good = selection.labels == 0
+    spread = float(measured.scores[good].std())
+    easy = measured.scores.copy()
+    easy[~good] = measured.scores[good].max() + 100 * spread + measured.scores[~good]  # every defect far above
+    reference = Outputs(measured.maps, easy)
+    noise = np.random.default_rng(0).standard_normal(int(good.sum()))
+    noise = (noise - noise.mean()) / noise.std()  # exactly unit spread, so the measured noise is the one added
+
+    def with_noise(size: float) -> Outputs:
+        scores = easy.copy()
+        scores[good] += size * spread * noise + 3 * spread  # a common shift changes no ranking: not counted
+        return Outputs(measured.maps, scores)
+
+    noisy = gate(with_noise(0.5), reference, selection)
+    assert noisy.image_auroc == noisy.image_auroc_fp32 == 1.0 and noisy.pixel_auroc == noisy.pixel_auroc_fp32
+    assert noisy.score_rank_correlation >= 0.95  # the other criteria pass...
+    assert noisy.good_score_noise == pytest.approx(0.5, rel=1e-3) and not noisy.passed  # ...this one does not
+    quiet = gate(with_noise(0.1), reference, selection)
+    assert quiet.good_score_noise == pytest.approx(0.1, rel=1e-3) and quiet.passed
+    assert "good-score noise 0.500" in noisy.summary()
