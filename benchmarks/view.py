@@ -102,6 +102,8 @@ closes."""
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
+"""Headless Chromium as root on a closed network: no sandbox, and none of its background connections (the browser
+tests use the same list)."""
 
 
 def chromium() -> str | None:

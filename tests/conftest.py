@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.view import CHROMIUM_ARGS  # one list of Chromium's flags for the browser tests and the benchmark
+
 REPO = Path(__file__).resolve().parents[1]
 MVTEC_ROOT = Path(os.environ.get("RDEDGE_MVTEC_ROOT", REPO.parent / "shared" / "data" / "mvtec"))
 INDUSTRIAL_ROOT = Path(os.environ.get("RDEDGE_INDUSTRIAL_ROOT", REPO.parent / "shared" / "data" / "industrial"))
@@ -207,9 +209,6 @@ def require_tool(available: bool, what: str) -> None:
 ARTIFACTS = Path(os.environ.get("RDEDGE_TEST_ARTIFACTS", REPO / "test-artifacts"))
 """Where browser tests keep their screenshots."""
 CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-"""Headless Chromium as root on a closed network: no sandbox, and none of its background connections."""
 
 
 @pytest.fixture(scope="session")
