@@ -1,7 +1,7 @@
 """Does the live page keep up? Frames per second of ``Detector.stream`` alone against the same stream inside
 ``rdedge view`` while a page watches it, on the same bottle video.
 
-Rows (each timed over the whole video, every-frame mode, so that no frame is skipped):
+Rows (each timed from its 61st frame to the end of the video, every-frame mode, so that no frame is skipped):
 
 * ``Detector.stream`` alone, without and with overlays (the view draws overlays: the like-for-like row);
 * the live view's stream thread (overlays, JPEG encoding, counters) while, in a process of its own as a browser is,
