@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of each row (default: %(default)s)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "view.md"), help="markdown output")
     args = parser.parse_args(argv)
+    if args.frames <= WARMUP_FRAMES:
+        parser.error(f"--frames must exceed the {WARMUP_FRAMES} start-up frames left out of every timing")
     from sdk.backends import resolve_model
 
     model = resolve_model(args.run)
