@@ -61,8 +61,9 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
     spec, category = dataset_spec(name)
     run_dir = run_folder(Path(args.runs), name, method, args.change, args.method_options)
     config = row_config(spec, category, run_dir, method, args)
-    if not (args.reuse and (run_dir / "checkpoint.pt").exists()):
-        train(config, progress=not args.quiet)
+    action = training_action(run_dir, reuse=args.reuse, resume=args.resume)
+    if action != "reuse":
+        train(config, progress=not args.quiet, resume=action == "resume")
     metadata, _ = load_checkpoint(run_dir)
     # The head is an export-time option: a reused checkpoint is exported with the recipe's.
     report = export_onnx(run_dir, progress=not args.quiet,
@@ -74,6 +75,19 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
             "runtime": "ONNX Runtime", "epochs": metadata.training.get("epochs_run", config.epochs),
             "steps": metadata.training.get("optimiser_steps"),
             "size": str(metadata.image_size), "change": args.label}
+
+
+def training_action(run_dir: Path, *, reuse: bool, resume: bool) -> str:
+    """What a row does with its run folder: ``"reuse"`` its checkpoint (``--reuse`` and one is there),
+    ``"resume"`` its interrupted training (``--resume`` and a training state is there), else ``"train"`` afresh
+    (which refuses to overwrite an interrupted run: :class:`train.resume.ResumeError`)."""
+    from train.resume import state_path
+
+    if reuse and (run_dir / "checkpoint.pt").exists():
+        return "reuse"
+    if resume and state_path(run_dir).exists():
+        return "resume"
+    return "train"
 
 
 def row_config(spec: str, category: str | None, run_dir: Path, method: str,
@@ -226,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     parser.add_argument("--runs", default="runs/accuracy", help="folder for the runs (default: runs/accuracy)")
     parser.add_argument("--reuse", action="store_true", help="reuse existing checkpoints instead of retraining")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a row's interrupted training (its run folder's train_state.pt) instead of "
+                             "refusing to start over it; rows with no interrupted training start afresh")
     parser.add_argument("--out", default=str(RESULTS_DIR / "accuracy.md"), help="markdown output")
     parser.add_argument("--change", action="append", default=[], metavar="KEY=VALUE",
                         help="an ablation: a TrainConfig setting changed from the recipe (e.g. image_size=256, "

@@ -120,6 +120,19 @@ def test_accuracy_ablations_train_in_their_own_folder_and_head_changes_reuse_the
     assert option.name == "drd-method.segmentation_target=difference" and option.parent.name == "kolektorsdd"
 
 
+def test_accuracy_rows_resume_an_interrupted_training_only_when_asked_and_reuse_only_finished_ones(tmp_path: Path):
+    from benchmarks.accuracy import training_action
+    from train.resume import state_path
+
+    assert training_action(tmp_path, reuse=True, resume=True) == "train"  # nothing there
+    state_path(tmp_path).write_bytes(b"state")
+    assert training_action(tmp_path, reuse=False, resume=False) == "train"  # train() then refuses to overwrite it
+    assert training_action(tmp_path, reuse=True, resume=True) == "resume"
+    (tmp_path / "checkpoint.pt").write_bytes(b"weights")
+    assert training_action(tmp_path, reuse=True, resume=True) == "reuse"
+    assert training_action(tmp_path, reuse=False, resume=True) == "resume"
+
+
 def test_accuracy_row_settings_take_the_change_over_the_epochs_option(tmp_path: Path):
     """Defect: ``--change epochs=30`` raised "multiple values for keyword argument 'epochs'"."""
     import argparse
