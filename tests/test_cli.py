@@ -271,6 +271,15 @@ def test_train_refuses_a_device_it_cannot_use(capsys):
         assert "PyTorch sees no CUDA GPU" in capsys.readouterr().err
 
 
+def test_view_takes_a_display_rate_above_zero_only():
+    parser = build_parser()
+    assert parser.parse_args(["view", "model.onnx", "0", "--display-fps", "2.5"]).display_fps == 2.5
+    assert parser.parse_args(["view", "model.onnx", "0"]).display_fps is None  # sdk.view.DISPLAY_FPS then
+    for bad in ("0", "-3", "fast", "inf", "nan"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["view", "model.onnx", "0", "--display-fps", bad])
+
+
 def test_export_changes_the_image_score_and_recalibrates(tiny_run, tmp_path: Path, capsys):
     """``rdedge export --image-score top_mean --top-fraction 0.01 --map-strides 4,8,16 --refinement`` on a real run
     (trained with the recipe's head: strides 8+16, top 0.1 %): the graph's score is the refined mean of the top 1 % of

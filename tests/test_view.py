@@ -84,6 +84,22 @@ def test_the_mjpeg_stream_sends_decodable_annotated_frames_of_the_model_size_or_
     assert later is not None and later[0] > sequence  # the stream waits for a newer frame: none is sent twice
 
 
+def test_the_view_scores_every_frame_but_sends_at_most_its_display_rate(tiny_onnx: Path, video: Path):
+    view = LineView(Detector(tiny_onnx), video, loop=True, display_fps=4.0).start()
+    try:
+        assert wait_until(lambda: view.frame(0, timeout=0.1) is not None, 20)
+        first_frames, (first_shown, _) = view.counters["frames"], view.frame(0)
+        started = time.monotonic()
+        time.sleep(2.0)
+        shown = view.frame(0)[0] - first_shown
+        frames = view.counters["frames"] - first_frames
+        elapsed = time.monotonic() - started
+    finally:
+        view.stop()
+    assert 1 <= shown <= 4.0 * elapsed + 1
+    assert frames > shown * 2  # the tiny model scores far more than 4 frames a second: only the shown are capped
+
+
 def test_the_api_refuses_bad_thresholds_and_uploads_with_a_message(live):
     view, base = live
     before = view.detector.threshold

@@ -22,16 +22,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
     parser.add_argument("--loop", action="store_true", help="start again when every source has ended (video files)")
     parser.add_argument("--threshold", type=float, default=None, help="start with this image threshold")
+    parser.add_argument("--display-fps", type=positive_fps, default=None, metavar="FPS",
+                        help="frames drawn and sent to the page per second per source (default: 10). Every frame "
+                             "is still scored and counted; lower it where the browser runs on the inference "
+                             "machine's own few cores (see benchmarks/results/view.md)")
+
+
+def positive_fps(text: str) -> float:
+    """``--display-fps``: a frame rate above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0 frames per second, not {text}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
     from sdk.backends import resolve_model
     from sdk.detector import Detector
-    from sdk.view import LineView, serve
+    from sdk.view import DISPLAY_FPS, LineView, serve
 
     detector = Detector(resolve_model(args.model), backend=args.backend, threshold=args.threshold)
     sources = [int(s) if s.isdigit() else s for s in args.sources]
-    view = LineView(detector, sources, loop=args.loop)
+    view = LineView(detector, sources, loop=args.loop, display_fps=args.display_fps or DISPLAY_FPS)
     where = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/"
     print(f"live view of {len(sources)} source(s) at {where} (Ctrl-C stops)")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
