@@ -24,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=float, default=None, help="start with this image threshold")
     parser.add_argument("--display-fps", type=positive_fps, default=None, metavar="FPS",
                         help="frames drawn and sent to the page per second per source (default: 10). Every frame "
-                             "is still scored and counted; lower it where the browser runs on the inference "
-                             "machine's own few cores (see benchmarks/results/view.md)")
+                             "is still scored and counted; lower it to save bandwidth to a remote page (on 2 cores "
+                             "with the browser beside inference, 5 instead of 10 did not raise the inference rate: "
+                             "benchmarks/results/view.md)")
 
 
 def positive_fps(text: str) -> float:
