@@ -7,7 +7,7 @@ Rows (each timed from its 61st frame to the end of the video, every-frame mode, 
 * the live view's stream thread (overlays, JPEG encoding, counters) while, in a process of its own as a browser is,
   an HTTP client reads ``/stream/0.mjpg`` and polls ``/api/state`` every 300 ms as the page does (and counts the
   frames it received), and while the page itself is open in headless Chromium (when chromium and Playwright are
-  installed).
+  installed), also started with ``nice -n N`` (``--browser-nice N``).
 
 Writes ``benchmarks/results/view.md``. Run: ``python -m benchmarks.view [--run RUN_DIR] [--frames N]``.
 """
@@ -115,7 +115,8 @@ def chromium() -> str | None:
     return path if path and importlib.util.find_spec("playwright") else None
 
 
-def view_fps(detector: Any, video: Path, client: str = "process", display_fps: float | None = None) -> dict[str, float]:
+def view_fps(detector: Any, video: Path, client: str = "process", display_fps: float | None = None,
+             nice: int = 0) -> dict[str, float]:
     """The live view on ``video`` until the video ends, with the page's client in a process of its own.
 
     Args:
@@ -124,6 +125,8 @@ def view_fps(detector: Any, video: Path, client: str = "process", display_fps: f
         client: ``"process"`` (:data:`PAGE_CLIENT`: reads the MJPEG stream, counts frames, polls the state) or
             ``"browser"`` (:data:`BROWSER_CLIENT`: the page in headless Chromium).
         display_fps: Frames sent to the page per second (None: :data:`sdk.view.DISPLAY_FPS`, the default).
+        nice: Niceness added to the client's process (and so to the browser it starts), as ``nice -n`` would: what
+            a user can do without root to let inference go first.
 
     Returns:
         ``{"frames", "fps", "shown", "shown_fps"}`` (``shown`` counted by the ``process`` client only, else NaN).
@@ -148,6 +151,8 @@ def view_fps(detector: Any, video: Path, client: str = "process", display_fps: f
         command = [sys.executable, "-c", BROWSER_CLIENT, str(port), str(chromium()), *CHROMIUM_ARGS]
     else:
         command = [sys.executable, "-c", PAGE_CLIENT, str(port), BOUNDARY]
+    if nice:
+        command = ["nice", "-n", str(nice), *command]  # a prefix, not preexec_fn: the server's threads are running
     page = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     counts: list[str] = []
@@ -190,8 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--display-fps", type=float, nargs="+", default=None, metavar="FPS",
                         help="display rates of the live view to measure, each a row of its own (default: "
                              "sdk.view.DISPLAY_FPS, the rate `rdedge view` shows by default)")
+    parser.add_argument("--browser-nice", type=int, default=None, metavar="N",
+                        help="also measure the page in Chromium started with `nice -n N` (what a user can do without "
+                             "root to let inference go first), a row per display rate")
     parser.add_argument("--out", default=str(RESULTS_DIR / "view.md"), help="markdown output")
     args = parser.parse_args(argv)
+    if args.browser_nice is not None and not 1 <= args.browser_nice <= 19:
+        parser.error("--browser-nice: a niceness from 1 to 19")
     if args.display_fps and min(args.display_fps) <= 0:
         parser.error("--display-fps: rates must be above 0")
     if args.frames <= WARMUP_FRAMES:
@@ -205,14 +215,16 @@ def main(argv: list[str] | None = None) -> int:
                             args.frames)
         detector.warmup()
         rates = args.display_fps or [view_display_fps()]
-        clients = [f"{c}@{r:g}" for r in rates for c in ("process", *(["browser"] if chromium() else []))]
+        browsers = ["browser", *(["browser-nice"] if args.browser_nice else [])] if chromium() else []
+        clients = [f"{c}@{r:g}" for r in rates for c in ("process", *browsers)]
         rows: dict[str, list[float]] = {"plain": [], "overlay": [], **{c: [] for c in clients}}
         for _ in range(args.rounds):  # interleaved, so that a slow moment of the machine hits every row
             rows["plain"].append(stream_fps(detector, video, overlay=False)[1])
             rows["overlay"].append(stream_fps(detector, video, overlay=True)[1])
             for key in clients:
                 client, rate = key.split("@")
-                measured = view_fps(detector, video, client, float(rate))
+                measured = view_fps(detector, video, client.removesuffix("-nice"), float(rate),
+                                    nice=args.browser_nice if client == "browser-nice" else 0)
                 rows[key].append(measured["fps"])
                 if client == "process":
                     rows.setdefault(f"shown@{rate}", []).append(measured["shown_fps"])
@@ -230,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         client, rate = key.split("@")
         who = ("the page's requests from a process of its own (MJPEG stream read, `/api/state` polled every "
                "300 ms)" if client == "process" else "the page open in headless Chromium (Debian's `chromium` via "
-               "Playwright)")
+               "Playwright)" + (f", started with `nice -n {args.browser_nice}`" if client == "browser-nice" else ""))
         note = " (the default)" if rate == default else f" (`--display-fps {rate}`)"
         cell = f"**{median[key]:.2f}** (rounds: {', '.join(f'{r:.2f}' for r in ratios[key])})"
         return f"| live view at {rate} frames/s shown{note}, {who} | {best[key]:.1f} | {cell} |"
@@ -245,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Runtime); a {args.frames}-frame {args.size}x{args.size} MJPG video of bottle images; every-frame mode; "
         f"{args.rounds} interleaved rounds. frames/s: the best round; ratio: the median of the rounds' own ratios "
         "(view / stream alone in the same round). Reproduce: `python -m benchmarks.view"
-        f"{' --display-fps ' + ' '.join(f'{r:g}' for r in rates) if args.display_fps else ''}`.",
+        f"{' --display-fps ' + ' '.join(f'{r:g}' for r in rates) if args.display_fps else ''}"
+        f"{f' --browser-nice {args.browser_nice}' if args.browser_nice else ''}`.",
         "",
         "| row | frames/s | vs `Detector.stream` alone |",
         "|---|---:|---:|",
