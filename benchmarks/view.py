@@ -182,8 +182,8 @@ def view_fps(detector: Any, video: Path, client: str = "process", display_fps: f
 
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.soak import bottle_frames, write_video
-    from rdedge.commands.view import positive_fps
     from sdk import Detector
+    from sdk.view import check_display_fps
 
     from .accuracy import mvtec_root
 
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=900, help="video length in frames (default: %(default)s)")
     parser.add_argument("--size", type=int, default=640, help="video frame side (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of each row (default: %(default)s)")
-    parser.add_argument("--display-fps", type=positive_fps, nargs="+", default=None, metavar="FPS",
+    parser.add_argument("--display-fps", type=check_display_fps, nargs="+", default=None, metavar="FPS",
                         help="display rates of the live view to measure, each a row of its own (default: "
                              "sdk.view.DISPLAY_FPS, the rate `rdedge view` shows by default)")
     parser.add_argument("--browser-nice", type=int, default=None, metavar="N",

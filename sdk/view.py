@@ -41,6 +41,21 @@ from .sources import Source, describe
 logger = logging.getLogger("rdedge.view")
 MAX_REJECTS = 8
 DISPLAY_FPS = 10.0
+
+
+def check_display_fps(value: float | str) -> float:
+    """A display rate (frames per second sent to the page): a finite number above zero.
+
+    Raises:
+        ValueError: Not a number, zero, negative, infinite or nan.
+    """
+    try:
+        fps = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"display rate is not a number: {value!r}") from None
+    if not 0 < fps < float("inf"):
+        raise ValueError(f"display rate must be above 0 frames per second, not {value}")
+    return fps
 """Frames per second the page is sent at most, per source: every frame is scored and counted, but only this many
 are drawn and JPEG-encoded (plus every reject), so that watching does not take the cores inference needs."""
 THUMBNAIL_SIDE = 160
@@ -132,7 +147,7 @@ class LineView:
         self.source_ids = [describe(s) for s in self.sources]
         self.loop = loop
         self.stream_options = stream_options or {}
-        self.display_interval = 1.0 / display_fps if display_fps else 0.0
+        self.display_interval = 0.0 if display_fps is None else 1.0 / check_display_fps(display_fps)
         self._shown_at: dict[int, float] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)

@@ -100,6 +100,12 @@ def test_the_view_scores_every_frame_but_sends_at_most_its_display_rate(tiny_onn
     assert frames > shown * 2  # the tiny model scores far more than 4 frames a second: only the shown are capped
 
 
+@pytest.mark.parametrize("bad", [0, -3, float("inf"), float("nan"), "fast"])
+def test_the_view_refuses_a_display_rate_that_is_not_above_zero(tiny_onnx: Path, video: Path, bad):
+    with pytest.raises(ValueError, match="display rate"):
+        LineView(Detector(tiny_onnx), video, display_fps=bad)
+
+
 def test_the_api_refuses_bad_thresholds_and_uploads_with_a_message(live):
     view, base = live
     before = view.detector.threshold

@@ -22,22 +22,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
     parser.add_argument("--loop", action="store_true", help="start again when every source has ended (video files)")
     parser.add_argument("--threshold", type=float, default=None, help="start with this image threshold")
-    parser.add_argument("--display-fps", type=positive_fps, default=None, metavar="FPS",
+    parser.add_argument("--display-fps", type=display_fps_argument, default=None, metavar="FPS",
                         help="frames drawn and sent to the page per second per source (default: 10). Every frame "
                              "is still scored and counted; lower it to save bandwidth to a remote page (on 2 cores "
                              "with the browser beside inference, 5 instead of 10 did not raise the inference rate: "
                              "benchmarks/results/view.md)")
 
 
-def positive_fps(text: str) -> float:
-    """``--display-fps``: a frame rate above zero."""
+def display_fps_argument(text: str) -> float:
+    """``--display-fps``: a frame rate above zero (:func:`sdk.view.check_display_fps`)."""
+    from sdk.view import check_display_fps
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be above 0 frames per second, not {text}")
-    return value
+        return check_display_fps(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
