@@ -13,8 +13,8 @@ al., CVPR 2022) in its essentials, on the *same* frozen teacher the RD methods d
 * anomaly map: each test patch's Euclidean distance to its nearest bank patch, then the **same** post-processing as
   the exported RD graph — bilinear upsampling (``align_corners=True``) to the model size, Gaussian σ = 4 with
   SciPy's reflect borders (the graph's own :class:`~train.components.anomaly_map.GaussianBlur`), score = maximum;
-* thresholds: calibrated like rdedge's (:class:`~sdk.metadata.ScoreCalibration`, mean + 3σ of held-out good
-  images' scores), so F1 at the threshold compares like with like.
+* thresholds: calibrated like rdedge's (:class:`~sdk.metadata.ScoreCalibration`, median + 3 robust σ of held-out
+  good images' scores), so F1 at the threshold compares like with like.
 
 It answers ``predict_batch`` with :class:`sdk.result.Result` objects, so :func:`sdk.evaluate.evaluate_detector`
 scores it exactly as it scores an exported detector.
@@ -86,7 +86,7 @@ class PatchNearestNeighbour:
         weights: Local ImageNet weights file for ResNet teachers.
         coreset_ratio: Share of training patches kept in the bank (at most :data:`MAX_BANK`).
         seed: Seed of the coreset selection.
-        sigmas: Thresholds = validation mean + ``sigmas`` · std.
+        sigmas: Thresholds = validation median + ``sigmas`` · 1.4826 · MAD.
     """
 
     def __init__(self, backbone: str, image_size: ImageSize | int | str, *, weights: str | None = None,

@@ -17,10 +17,23 @@ from typing import Any
 from .contract import PRECISION_NAMES, ImageSize
 from .errors import ModelLoadError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """2: the calibration has a pixel threshold and a source (schema 1 models read with the image threshold as pixel
-threshold); 3: ``image_size`` is ``[height, width]`` (models up to schema 2 hold one int, a square side). An SDK
-older than the model's schema refuses it with "upgrade rdedge"."""
+threshold); 3: ``image_size`` is ``[height, width]`` (models up to schema 2 hold one int, a square side); 4: the
+thresholds are median + k · robust scale (:data:`MEDIAN_MAD`; models up to schema 3 hold mean + k · std and keep it).
+An SDK older than the model's schema refuses it with "upgrade rdedge"."""
+
+MEAN_STD = "mean_std"
+"""Calibration rule of models up to schema 3: threshold = mean + sigmas · standard deviation."""
+MEDIAN_MAD = "median_mad"
+"""Calibration rule since schema 4: threshold = median + sigmas · 1.4826 · median absolute deviation (MAD).
+
+For normally distributed good scores both rules give the same threshold on average (1.4826 · MAD estimates the
+standard deviation), but one odd good image among the held-out ones moves the median and the MAD by about one
+rank, where it drags the mean and inflates the standard deviation without bound: one good KolektorSDD image scored
+0.995 among 27 at 0.36-0.6 lifted mean + 3 std to 0.945, above every defective part."""
+MAD_TO_STD = 1.4826
+"""1 / Φ⁻¹(3/4): the factor that makes the MAD of normal data an estimate of its standard deviation."""
 
 
 def _mean_std(values: list[float], what: str) -> tuple[float, float]:
@@ -33,6 +46,21 @@ def _mean_std(values: list[float], what: str) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def _median_scale(values: list[float], what: str) -> tuple[float, float]:
+    """Median and robust scale (1.4826 · MAD) of at least two finite values; the standard deviation as scale where
+    more than half the values are equal (MAD 0)."""
+    _, std = _mean_std(values, what)
+    median = _median(values)
+    scale = MAD_TO_STD * _median([abs(v - median) for v in values])
+    return median, scale if scale > 0 else std
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else 0.5 * (ordered[middle - 1] + ordered[middle])
+
+
 @dataclass(frozen=True)
 class ScoreCalibration:
     """Statistics of a graph's outputs on held-out *good* validation images, and the two thresholds derived from them.
@@ -40,12 +68,16 @@ class ScoreCalibration:
     Only good images are used, never the test set. Two thresholds, because the image score is not always a map
     value (DRD's refined score is ``max(map) · (1 + v)``):
 
-    * the **image threshold** ``threshold = mean + sigmas · std`` of the validation *scores* decides the verdict;
-    * the **pixel threshold** ``pixel_threshold = map_max_mean + sigmas · map_max_std`` of the validation images'
+    * the **image threshold** ``threshold = median + sigmas · scale`` of the validation *scores* decides the verdict;
+    * the **pixel threshold** ``pixel_threshold = map_max_median + sigmas · map_max_scale`` of the validation images'
       *map maxima* decides which map pixels are anomalous (masks, overlays). Where the score is the map's maximum
       (RD4AD, RD++, REASON) the two are equal.
 
-    Normalised scores map the validation mean to 0 and the image threshold to 0.5 (see :meth:`normalize`).
+    ``scale`` is 1.4826 · MAD (:data:`MEDIAN_MAD`), robust to an odd good image. Models calibrated before it
+    (:data:`MEAN_STD`, schema up to 3) hold mean + sigmas · std, and keep it: :attr:`rule` says which.
+
+    Normalised scores map the validation centre (:attr:`center`) to 0 and the image threshold to 0.5 (see
+    :meth:`normalize`).
 
     Attributes:
         mean: Mean validation score.
@@ -53,12 +85,18 @@ class ScoreCalibration:
         minimum: Smallest validation score.
         maximum: Largest validation score.
         n_images: Number of validation images.
-        sigmas: Number of standard deviations above the mean at which both thresholds sit.
+        sigmas: Number of (robust) standard deviations above the centre at which both thresholds sit.
         threshold: The calibrated image threshold on raw scores.
         map_max_mean: Mean of the validation images' anomaly-map maxima (``None`` in models from before it existed).
         map_max_std: Their standard deviation (ddof=1).
         pixel_threshold: The calibrated threshold on anomaly-map values; see :attr:`pixel`.
         source: What produced the calibrated outputs (graph, precision, runtime, image count).
+        rule: How the thresholds were set: :data:`MEDIAN_MAD` or, in older models, :data:`MEAN_STD`.
+        median: Median validation score (``None`` with :data:`MEAN_STD`).
+        scale: Robust standard deviation of the validation scores, 1.4826 · MAD (the standard deviation where the
+            MAD is 0).
+        map_max_median: Median of the validation images' map maxima.
+        map_max_scale: Their robust standard deviation.
     """
 
     mean: float
@@ -72,26 +110,58 @@ class ScoreCalibration:
     map_max_std: float | None = None
     pixel_threshold: float | None = None
     source: str = ""
+    rule: str = MEAN_STD
+    median: float | None = None
+    scale: float | None = None
+    map_max_median: float | None = None
+    map_max_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.rule not in (MEAN_STD, MEDIAN_MAD):
+            raise ValueError(f"unknown calibration rule {self.rule!r} (known: {MEAN_STD}, {MEDIAN_MAD})")
+        if self.rule == MEDIAN_MAD and (self.median is None or self.scale is None):
+            raise ValueError(f"a {MEDIAN_MAD} calibration needs its median and scale")
 
     @classmethod
     def from_scores(cls, scores: Any, sigmas: float = 3.0, map_maxima: Any = None,
                     source: str = "") -> ScoreCalibration:
-        """Calibrate from validation scores of good images and, for the pixel threshold, their maps' maxima.
+        """Calibrate from validation scores of good images and, for the pixel threshold, their maps' maxima, by the
+        robust rule :data:`MEDIAN_MAD`: median + ``sigmas`` · 1.4826 · MAD.
 
         Args:
             scores: Image scores of the held-out good images.
-            sigmas: Standard deviations above the mean for both thresholds.
+            sigmas: Robust standard deviations above the median for both thresholds.
             map_maxima: The maximum of each image's anomaly map; without them the pixel threshold is the image one.
             source: What produced the outputs, for the metadata.
+
+        Raises:
+            ValueError: Fewer than two values, or a NaN or infinite one.
         """
         values = [float(s) for s in scores]
         mean, std = _mean_std(values, "scores")
+        median, scale = _median_scale(values, "scores")
         pixel: dict[str, float] = {}
         if map_maxima is not None:
-            map_mean, map_std = _mean_std([float(m) for m in map_maxima], "map maxima")
-            pixel = {"map_max_mean": map_mean, "map_max_std": map_std, "pixel_threshold": map_mean + sigmas * map_std}
+            maxima = [float(m) for m in map_maxima]
+            map_mean, map_std = _mean_std(maxima, "map maxima")
+            map_median, map_scale = _median_scale(maxima, "map maxima")
+            pixel = {"map_max_mean": map_mean, "map_max_std": map_std, "map_max_median": map_median,
+                     "map_max_scale": map_scale, "pixel_threshold": map_median + sigmas * map_scale}
         return cls(mean=mean, std=std, minimum=min(values), maximum=max(values), n_images=len(values), sigmas=sigmas,
-                   threshold=mean + sigmas * std, source=source, **pixel)
+                   threshold=median + sigmas * scale, source=source, rule=MEDIAN_MAD, median=median, scale=scale,
+                   **pixel)
+
+    @property
+    def rule_text(self) -> str:
+        """The rule in words, for reports: ``median + 3 robust std`` or ``mean + 3 std``."""
+        return f"{'median' if self.rule == MEDIAN_MAD else 'mean'} + {self.sigmas:g} " \
+               f"{'robust std' if self.rule == MEDIAN_MAD else 'std'} of {self.n_images} good images"
+
+    @property
+    def center(self) -> float:
+        """The validation scores' centre the thresholds are set from: the median (the mean in :data:`MEAN_STD`
+        models)."""
+        return self.mean if self.median is None else self.median
 
     @property
     def pixel(self) -> float:
@@ -99,15 +169,16 @@ class ScoreCalibration:
         return self.threshold if self.pixel_threshold is None else self.pixel_threshold
 
     def normalize(self, score: float, threshold: float | None = None) -> float:
-        """Map a raw score to [0, 1]: the validation mean gives 0, ``threshold`` gives 0.5, clipped at 1.
+        """Map a raw score to [0, 1]: the validation centre (:attr:`center`) gives 0, ``threshold`` gives 0.5, clipped
+        to [0, 1].
 
         Args:
             score: Raw image score.
             threshold: Threshold to centre on; the calibrated one by default.
         """
         t = self.threshold if threshold is None else threshold
-        span = max(t - self.mean, 1e-12)
-        return float(min(max(0.5 * (score - self.mean) / span, 0.0), 1.0))
+        span = max(t - self.center, 1e-12)
+        return float(min(max(0.5 * (score - self.center) / span, 0.0), 1.0))
 
 
 @dataclass(frozen=True)
@@ -200,5 +271,5 @@ class ModelMetadata:
             if raw.get("precision", "fp32") not in PRECISION_NAMES:
                 raise ModelLoadError(f"model metadata names an unknown precision {raw['precision']!r}")
             return cls(calibration=calibration, **{k: v for k, v in raw.items() if k in known})
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"model metadata is incomplete or malformed: {exc}") from exc

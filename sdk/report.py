@@ -191,7 +191,8 @@ def model_card(detector: Detector, evaluation: dict[str, Any]) -> list[tuple[str
             ("precision", m.precision), ("runtime", detector.backend_name), ("training data", str(data)),
             ("training", f"{training.get('n_train', '?')} good images; {length.strip(', ') or '?'}; seed "
                          f"{training.get('seed', '?')}"),
-            ("threshold (image score)", f"{detector.threshold:.5g} ({m.calibration.source})"),
+            ("threshold (image score)", f"{detector.threshold:.5g} (calibrated: {m.calibration.rule_text}; "
+                                        f"{m.calibration.source})"),
             *[(label, f(evaluation.get(k))) for k, label in (("image_auroc", "image AUROC"), ("pixel_auroc",
               "pixel AUROC"), ("aupro", "AUPRO (FPR ≤ 0.3)"), ("f1", "F1 at the threshold"))],
             ("test images", f"{evaluation['n_images']} ({evaluation['n_anomalous']} defective)")]

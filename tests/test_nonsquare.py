@@ -30,7 +30,7 @@ from sdk.contract import ImageSize
 from sdk.datasets import load_dataset
 from sdk.errors import ModelLoadError
 from sdk.evaluate import evaluate_detector
-from sdk.metadata import ModelMetadata
+from sdk.metadata import SCHEMA_VERSION, ModelMetadata
 from sdk.visualize import overlay
 from train.components.anomaly_map import AnomalyMapHead, GaussianBlur
 
@@ -106,7 +106,7 @@ def test_metadata_stores_height_by_width_and_still_reads_square_models(tiny_onnx
     meta = Detector(tiny_onnx).metadata
     wide = meta.replace(image_size=ImageSize(HEIGHT, WIDTH))
     raw = json.loads(wide.to_json())
-    assert raw["image_size"] == [HEIGHT, WIDTH] and raw["schema_version"] == 3
+    assert raw["image_size"] == [HEIGHT, WIDTH] and raw["schema_version"] == SCHEMA_VERSION
     assert ModelMetadata.from_json(wide.to_json()).image_size == (HEIGHT, WIDTH)
     old = json.loads(meta.to_json())
     old.update(image_size=128, schema_version=2)  # what every model exported before non-square inputs holds

@@ -24,8 +24,9 @@ def test_checkpoint_loads_with_weights_only_and_carries_metadata(tiny_run):
     assert (meta.method, meta.backbone, meta.image_size) == ("rd4ad", "efficientnet_lite0", (128, 128))
     assert meta.input_mean == (0.5, 0.5, 0.5)
     cal = meta.calibration
-    assert cal.n_images == 3 and cal.threshold == pytest.approx(cal.mean + 3 * cal.std)
-    assert cal.minimum <= cal.mean <= cal.maximum
+    assert cal.n_images == 3 and cal.rule == "median_mad"
+    assert cal.threshold == pytest.approx(cal.median + 3 * cal.scale)
+    assert cal.minimum <= cal.median <= cal.maximum and cal.minimum <= cal.mean <= cal.maximum
     assert meta.training["n_train"] == 27 and meta.training["epochs"] == 3
     assert len(meta.weights_sha256) == 64
     assert any(k.startswith("teacher.") for k in payload["state_dict"])

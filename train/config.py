@@ -38,7 +38,7 @@ class TrainConfig:
         lr: Student learning rate; the method's default when None.
         seed: Seed of initialisation, shuffling and the validation hold-out.
         validation_fraction: Share of good training images held out for calibration.
-        sigmas: Threshold = validation mean + ``sigmas`` · std.
+        sigmas: Threshold = validation median + ``sigmas`` · 1.4826 · MAD (:data:`sdk.metadata.MEDIAN_MAD`).
         image_score: The graph's image score: ``max`` (the papers') or ``top_mean`` (mean of the map's
             ``top_fraction`` highest pixels); ``rdedge export --image-score`` can change it without retraining.
         top_fraction: Share of the map's pixels averaged by ``top_mean``.

@@ -50,8 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of good training images held out to calibrate the thresholds (default: "
                              f"{defaults.validation_fraction})")
     parser.add_argument("--sigmas", type=float, default=defaults.sigmas,
-                        help="thresholds = validation mean + SIGMAS x std of good images' scores (image) and map "
-                             f"maxima (pixel) (default: {defaults.sigmas:g})")
+                        help="thresholds = median + SIGMAS x robust std (1.4826 x median absolute deviation) of the "
+                             "held-out good images' scores (image) and map maxima (pixel) (default: "
+                             f"{defaults.sigmas:g})")
     add_head_arguments(parser, defaults.image_score, defaults.top_fraction, defaults.map_strides)
     parser.add_argument("--max-train-images", type=int, default=None, help="train on at most N images (quick runs)")
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
