@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import functools
+import json
 import os
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
+from sdk.metadata import MEDIAN_MAD
 from train.config import DEFAULT_STEPS, TrainConfig, parse_key_values
 
 from .latency import RESULTS_DIR, collect_rows, summarize, time_calls
@@ -32,6 +34,8 @@ HEAD_SETTINGS = frozenset({"image_score", "top_fraction", "map_strides"})
 BASELINE = "baseline"
 """The nearest-neighbour baseline's name in ``--methods`` and in the table."""
 SETS = ("bottle", "kolektorsdd", "tire", "elpv:mono")
+OLD_RULE_MARK = " †"
+"""After an F1 measured at the thresholds of the rule before :data:`sdk.metadata.MEDIAN_MAD` (mean + 3 std)."""
 ROW_KEY = ("set", "method", "change")
 """A row's name in the table's JSON store (``accuracy.json`` beside ``accuracy.md``): a rerun replaces it."""
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1", "n_images", "n_anomalous")
@@ -70,11 +74,22 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
                          graph_overrides={"image_score": config.image_score, "top_fraction": config.top_fraction,
                                           "map_strides": list(config.map_strides)})
     metrics = evaluate_model(report.path, spec, category)
-    return {"set": name, "method": method, **{k: metrics[k] for k in METRICS},
-            "train_minutes": metadata.training["train_seconds"] / 60.0, "ms": onnx_latency_ms(report.path),
-            "runtime": "ONNX Runtime", "epochs": metadata.training.get("epochs_run", config.epochs),
-            "steps": metadata.training.get("optimiser_steps"),
-            "size": str(metadata.image_size), "change": args.label}
+    row = {"set": name, "method": method, **{k: metrics[k] for k in METRICS},
+           "train_minutes": metadata.training["train_seconds"] / 60.0, "ms": onnx_latency_ms(report.path),
+           "runtime": "ONNX Runtime", "epochs": metadata.training.get("epochs_run", config.epochs),
+           "steps": metadata.training.get("optimiser_steps"),
+           "size": str(metadata.image_size), "change": args.label,
+           "threshold_rule": report.metadata.calibration.rule}
+    if action == "reuse":  # the same training: its timing note (minutes measured while sharing the cores) holds
+        note = stored_row(Path(args.out).with_suffix(".json"), row).get("timing_note")
+        row.update({"timing_note": note} if note else {})
+    return row
+
+
+def stored_row(store: Path, row: dict[str, Any]) -> dict[str, Any]:
+    """The row of ``store`` (a table's JSON rows) with ``row``'s :data:`ROW_KEY`, or ``{}``."""
+    rows = json.loads(store.read_text()) if store.exists() else []
+    return next((r for r in rows if all(r.get(k) == row.get(k) for k in ROW_KEY)), {})
 
 
 def training_action(run_dir: Path, *, reuse: bool, resume: bool) -> str:
@@ -138,7 +153,7 @@ def run_baseline(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"set": name, "method": f"{BASELINE} (patch NN)", **{k: metrics[k] for k in METRICS},
             "train_minutes": fit_minutes, "ms": ms, "runtime": "PyTorch", "epochs": None,
             "bank": int(baseline.bank.shape[0]), "size": str(size),
-            "change": args.label}
+            "change": args.label, "threshold_rule": baseline.calibration.rule}
 
 
 def parse_changes(items: list[str]) -> dict[str, Any]:
@@ -197,10 +212,13 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     for r in table_order(rows):
         lines.append(f"| {r['set']} | {r['method']} | {r.get('change', 'recipe')} | {r.get('size', '')} | "
                      f"{training_length(r)} | {f(r['image_auroc'])} | {f(r['pixel_auroc'])} | {f(r['aupro'])} | "
-                     f"{f(r['f1'])} | "
+                     f"{f(r['f1'])}{OLD_RULE_MARK if r.get('threshold_rule') != MEDIAN_MAD else ''} | "
                      f"{r['train_minutes']:.1f} | {r['ms']:.1f} | {r['runtime']} |")
     lines += ["", "ELPV has image-level labels only: pixel AUROC and AUPRO are n/a. Rows with a change: the recipe "
-              "with that one setting changed (head settings re-export the recipe's checkpoint; others retrain)."]
+              "with that one setting changed (head settings re-export the recipe's checkpoint; others retrain).",
+              f"F1 at the calibrated threshold: median + 3 robust std of the held-out good images' scores; F1 marked "
+              f"{OLD_RULE_MARK.strip()} is at mean + 3 std, the rule before metadata schema 4 (not re-measured yet: "
+              "`--reuse` re-exports a run and measures it again without retraining)."]
     missing = [f"{name} x {method}" for name in SETS for method in METHODS
                if not any(r["set"] == name and r["method"] == method and r.get("change", "recipe") == "recipe"
                           for r in rows)]

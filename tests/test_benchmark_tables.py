@@ -133,6 +133,26 @@ def test_accuracy_rows_resume_an_interrupted_training_only_when_asked_and_reuse_
     assert training_action(tmp_path, reuse=False, resume=True) == "resume"
 
 
+def test_accuracy_table_marks_f1_at_the_old_threshold_rule_and_a_rerun_finds_its_stored_row(tmp_path: Path):
+    import argparse
+    import json
+
+    from benchmarks.accuracy import OLD_RULE_MARK, markdown, stored_row
+
+    row = {"set": "tire", "method": "rd4ad", "change": "recipe", "size": "256x256", "epochs": 84, "steps": 1008,
+           "image_auroc": 0.9, "pixel_auroc": 0.95, "aupro": 0.9, "f1": 0.75, "train_minutes": 17.0, "ms": 18.0,
+           "runtime": "ONNX Runtime"}
+    robust = {**row, "method": "drd", "f1": 0.8, "threshold_rule": "median_mad", "timing_note": "shared cores"}
+    lines = markdown([row, robust], argparse.Namespace(epochs=None, seed=0)).splitlines()
+    assert any(f"| 0.750{OLD_RULE_MARK} |" in line and "| rd4ad |" in line for line in lines)
+    assert any("| 0.800 |" in line and "| drd |" in line for line in lines)
+    store = tmp_path / "accuracy.json"
+    assert stored_row(store, robust) == {}
+    store.write_text(json.dumps([row, robust]))
+    assert stored_row(store, {**robust, "f1": 0.1})["timing_note"] == "shared cores"
+    assert stored_row(store, {**robust, "change": "steps=2000"}) == {}
+
+
 def test_accuracy_row_settings_take_the_change_over_the_epochs_option(tmp_path: Path):
     """Defect: ``--change epochs=30`` raised "multiple values for keyword argument 'epochs'"."""
     import argparse
