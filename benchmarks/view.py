@@ -4,12 +4,15 @@
 Rows (each timed from its 61st frame to the end of the video, every-frame mode, so that no frame is skipped):
 
 * ``Detector.stream`` alone, without and with overlays (the view draws overlays: the like-for-like row);
+* the live view with no page open (what serving costs by itself);
 * the live view's stream thread (overlays, JPEG encoding, counters) while, in a process of its own as a browser is,
   an HTTP client reads ``/stream/0.mjpg`` and polls ``/api/state`` every 300 ms as the page does (and counts the
   frames it received), and while the page itself is open in headless Chromium (when chromium and Playwright are
   installed), also started with ``nice -n N`` (``--browser-nice N``).
 
-Writes ``benchmarks/results/view.md``. Run: ``python -m benchmarks.view [--run RUN_DIR] [--frames N]``.
+Each row also gives the CPU cores busy during its timing: the inference process's (all its threads) and the page
+client's (its process and every process it started: Chromium's browser, renderer and GPU processes). Writes
+``benchmarks/results/view.md``. Run: ``python -m benchmarks.view [--run RUN_DIR] [--frames N]``.
 """
 
 from __future__ import annotations
@@ -47,16 +50,38 @@ WARMUP_FRAMES = 60
 the steady rate a line runs at."""
 
 
-def stream_fps(detector: Any, video: Path, overlay: bool) -> tuple[int, float]:
-    """Frames and steady frames per second of ``Detector.stream`` alone over ``video`` (after
-    :data:`WARMUP_FRAMES`)."""
-    n, started = 0, 0.0
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and all its descendants, from ``/proc`` (Linux;
+    NaN elsewhere or once ``pid`` has gone). Children already reaped count through their parent's ``cutime``."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent pid, CPU seconds)
+    for entry in Path("/proc").glob("[0-9]*/stat") if Path("/proc").is_dir() else ():
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # a process that ended while being read
+        stats[int(entry.parent.name)] = (int(fields[1]), sum(int(f) for f in fields[11:15]) / ticks)
+    if pid not in stats:
+        return math.nan
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        total += stats[current][1]
+        pending.extend(child for child, (parent, _) in stats.items() if parent == current)
+    return total
+
+
+def stream_fps(detector: Any, video: Path, overlay: bool) -> dict[str, float]:
+    """Steady frames per second of ``Detector.stream`` alone over ``video`` (after :data:`WARMUP_FRAMES`), and the
+    cores this process kept busy meanwhile (``{"fps", "cores"}``)."""
+    n, started, cpu = 0, 0.0, 0.0
     with detector.stream(video, overlay=overlay, mode="every") as stream:
         for _ in stream:
             n += 1
             if n == WARMUP_FRAMES:
-                started = time.perf_counter()
-    return n, (n - WARMUP_FRAMES) / (time.perf_counter() - started)
+                started, cpu = time.perf_counter(), time.process_time()
+    seconds = time.perf_counter() - started
+    return {"fps": (n - WARMUP_FRAMES) / seconds, "cores": (time.process_time() - cpu) / seconds}
 
 
 PAGE_CLIENT = r"""
@@ -122,14 +147,16 @@ def view_fps(detector: Any, video: Path, client: str = "process", display_fps: f
     Args:
         detector: The detector the view streams with.
         video: The video file.
-        client: ``"process"`` (:data:`PAGE_CLIENT`: reads the MJPEG stream, counts frames, polls the state) or
-            ``"browser"`` (:data:`BROWSER_CLIENT`: the page in headless Chromium).
+        client: ``"process"`` (:data:`PAGE_CLIENT`: reads the MJPEG stream, counts frames, polls the state),
+            ``"browser"`` (:data:`BROWSER_CLIENT`: the page in headless Chromium) or ``"none"`` (no page open).
         display_fps: Frames sent to the page per second (None: :data:`sdk.view.DISPLAY_FPS`, the default).
         nice: Niceness added to the client's process (and so to the browser it starts), as ``nice -n`` would: what
             a user can do without root to let inference go first.
 
     Returns:
-        ``{"frames", "fps", "shown", "shown_fps"}`` (``shown`` counted by the ``process`` client only, else NaN).
+        ``{"frames", "fps", "shown", "shown_fps", "cores", "client_cores"}``: ``shown`` counted by the ``process``
+        client only (else NaN); ``cores``, ``client_cores``: CPU cores busy in this process and in the client's
+        process tree during the timing (``client_cores`` 0 with no client).
     """
     import subprocess
     import sys
@@ -147,37 +174,44 @@ def view_fps(detector: Any, video: Path, client: str = "process", display_fps: f
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
-    if client == "browser":
-        command = [sys.executable, "-c", BROWSER_CLIENT, str(port), str(chromium()), *CHROMIUM_ARGS]
-    else:
-        command = [sys.executable, "-c", PAGE_CLIENT, str(port), BOUNDARY]
-    if nice:
-        command = ["nice", "-n", str(nice), *command]  # a prefix, not preexec_fn: the server's threads are running
-    page = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
     counts: list[str] = []
-    threading.Thread(target=lambda: counts.extend(page.stderr), daemon=True).start()
-    if page.stdout.readline().strip() != "connected":
-        page.kill()
-        raise RuntimeError(f"the {client} client did not connect: {''.join(counts[-5:])}")
-    time.sleep(0.5)
+    page = None
+    if client != "none":
+        if client == "browser":
+            command = [sys.executable, "-c", BROWSER_CLIENT, str(port), str(chromium()), *CHROMIUM_ARGS]
+        else:
+            command = [sys.executable, "-c", PAGE_CLIENT, str(port), BOUNDARY]
+        if nice:  # a prefix, not preexec_fn: the server's threads are running
+            command = ["nice", "-n", str(nice), *command]
+        page = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        threading.Thread(target=lambda: counts.extend(page.stderr), daemon=True).start()
+        if page.stdout.readline().strip() != "connected":
+            page.kill()
+            raise RuntimeError(f"the {client} client did not connect: {''.join(counts[-5:])}")
+        time.sleep(0.5)
     run_started = time.perf_counter()
     view.start()
     while view.counters["frames"] < WARMUP_FRAMES and view.running:
         time.sleep(0.002)
     started, first = time.perf_counter(), view.counters["frames"]
+    cpu, client_cpu = time.process_time(), tree_cpu_seconds(page.pid) if page else 0.0
     while view.running:
         time.sleep(0.02)
     seconds = time.perf_counter() - started
+    cores = (time.process_time() - cpu) / seconds
+    client_cores = (tree_cpu_seconds(page.pid) - client_cpu) / seconds if page else 0.0
     run_seconds = time.perf_counter() - run_started
-    time.sleep(0.3)
-    page.stdin.close()
-    page.terminate()
-    page.wait(10)
+    if page:
+        time.sleep(0.3)
+        page.stdin.close()
+        page.terminate()
+        page.wait(10)
     server.should_exit = True
     frames = view.counters["frames"] - first
     shown = int(counts[-1]) if client == "process" and counts and counts[-1].strip().isdigit() else math.nan
-    return {"frames": frames, "fps": frames / seconds, "shown": shown, "shown_fps": shown / run_seconds}
+    return {"frames": frames, "fps": frames / seconds, "shown": shown, "shown_fps": shown / run_seconds,
+            "cores": cores, "client_cores": client_cores}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,16 +249,20 @@ def main(argv: list[str] | None = None) -> int:
         detector.warmup()
         rates = args.display_fps or [view_display_fps()]
         browsers = ["browser", *(["browser-nice"] if args.browser_nice else [])] if chromium() else []
-        clients = [f"{c}@{r:g}" for r in rates for c in ("process", *browsers)]
+        clients = [f"{c}@{r:g}" for r in rates for c in ("none", "process", *browsers)]
         rows: dict[str, list[float]] = {"plain": [], "overlay": [], **{c: [] for c in clients}}
+        cores: dict[str, list[tuple[float, float]]] = {k: [] for k in rows}  # (inference process, client)
         for _ in range(args.rounds):  # interleaved, so that a slow moment of the machine hits every row
-            rows["plain"].append(stream_fps(detector, video, overlay=False)[1])
-            rows["overlay"].append(stream_fps(detector, video, overlay=True)[1])
+            for key, overlay in (("plain", False), ("overlay", True)):
+                measured = stream_fps(detector, video, overlay=overlay)
+                rows[key].append(measured["fps"])
+                cores[key].append((measured["cores"], 0.0))
             for key in clients:
                 client, rate = key.split("@")
                 measured = view_fps(detector, video, client.removesuffix("-nice"), float(rate),
                                     nice=args.browser_nice if client == "browser-nice" else 0)
                 rows[key].append(measured["fps"])
+                cores[key].append((measured["cores"], measured["client_cores"]))
                 if client == "process":
                     rows.setdefault(f"shown@{rate}", []).append(measured["shown_fps"])
             print(json.dumps({k: round(v[-1], 2) for k, v in rows.items()}), flush=True)
@@ -237,14 +275,21 @@ def main(argv: list[str] | None = None) -> int:
     judged_key = f"browser@{default}" if f"browser@{default}" in median else f"process@{default}"
     judged = median.get(judged_key)
 
+    def cpu(key: str) -> str:
+        process = statistics.median(c[0] for c in cores[key])
+        client = statistics.median(c[1] for c in cores[key])
+        return f"{process:.2f} | {client:.2f}" if key not in ("plain", "overlay") else f"{process:.2f} | -"
+
     def view_row(key: str) -> str:
         client, rate = key.split("@")
-        who = ("the page's requests from a process of its own (MJPEG stream read, `/api/state` polled every "
-               "300 ms)" if client == "process" else "the page open in headless Chromium (Debian's `chromium` via "
-               "Playwright)" + (f", started with `nice -n {args.browser_nice}`" if client == "browser-nice" else ""))
+        who = {"none": "no page open",
+               "process": "the page's requests from a process of its own (MJPEG stream read, `/api/state` polled "
+                          "every 300 ms)",
+               }.get(client, "the page open in headless Chromium (Debian's `chromium` via Playwright)"
+                     + (f", started with `nice -n {args.browser_nice}`" if client == "browser-nice" else ""))
         note = " (the default)" if rate == default else f" (`--display-fps {rate}`)"
         cell = f"**{median[key]:.2f}** (rounds: {', '.join(f'{r:.2f}' for r in ratios[key])})"
-        return f"| live view at {rate} frames/s shown{note}, {who} | {best[key]:.1f} | {cell} |"
+        return f"| live view at {rate} frames/s shown{note}, {who} | {best[key]:.1f} | {cell} | {cpu(key)} |"
 
     judged_text = (f"**{judged:.2f}, {'met' if judged >= TARGET else 'not met'}**" if judged is not None
                    else "not measured (the default display rate was not among `--display-fps`)")
@@ -255,18 +300,22 @@ def main(argv: list[str] | None = None) -> int:
         f"`{model}` ({detector.metadata.method}/{detector.metadata.backbone}, {detector.metadata.image_size}, ONNX "
         f"Runtime); a {args.frames}-frame {args.size}x{args.size} MJPG video of bottle images; every-frame mode; "
         f"{args.rounds} interleaved rounds. frames/s: the best round; ratio: the median of the rounds' own ratios "
-        "(view / stream alone in the same round). Reproduce: `python -m benchmarks.view"
+        "(view / stream alone in the same round); CPU cores: median over the rounds of the CPU time used during the "
+        "timing / its length, in the inference process (all threads: ONNX Runtime's, the reader's, the view's "
+        "server) and in the page client's process tree (Chromium: all its processes). Reproduce: "
+        "`python -m benchmarks.view"
         f"{' --display-fps ' + ' '.join(f'{r:g}' for r in rates) if args.display_fps else ''}"
         f"{f' --browser-nice {args.browser_nice}' if args.browser_nice else ''}`.",
         "",
-        "| row | frames/s | vs `Detector.stream` alone |",
-        "|---|---:|---:|",
-        f"| `Detector.stream` alone, no overlays | {best['plain']:.1f} | 1.00 |",
+        "| row | frames/s | vs `Detector.stream` alone | CPU cores: inference process | CPU cores: page client |",
+        "|---|---:|---:|---:|---:|",
+        f"| `Detector.stream` alone, no overlays | {best['plain']:.1f} | 1.00 | {cpu('plain')} |",
         f"| `Detector.stream` alone, an overlay drawn for every frame | {best['overlay']:.1f} | "
-        f"{statistics.median(o / p for o, p in zip(rows['overlay'], rows['plain'], strict=True)):.2f} |",
+        f"{statistics.median(o / p for o, p in zip(rows['overlay'], rows['plain'], strict=True)):.2f} | "
+        f"{cpu('overlay')} |",
         *(view_row(c) for c in clients),
         *(f"| frames received by the page's MJPEG reader (at most {r:g}/s are sent) | {best[f'shown@{r:g}']:.1f} "
-          "| - |" for r in rates),
+          "| - | - | - |" for r in rates),
         "",
         f"Target: the page slows inference by at most 10 % (ratio ≥ {TARGET}; judged at the default display rate, "
         f"on the {'Chromium' if judged_key.startswith('browser') else 'separate-process'} row): {judged_text}. "

@@ -214,3 +214,28 @@ def test_int8_table_names_runs_by_the_accuracy_layout_and_reports_the_worst_drop
     assert "| 0.250 ✗ |" in markdown([measured], argparse.Namespace(calib_images=256))  # above the bound 0.2
     regated = {**measured, "selection": {**measured["selection"], "good_score_noise": 0.125}, "regated": True}
     assert "| 0.125* |" in markdown([regated], argparse.Namespace(calib_images=256))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_view_benchmark_counts_the_cpu_of_a_client_and_of_the_processes_it_started():
+    """benchmarks.view's client CPU: a browser's work happens in processes its client started (grandchildren)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks.view import tree_cpu_seconds
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\ntime.sleep(30)"
+    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, "
+                               f"'-c', {burn!r}])"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while tree_cpu_seconds(parent.pid) < 0.4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert 0.4 <= tree_cpu_seconds(parent.pid) < 5
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)  # the grandchild too
+        parent.wait()
+    assert tree_cpu_seconds(parent.pid) != tree_cpu_seconds(parent.pid)  # gone: NaN
