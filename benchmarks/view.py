@@ -293,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
 
     judged_text = (f"**{judged:.2f}, {'met' if judged >= TARGET else 'not met'}**" if judged is not None
                    else "not measured (the default display rate was not among `--display-fps`)")
+    if judged is not None and judged_key.startswith("browser"):
+        process, client = (statistics.median(c[i] for c in cores[judged_key]) for i in (0, 1))
+        alone = statistics.median(c[0] for c in cores["plain"])
+        judged_text += (f". The browser itself kept {client:.2f} of the {os.cpu_count()} cores busy, and the "
+                        f"inference process got {process:.2f} cores instead of {alone:.2f} alone")
     lines = [
         "# The live page against the stream alone",
         "",
