@@ -118,7 +118,8 @@ class Detector:
         self._pixel_threshold = _finite(value, "pixel threshold")
 
     def normalize(self, score: float) -> float:
-        """Normalise a raw score: validation mean → 0, current threshold → 0.5, clipped to [0, 1]."""
+        """Normalise a raw score: validation median → 0 (the mean in models of schema ≤ 3), current threshold → 0.5,
+        clipped to [0, 1]."""
         return self.metadata.calibration.normalize(score, self._threshold)
 
     def __call__(self, image: ImageLike, *, rgb: bool = False, anomaly_maps: bool | None = None) -> Result:
