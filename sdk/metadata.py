@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,19 +47,12 @@ def _mean_std(values: list[float], what: str) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def _median_scale(values: list[float], what: str) -> tuple[float, float]:
-    """Median and robust scale (1.4826 · MAD) of at least two finite values; the standard deviation as scale where
-    more than half the values are equal (MAD 0)."""
-    _, std = _mean_std(values, what)
-    median = _median(values)
-    scale = MAD_TO_STD * _median([abs(v - median) for v in values])
+def _median_scale(values: list[float], std: float) -> tuple[float, float]:
+    """Median and robust scale (1.4826 · MAD) of values checked by :func:`_mean_std`; their standard deviation
+    ``std`` as scale where more than half the values are equal (MAD 0)."""
+    median = statistics.median(values)
+    scale = MAD_TO_STD * statistics.median(abs(v - median) for v in values)
     return median, scale if scale > 0 else std
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else 0.5 * (ordered[middle - 1] + ordered[middle])
 
 
 @dataclass(frozen=True)
@@ -139,12 +133,12 @@ class ScoreCalibration:
         """
         values = [float(s) for s in scores]
         mean, std = _mean_std(values, "scores")
-        median, scale = _median_scale(values, "scores")
+        median, scale = _median_scale(values, std)
         pixel: dict[str, float] = {}
         if map_maxima is not None:
             maxima = [float(m) for m in map_maxima]
             map_mean, map_std = _mean_std(maxima, "map maxima")
-            map_median, map_scale = _median_scale(maxima, "map maxima")
+            map_median, map_scale = _median_scale(maxima, map_std)
             pixel = {"map_max_mean": map_mean, "map_max_std": map_std, "map_max_median": map_median,
                      "map_max_scale": map_scale, "pixel_threshold": map_median + sigmas * map_scale}
         return cls(mean=mean, std=std, minimum=min(values), maximum=max(values), n_images=len(values), sigmas=sigmas,

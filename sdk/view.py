@@ -41,6 +41,12 @@ from .sources import Source, describe
 logger = logging.getLogger("rdedge.view")
 MAX_REJECTS = 8
 DISPLAY_FPS = 10.0
+"""Frames per second the page is sent at most, per source: every frame is scored and counted, but only this many
+are drawn and JPEG-encoded (plus every reject), so that watching does not take the cores inference needs."""
+THUMBNAIL_SIDE = 160
+DISPLAY_SIDE = 480
+"""Longest side of the frames sent to the page (the page shows them at most that large)."""
+BOUNDARY = "rdedge-frame"
 
 
 def check_display_fps(value: float | str) -> float:
@@ -56,12 +62,6 @@ def check_display_fps(value: float | str) -> float:
     if not 0 < fps < float("inf"):
         raise ValueError(f"display rate must be above 0 frames per second, not {value}")
     return fps
-"""Frames per second the page is sent at most, per source: every frame is scored and counted, but only this many
-are drawn and JPEG-encoded (plus every reject), so that watching does not take the cores inference needs."""
-THUMBNAIL_SIDE = 160
-DISPLAY_SIDE = 480
-"""Longest side of the frames sent to the page (the page shows them at most that large)."""
-BOUNDARY = "rdedge-frame"
 
 
 def import_server() -> tuple[Any, Any]:
