@@ -47,6 +47,9 @@ THUMBNAIL_SIDE = 160
 DISPLAY_SIDE = 480
 """Longest side of the frames sent to the page (the page shows them at most that large)."""
 BOUNDARY = "rdedge-frame"
+STATE_POLL_MS = 1000
+"""How often the page asks for the counters and the last verdicts (the frames themselves stream at their own rate,
+each drawn with its score and verdict): each poll costs the browser a request, a layout and a paint."""
 
 
 def check_display_fps(value: float | str) -> float:
@@ -84,27 +87,45 @@ def display_overlay(frame: np.ndarray, result: Any, side: int = DISPLAY_SIDE) ->
     if scale >= 1.0:
         return overlay(frame, result)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    small = cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(frame, (size[1], size[0]), interpolation=shrink_interpolation(scale))
     return overlay(small, dataclasses.replace(result, input_size=size, _full_map=None))
 
 
-def thumbnail(image: np.ndarray, result: Any, draw_map: bool, side: int = THUMBNAIL_SIDE) -> np.ndarray:
-    """A small BGR picture of a reject: ``image`` scaled to ``side``, with the heat map blended in when
-    ``draw_map`` (drawn at the small size: a reject costs a thumbnail, not a full-size overlay)."""
+def shrink_interpolation(scale: float) -> int:
+    """OpenCV's interpolation for shrinking a frame by ``scale`` (< 1) for the page: bilinear down to half size
+    (a 640 px frame drawn at 480 px: 0.2 ms where area averaging takes 2 ms of the cores inference needs), area
+    averaging below that, where bilinear would alias."""
+    return cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA
+
+
+def shrink(image: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """``image`` (BGR or grey) scaled to at most ``side`` pixels on its longest side, as BGR."""
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     h, w = image.shape[:2]
-    scale = side / max(h, w)
+    scale = min(1.0, side / max(h, w))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = cv2.resize(image[..., :3], size, interpolation=cv2.INTER_AREA)
-    if not draw_map or result.anomaly_map is None:
+    return cv2.resize(image[..., :3], size, interpolation=shrink_interpolation(scale))
+
+
+def blend_heat_map(small: np.ndarray, result: Any) -> np.ndarray:
+    """``small`` (a frame already at thumbnail size) with ``result``'s heat map blended in, drawn at that size."""
+    if result.anomaly_map is None:
         return small
-    amap = cv2.resize(result.anomaly_map, size, interpolation=cv2.INTER_LINEAR)
+    h, w = small.shape[:2]
+    amap = cv2.resize(result.anomaly_map, (w, h), interpolation=cv2.INTER_LINEAR)
     low = min(float(amap.min()), result.pixel_threshold)
     high = 2.0 * result.pixel_threshold - low
     heat = cv2.applyColorMap((np.clip((amap - low) / max(high - low, 1e-12), 0, 1) * 255).astype(np.uint8),
                              cv2.COLORMAP_JET)
     return cv2.addWeighted(heat, 0.45, small, 0.55, 0.0)
+
+
+def thumbnail(image: np.ndarray, result: Any, draw_map: bool, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """A small BGR picture of a reject: ``image`` scaled to ``side``, with the heat map blended in when
+    ``draw_map`` (drawn at the small size: a reject costs a thumbnail, not a full-size overlay)."""
+    small = shrink(image, side)
+    return blend_heat_map(small, result) if draw_map else small
 
 
 def jpeg(image: np.ndarray, quality: int = 80) -> bytes:
@@ -123,7 +144,20 @@ class Reject:
     frame_index: int
     score: float
     time: float
-    thumbnail: bytes
+    picture: np.ndarray
+    """The frame (or its overlay) already shrunk to thumbnail size, BGR."""
+    result: Any = None
+    """The frame's result while its heat map is still to be blended into ``picture`` (None: nothing to draw)."""
+    _jpeg: bytes | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def thumbnail(self) -> bytes:
+        """The thumbnail as JPEG, drawn and encoded when first asked for: on a fast line most rejects scroll off the
+        page unseen, and drawing them all would take the cores inference needs."""
+        if self._jpeg is None:
+            self._jpeg = jpeg(self.picture if self.result is None else blend_heat_map(self.picture, self.result))
+            self.result = None
+        return self._jpeg
 
 
 class LineView:
@@ -154,6 +188,8 @@ class LineView:
         self._frames: dict[int, tuple[int, bytes]] = {}  # source index -> (sequence number, JPEG)
         self._last: dict[int, dict[str, Any]] = {}
         self.counters = {"frames": 0, "rejects": 0, "dropped": 0, "reconnects": 0, "loops": 0}
+        self.served = {"frames": 0, "states": 0}
+        """What the pages were sent: MJPEG frames (all streams) and answers to ``/api/state``."""
         self._finished_counts = {"dropped": 0, "reconnects": 0}
         self.max_rejects = max_rejects
         # twice as many thumbnails kept as listed: a page loading the listed ones finds them though new rejects came
@@ -234,11 +270,13 @@ class LineView:
                              "threshold": result.threshold, "latency_ms": item.latency_ms}
             if result.is_anomaly:
                 self.counters["rejects"] += 1
-                thumb = drawn if drawn is not None else item.overlay
-                thumb = thumbnail(thumb if thumb is not None else item.frame, result, thumb is None)
+                drawn_already = drawn if drawn is not None else item.overlay
+                picture = shrink(drawn_already if drawn_already is not None else item.frame)
                 self.rejects.append(Reject(self.counters["rejects"], item.source_id, item.frame_index,
-                                           result.score, time.time(), jpeg(thumb)))
-            self._changed.notify_all()
+                                           result.score, time.time(), picture,
+                                           result if drawn_already is None else None))
+            if frame is not None:  # wake the pages' streams only for a new frame to send
+                self._changed.notify_all()
 
     # --- what the page reads and changes ------------------------------------------------------------------------
 
@@ -266,8 +304,10 @@ class LineView:
                     "seconds": round(time.monotonic() - self.started, 1)}
 
     def reject_thumbnail(self, number: int) -> bytes | None:
+        """Reject ``number``'s thumbnail as JPEG (None once it is no longer kept)."""
         with self._lock:
-            return next((r.thumbnail for r in self.rejects if r.number == number), None)
+            reject = next((r for r in self.rejects if r.number == number), None)
+        return None if reject is None else reject.thumbnail  # drawn outside the lock: the stream thread goes on
 
     def set_threshold(self, value: object) -> float:
         """Apply a new image threshold at once (the next frames use it) and log it.
@@ -318,6 +358,7 @@ class LineView:
             return HTMLResponse(render_page(self))
 
         async def state(request: Request) -> Response:
+            self.served["states"] += 1
             return JSONResponse(self.state())
 
         async def threshold(request: Request) -> Response:
@@ -360,6 +401,7 @@ class LineView:
                     if got is None:
                         continue
                     sequence, data = got
+                    self.served["frames"] += 1
                     yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n"
                            ).encode() + data + b"\r\n"
 
@@ -403,19 +445,29 @@ dropped <span id="dropped">0</span> reconnects <span id="reconnects">0</span></d
 <h2>Score one image</h2>
 <input id="upload" type="file" accept="image/*"> <span id="upload-result"></span><br><img id="upload-overlay" alt="">
 <script>
+// The page's own work runs on the cores inference needs when the browser is on the line PC: the state is polled
+// once every STATE_MS, and only what changed is written to the page (each write costs a layout and a paint).
+const STATE_MS = {STATE_POLL_MS};
+function put(id, value, asHtml) {{
+  const node = document.getElementById(id);
+  const key = String(value);
+  if (node.dataset.shown === key) return;
+  node.dataset.shown = key;
+  if (asHtml) node.innerHTML = key; else node.textContent = key;
+}}
 async function refresh() {{
   const s = await (await fetch("/api/state")).json();
-  document.getElementById("frames").textContent = s.counters.frames;
-  document.getElementById("rejects-count").textContent = s.counters.rejects;
-  document.getElementById("dropped").textContent = s.counters.dropped;
-  document.getElementById("reconnects").textContent = s.counters.reconnects;
-  document.getElementById("threshold-value").textContent = s.threshold.toPrecision(6);
-  document.getElementById("error").textContent = s.error || "";
+  put("frames", s.counters.frames);
+  put("rejects-count", s.counters.rejects);
+  put("dropped", s.counters.dropped);
+  put("reconnects", s.counters.reconnects);
+  put("threshold-value", s.threshold.toPrecision(6));
+  put("error", s.error || "");
   s.last.forEach((r, i) => {{
     if (!r) return;
     const v = r.is_anomaly ? "ANOMALY" : "OK";
-    document.getElementById("last-" + i).innerHTML =
-      `frame ${{r.frame_index}}: score ${{r.score.toPrecision(4)}} <span class="${{v}}">${{v}}</span>`;
+    put("last-" + i, `frame ${{r.frame_index}}: score ${{r.score.toPrecision(4)}} <span class="${{v}}">${{v}}</span>`,
+        true);
   }});
   const box = document.getElementById("rejects");
   const want = s.rejects.map(r => r.number).join(",");
@@ -445,7 +497,7 @@ document.getElementById("upload").onchange = async (event) => {{
   document.getElementById("upload-overlay").src = a.overlay;
 }};
 refresh();
-setInterval(refresh, 300);
+setInterval(refresh, STATE_MS);
 </script>
 </body></html>
 """

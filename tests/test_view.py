@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks.soak import bottle_frames, write_video
 from sdk import Detector
-from sdk.view import BOUNDARY, LineView
+from sdk.view import BOUNDARY, THUMBNAIL_SIDE, LineView, jpeg
 from tests.conftest import ARTIFACTS, wait_until
 from tests.triton_server import free_ports
 
@@ -82,6 +82,29 @@ def test_the_mjpeg_stream_sends_decodable_annotated_frames_of_the_model_size_or_
     sequence, _ = view.frame(0)
     later = view.frame(0, after=sequence, timeout=5)
     assert later is not None and later[0] > sequence  # the stream waits for a newer frame: none is sent twice
+    assert view.served["frames"] >= len(parts)  # what the pages were sent is counted
+
+
+def test_reject_thumbnails_are_drawn_when_first_asked_for_and_then_kept(tiny_onnx: Path, video: Path):
+    detector = Detector(tiny_onnx)
+    detector.threshold = -1e9  # every frame a reject
+    view = LineView(detector, video, loop=True).start()
+    try:
+        assert wait_until(lambda: view.counters["rejects"] >= 3, 20)
+    finally:
+        view.stop()
+    pending = [r for r in view.rejects if r.result is not None]
+    assert pending  # the frames not shown on the page: kept small and undrawn until a page asks for them
+    reject = pending[-1]
+    bare = cv2.imdecode(np.frombuffer(jpeg(reject.picture), np.uint8), cv2.IMREAD_COLOR)
+    data = view.reject_thumbnail(reject.number)
+    picture = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    side = max(cv2.VideoCapture(str(video)).read()[1].shape[:2])
+    assert picture is not None and max(picture.shape[:2]) == min(side, THUMBNAIL_SIDE)  # shrunk, never enlarged
+    assert np.abs(picture.astype(int) - bare.astype(int)).mean() > 1.0  # the heat map blended in on request
+    assert reject.result is None  # its result released once drawn
+    assert view.reject_thumbnail(reject.number) is data  # encoded once, then served as kept
+    assert view.reject_thumbnail(-1) is None  # not kept: None, the route answers 404
 
 
 def test_the_view_scores_every_frame_but_sends_at_most_its_display_rate(tiny_onnx: Path, video: Path):
