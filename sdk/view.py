@@ -121,13 +121,6 @@ def blend_heat_map(small: np.ndarray, result: Any) -> np.ndarray:
     return cv2.addWeighted(heat, 0.45, small, 0.55, 0.0)
 
 
-def thumbnail(image: np.ndarray, result: Any, draw_map: bool, side: int = THUMBNAIL_SIDE) -> np.ndarray:
-    """A small BGR picture of a reject: ``image`` scaled to ``side``, with the heat map blended in when
-    ``draw_map`` (drawn at the small size: a reject costs a thumbnail, not a full-size overlay)."""
-    small = shrink(image, side)
-    return blend_heat_map(small, result) if draw_map else small
-
-
 def jpeg(image: np.ndarray, quality: int = 80) -> bytes:
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
