@@ -42,7 +42,8 @@ logger = logging.getLogger("rdedge.view")
 MAX_REJECTS = 8
 DISPLAY_FPS = 10.0
 """Frames per second the page is sent at most, per source: every frame is scored and counted, but only this many
-are drawn and JPEG-encoded (plus every reject), so that watching does not take the cores inference needs."""
+are drawn and JPEG-encoded (a reject is only shrunk, and drawn when a page asks for its thumbnail), so that
+watching does not take the cores inference needs."""
 THUMBNAIL_SIDE = 160
 DISPLAY_SIDE = 480
 """Longest side of the frames sent to the page (the page shows them at most that large)."""
@@ -112,13 +113,11 @@ def blend_heat_map(small: np.ndarray, result: Any) -> np.ndarray:
     """``small`` (a frame already at thumbnail size) with ``result``'s heat map blended in, drawn at that size."""
     if result.anomaly_map is None:
         return small
+    from .visualize import blend_heat
+
     h, w = small.shape[:2]
-    amap = cv2.resize(result.anomaly_map, (w, h), interpolation=cv2.INTER_LINEAR)
-    low = min(float(amap.min()), result.pixel_threshold)
-    high = 2.0 * result.pixel_threshold - low
-    heat = cv2.applyColorMap((np.clip((amap - low) / max(high - low, 1e-12), 0, 1) * 255).astype(np.uint8),
-                             cv2.COLORMAP_JET)
-    return cv2.addWeighted(heat, 0.45, small, 0.55, 0.0)
+    return blend_heat(small, cv2.resize(result.anomaly_map, (w, h), interpolation=cv2.INTER_LINEAR),
+                      result.pixel_threshold)
 
 
 def jpeg(image: np.ndarray, quality: int = 80) -> bytes:

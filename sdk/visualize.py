@@ -9,6 +9,16 @@ from .image import to_rgb_uint8
 from .result import Result
 
 
+def blend_heat(base: np.ndarray, amap: np.ndarray, pixel_threshold: float, alpha: float = 0.45) -> np.ndarray:
+    """``amap`` (the size of ``base``, a BGR uint8 image) as a JET heat map blended over ``base``, its colour scale
+    centred on ``pixel_threshold`` (the map's minimum blue, the threshold green-yellow, as far above it red)."""
+    low = min(float(amap.min()), pixel_threshold)
+    high = 2.0 * pixel_threshold - low
+    scaled = np.clip((amap - low) / max(high - low, 1e-12), 0.0, 1.0)
+    heat = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.addWeighted(heat, alpha, base, 1.0 - alpha, 0.0)
+
+
 def overlay(image: np.ndarray, result: Result, *, rgb: bool = False, alpha: float = 0.45) -> np.ndarray:
     """Draw the anomaly map as a JET heat map over the image, outline the mask, and write score and verdict.
 
@@ -27,12 +37,7 @@ def overlay(image: np.ndarray, result: Result, *, rgb: bool = False, alpha: floa
     """
     base = cv2.cvtColor(to_rgb_uint8(image, rgb=rgb), cv2.COLOR_RGB2BGR)
     h, w = base.shape[:2]
-    amap = result.anomaly_map_at_input_size()
-    low = min(float(amap.min()), result.pixel_threshold)
-    high = 2.0 * result.pixel_threshold - low
-    scaled = np.clip((amap - low) / max(high - low, 1e-12), 0.0, 1.0)
-    heat = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    out = cv2.addWeighted(heat, alpha, base, 1.0 - alpha, 0.0)
+    out = blend_heat(base, result.anomaly_map_at_input_size(), result.pixel_threshold, alpha)
     contours, _ = cv2.findContours(result.mask_at_input_size().astype(np.uint8), cv2.RETR_EXTERNAL,
                                    cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(out, contours, -1, (0, 0, 255), max(1, round(min(h, w) / 200)))
