@@ -175,7 +175,7 @@ def test_int8_table_names_runs_by_the_accuracy_layout_and_reports_the_worst_drop
     other run by its model), drops signed FP32 minus INT8 with n/a where a set has no masks, the worst one stated."""
     import argparse
 
-    from benchmarks.int8_accuracy import describe, markdown, run_folders
+    from benchmarks.int8_accuracy import ROBUST_NOISE, describe, markdown, run_folders
 
     runs = tmp_path / "accuracy"
     for folder in ("bottle/rd4ad", "bottle/drd-epochs=30", "elpv-mono/reason", "tire/rd4ad"):
@@ -209,11 +209,13 @@ def test_int8_table_names_runs_by_the_accuracy_layout_and_reports_the_worst_drop
     assert "| -0.001 / n/a | - | - | 60 / 1 |" in table
     assert "- elpv:mono / reason / recipe: `node_Conv_1`" in table
     assert "| 0.910 → 0.900 | - |" in table  # a row stored before the good-score criterion
-    measured = row("tire/rd4ad", (0.88, 0.99), (0.87, 0.99))
+    measured = {**row("tire/rd4ad", (0.88, 0.99), (0.87, 0.99)), **ROBUST_NOISE}
     measured["selection"]["good_score_noise"] = 0.25
     assert "| 0.250 ✗ |" in markdown([measured], argparse.Namespace(calib_images=256))  # above the bound 0.2
     regated = {**measured, "selection": {**measured["selection"], "good_score_noise": 0.125}, "regated": True}
     assert "| 0.125* |" in markdown([regated], argparse.Namespace(calib_images=256))
+    older = {k: v for k, v in regated.items() if k != "good_score_noise_scale"}  # over the plain std, before
+    assert "| 0.125*‡ |" in markdown([older], argparse.Namespace(calib_images=256))
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")

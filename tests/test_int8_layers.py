@@ -13,12 +13,15 @@ import pytest
 from onnx import numpy_helper
 
 from export.int8_layers import (
+    MAX_GOOD_SCORE_NOISE,
     NoPassingLayerChoice,
     Outputs,
     choose_fp32_layers,
     gate,
+    good_score_noise,
     keep_fp32,
     quantized_layers,
+    robust_spread,
     run_on_cpu,
 )
 from export.precision import quantize_int8
@@ -149,7 +152,7 @@ def test_the_gate_fails_noise_on_good_scores_that_saturated_aurocs_and_ranks_do_
     fp32, _, selection = quantized
     measured = run_on_cpu(fp32, selection.images)
     good = selection.labels == 0
-    spread = float(measured.scores[good].std())
+    spread = robust_spread(measured.scores[good])
     easy = measured.scores.copy()
     easy[~good] = measured.scores[good].max() + 100 * spread + measured.scores[~good]  # every defect far above
     reference = Outputs(measured.maps, easy)
@@ -168,3 +171,24 @@ def test_the_gate_fails_noise_on_good_scores_that_saturated_aurocs_and_ranks_do_
     quiet = gate(with_noise(0.1), reference, selection)
     assert quiet.good_score_noise == pytest.approx(0.1, rel=1e-3) and quiet.passed
     assert "good-score noise 0.500" in noisy.summary()
+
+
+def test_good_score_noise_is_measured_against_the_typical_good_parts_not_a_few_odd_ones():
+    """A few good images scored like defects (KolektorSDD has such strips) inflate the standard deviation of the good
+    scores many times over; INT8 noise that moves the typical good part by its whole spread must still fail the gate."""
+    rng = np.random.default_rng(0)
+    typical = 0.35 + 0.025 * rng.standard_normal(24)
+    good = np.concatenate([typical, [1.55, 1.72, 1.75, 1.79]])  # four odd good images, std ≈ 15x the typical spread
+    labels = np.zeros(len(good), dtype=np.int64)
+    reference = Outputs(np.zeros((len(good), 2, 2), np.float32), good)
+    moved = Outputs(reference.maps, good + 0.025 * rng.standard_normal(len(good)))  # one typical spread of noise
+    assert np.std(moved.scores - good) / np.std(good) < 0.2  # against the plain std it would look harmless
+    assert robust_spread(typical) == pytest.approx(0.025, rel=0.35)
+    assert robust_spread(good) < 1.5 * robust_spread(typical)  # four odd values of 28 barely move the robust spread
+    assert good_score_noise(moved, reference, labels) > MAX_GOOD_SCORE_NOISE
+    quiet = Outputs(reference.maps, good + 0.1 * 0.025 * rng.standard_normal(len(good)))
+    assert good_score_noise(quiet, reference, labels) < MAX_GOOD_SCORE_NOISE
+    flat = np.full(5, 0.4)  # MAD and std 0: no spread to compare with
+    assert robust_spread(np.array([0.4, 0.4, 0.4, 0.9])) == pytest.approx(np.std([0.4, 0.4, 0.4, 0.9]))
+    assert good_score_noise(Outputs(np.zeros((5, 2, 2)), flat + 1), Outputs(np.zeros((5, 2, 2)), flat),
+                            np.zeros(5)) == 0.0
