@@ -276,14 +276,23 @@ def test_every_method_exports_with_parity_and_runs_in_the_detector(method_run, b
         assert all(r.score > float(r.anomaly_map.max()) for r in results)  # (1 + v) · max
 
 
-def test_every_method_exports_int8_that_the_cpu_rewrite_runs_unchanged(method_run, tmp_path: Path):
-    """INT8 export of each method: symmetric, and the SDK's CPU rewrite computes exactly what the file says."""
+def test_every_method_exports_int8_that_the_cpu_rewrite_runs_unchanged(method_run, tmp_path: Path, monkeypatch):
+    """INT8 export of each method: symmetric, and the SDK's CPU rewrite computes exactly what the file says.
+
+    Which layers the gate keeps FP32 on these few-step, 128-px models is not what this test is about (the gate has its
+    own tests): its good-score criterion is lifted so that every method's graph keeps its INT8 patterns to fold."""
+    import functools
+    import math
+
+    from export import int8_layers
     from export.onnx import export_onnx
     from export.tensorrt import count_nonzero_zero_points
     from sdk import Detector
     from sdk.datasets import load_model_dataset
     from tests.int8_checks import rewrite_exactly
 
+    monkeypatch.setattr(int8_layers, "choose_fp32_layers",
+                        functools.partial(int8_layers.choose_fp32_layers, max_good_score_noise=math.inf))
     method, run, _ = method_run
     report = export_onnx(run, tmp_path / "int8.onnx", precision="int8", check_images=2, calib_images=8)
     assert count_nonzero_zero_points(report.path) == 0
