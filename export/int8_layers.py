@@ -40,7 +40,7 @@ import onnx
 
 from sdk.backends.cpu_int8 import remove_unused_initializers, rewrite_for_cpu_int8_kernels
 from sdk.contract import INPUT_NAME, OUTPUT_MAP, OUTPUT_SCORE
-from sdk.metadata import MAD_TO_STD
+from sdk.metadata import mad_scale
 from train.selection import SelectionSet
 
 from .precision import remove_dead_qdq
@@ -151,7 +151,7 @@ def robust_spread(values: np.ndarray) -> float:
     """1.4826 · median absolute deviation: the standard deviation of normal data, unmoved by a few odd values (the
     scale of the threshold rule, :data:`sdk.metadata.MEDIAN_MAD`); the standard deviation where the MAD is 0."""
     values = np.asarray(values, dtype=np.float64)
-    scale = MAD_TO_STD * float(np.median(np.abs(values - np.median(values))))
+    scale = mad_scale(values.tolist())
     return scale if scale > 0 else float(np.std(values))
 
 

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,12 +48,18 @@ def _mean_std(values: list[float], what: str) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def _median_scale(values: list[float], std: float) -> tuple[float, float]:
-    """Median and robust scale (1.4826 · MAD) of values checked by :func:`_mean_std`; their standard deviation
-    ``std`` as scale where more than half the values are equal (MAD 0)."""
+def mad_scale(values: Sequence[float]) -> float:
+    """1.4826 · median absolute deviation of ``values``: their standard deviation where they are normal, unmoved by
+    a few odd ones; 0.0 where more than half of them are equal."""
     median = statistics.median(values)
-    scale = MAD_TO_STD * statistics.median(abs(v - median) for v in values)
-    return median, scale if scale > 0 else std
+    return MAD_TO_STD * statistics.median(abs(v - median) for v in values)
+
+
+def _median_scale(values: list[float], std: float) -> tuple[float, float]:
+    """Median and robust scale (:func:`mad_scale`) of values checked by :func:`_mean_std`; their standard deviation
+    ``std`` as scale where more than half the values are equal (MAD 0)."""
+    scale = mad_scale(values)
+    return statistics.median(values), scale if scale > 0 else std
 
 
 @dataclass(frozen=True)
