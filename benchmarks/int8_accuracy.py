@@ -88,7 +88,7 @@ def run_row(run_dir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
         "fp32": evaluate(fp32, "onnxruntime"),
         "int8": evaluate(report.path, "onnxruntime"),
         "n_fp32": layers["n_fp32"], "n_int8": layers["n_int8"], "fp32_layers": layers["fp32_layers"],
-        "selection": {k: layers["gate"][k] for k in SELECTION_KEYS}, **ROBUST_NOISE,
+        **selection_fields(layers.get("gates", {"onnxruntime": layers["gate"]})), **ROBUST_NOISE,
         "export_seconds": sum(report.checks["export_seconds"].values()),
         "mb": {"fp32": fp32.stat().st_size / 1e6, "int8": report.path.stat().st_size / 1e6},
     }
@@ -97,13 +97,22 @@ def run_row(run_dir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     return [row]
 
 
+def selection_fields(gates: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A row's record of the gate: ``selection`` (ONNX Runtime's, the reference) and ``selection_openvino`` where
+    the export gated in OpenVINO too (:func:`export.int8_layers.gate_runtimes`)."""
+    fields = {"selection": {k: gates["onnxruntime"][k] for k in SELECTION_KEYS}}
+    if "openvino" in gates:
+        fields["selection_openvino"] = {k: gates["openvino"][k] for k in SELECTION_KEYS}
+    return fields
+
+
 def regate_row(row: dict[str, Any]) -> list[dict[str, Any]]:
     """The current gate (:func:`export.int8_layers.gate`) on a stored row's written FP32 and INT8 files, without
     exporting again: what a row exported before a gate criterion existed measures under it now (the selection set is
     rebuilt exactly as the export builds it). Test images are not read."""
     import onnx
 
-    from export.int8_layers import gate, run_on_cpu
+    from export.int8_layers import RUNNERS, gate, gate_runtimes, run_on_cpu
     from sdk import Detector
     from sdk.datasets import load_model_dataset, load_prepared
     from train.selection import SelectionSet
@@ -113,9 +122,12 @@ def regate_row(row: dict[str, Any]) -> list[dict[str, Any]]:
     dataset = load_model_dataset(metadata, model_path=run_dir / "model_int8.onnx")
     selection = SelectionSet.from_good(load_prepared(dataset.validation, metadata.image_size, progress=False),
                                        metadata.training.get("seed", 0))
-    result = gate(run_on_cpu(onnx.load(run_dir / "model_int8.onnx"), selection.images),
-                  run_on_cpu(onnx.load(run_dir / "model.onnx"), selection.images), selection)
-    return [{**row, "selection": {k: getattr(result, k) for k in SELECTION_KEYS}, "regated": True, **ROBUST_NOISE}]
+    int8, reference = onnx.load(run_dir / "model_int8.onnx"), run_on_cpu(onnx.load(run_dir / "model.onnx"),
+                                                                          selection.images)
+    gates = {runtime: gate(RUNNERS[runtime](int8, selection.images), reference, selection)
+             for runtime in gate_runtimes()}
+    return [{**row, **selection_fields({runtime: {**vars(result), "passed": result.passed}
+                                        for runtime, result in gates.items()}), "regated": True, **ROBUST_NOISE}]
 
 
 def drop(row: dict[str, Any], key: str, metric: str) -> float | None:
@@ -148,9 +160,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "Reproduce: `python -m benchmarks.int8_accuracy` (all runs; `--sets`, `--run RUN_DIR`).",
         "",
         "| set | method | change | size | FP32 image / pixel | INT8 ORT image / pixel | Δ ORT | INT8 OpenVINO "
-        "image / pixel | Δ OpenVINO | layers INT8 / FP32 | gate: selection image AUROC FP32 → INT8 | good-score noise "
-        "| export s | "
-        "MB FP32 → INT8 |",
+        "image / pixel | Δ OpenVINO | layers INT8 / FP32 | gate: selection image AUROC FP32 → INT8 | good-score "
+        "noise ORT / OpenVINO | export s | MB FP32 → INT8 |",
         "|---|---|---|---|---|---|---|---|---|---:|---|---:|---:|---|",
     ]
     for r in rows:
@@ -168,7 +179,9 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines += ["", "Δ: FP32 minus INT8 (positive: INT8 lost that much). Good-score noise: how far INT8 moves the "
               "held-out good images' scores, in units of their robust spread, 1.4826 MAD (the gate accepts at most "
               f"{MAX_GOOD_SCORE_NOISE}, a bound fixed a priori from the 0.005 target: "
-              "`export.int8_layers.MAX_GOOD_SCORE_NOISE`; ✗: above it). A value marked * was measured with "
+              "`export.int8_layers.MAX_GOOD_SCORE_NOISE`; ✗: above it), in ONNX Runtime, then in OpenVINO where the "
+              "export gated the file there too (since 2026-11-30, when OpenVINO is installed; a single value: "
+              "ONNX Runtime only). A value marked * was measured with "
               "`--regate` on files exported before that criterion existed: where it is within the bound, the export "
               "chooses the same layers today (the gate only became stricter: every split that failed still fails). "
               "A value marked ‡ is over the good scores' plain standard deviation, the gate's unit until "
@@ -186,12 +199,13 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
 
 
 def noise_cell(row: dict[str, Any]) -> str:
-    noise = row["selection"].get("good_score_noise")
-    if noise is None:
+    """ONNX Runtime's good-score noise, then OpenVINO's where the row has it, with the marks the table explains."""
+    noises = [row[key].get("good_score_noise") for key in ("selection", "selection_openvino") if key in row]
+    if noises[0] is None:
         return "-"
     robust = row.get("good_score_noise_scale") == ROBUST_NOISE["good_score_noise_scale"]
-    return (f"{noise:.3f}" + ("*" if row.get("regated") else "") + ("" if robust else "‡")
-            + (" ✗" if noise > MAX_GOOD_SCORE_NOISE else ""))
+    return (" / ".join(f"{noise:.3f}" for noise in noises) + ("*" if row.get("regated") else "")
+            + ("" if robust else "‡") + (" ✗" if max(noises) > MAX_GOOD_SCORE_NOISE else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

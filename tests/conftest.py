@@ -122,15 +122,20 @@ def tiny_onnx(tiny_run) -> Path:
 
 @pytest.fixture(scope="session")
 def precision_models(tiny_run) -> dict[str, Path]:
-    """The tiny run exported at each precision: FP32, FP16 and INT8 (calibrated on 13 good images)."""
+    """The tiny run exported at each precision: FP32, FP16 and INT8 (calibrated on 13 good images).
+
+    Its INT8 gate runs in ONNX Runtime only: the tiny model's selection set has three good images, where one rank
+    flipped by OpenVINO's rounding moves the image AUROC by 0.11 and keeps nearly every layer FP32, and the tests of
+    this file are about the INT8 graph's structure. The gate in both runtimes has its own tests
+    (test_int8_layers)."""
+    from export import int8_layers
     from export.onnx import export_onnx
 
     run, report = tiny_run
-    return {
-        "fp32": report.path,
-        "fp16": export_onnx(run, precision="fp16", check_images=4).path,
-        "int8": export_onnx(run, precision="int8", check_images=4, calib_images=13).path,  # not a multiple of 8
-    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(int8_layers, "gate_runtimes", lambda: ["onnxruntime"])
+        int8 = export_onnx(run, precision="int8", check_images=4, calib_images=13).path  # not a multiple of 8
+    return {"fp32": report.path, "fp16": export_onnx(run, precision="fp16", check_images=4).path, "int8": int8}
 
 
 WIDE_SIZE = "160x64"

@@ -216,6 +216,9 @@ def test_int8_table_names_runs_by_the_accuracy_layout_and_reports_the_worst_drop
     assert "| 0.125* |" in markdown([regated], argparse.Namespace(calib_images=256))
     older = {k: v for k, v in regated.items() if k != "good_score_noise_scale"}  # over the plain std, before
     assert "| 0.125*‡ |" in markdown([older], argparse.Namespace(calib_images=256))
+    both = {**measured, "selection": {**measured["selection"], "good_score_noise": 0.15},
+            "selection_openvino": {**measured["selection"], "good_score_noise": 0.27}}
+    assert "| 0.150 / 0.270 ✗ |" in markdown([both], argparse.Namespace(calib_images=256))  # OpenVINO's fails
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")

@@ -89,7 +89,24 @@ def test_int8_qdq_is_symmetric_per_channel_and_spares_the_post_processing(precis
     layers = meta.checks["int8_fp32_layers"]  # what the gate on held-out good images with synthetic defects decided
     assert layers["gate"]["passed"] and layers["n_int8"] > 30 and layers["n_fp32"] == len(layers["fp32_layers"])
     assert layers["gate"]["image_auroc"] >= layers["gate"]["image_auroc_fp32"] - layers["gate"]["max_auroc_drop"]
+    assert layers["gates"] == {"onnxruntime": layers["gate"]}  # the fixture gates in ONNX Runtime only
     assert meta.checks["reduced_precision"]["map_correlation_vs_fp32"] > 0.5  # reported, and sane
+
+
+def test_the_int8_gate_runs_a_graph_in_openvino_exactly_as_the_detector_does(precision_models, bottle_images):
+    """The gate's OpenVINO runner (export.int8_layers.run_on_openvino) and Detector(backend="openvino") compute the
+    same maps and scores from the written INT8 file: what the export gated is what the line runs."""
+    from export.int8_layers import run_on_openvino
+    from sdk.image import prepare_image
+
+    path = precision_models["int8"]
+    with Detector(path, backend="openvino") as detector:
+        results = detector.predict_batch(list(bottle_images.values()))
+        size = detector.image_size
+    images = np.stack([prepare_image(image, size) for image in bottle_images.values()])
+    gated = run_on_openvino(onnx.load(path), images)
+    np.testing.assert_array_equal(gated.scores, [r.score for r in results])
+    np.testing.assert_array_equal(gated.maps, np.stack([r.anomaly_map for r in results]))
 
 
 def test_reduced_precisions_score_real_images_like_fp32(precision_models, bottle_images):

@@ -69,11 +69,12 @@ def run(args: argparse.Namespace) -> int:
               f"training images ({checks['calibration_method']})")
     layers = checks.get("int8_fp32_layers")
     if layers:
-        gate = layers["gate"]
         print(f"    int8: {layers['n_int8']} layers INT8, {layers['n_fp32']} kept FP32 (the most sensitive); gate on "
-              f"held-out good images with synthetic defects: image AUROC {gate['image_auroc']:.4f} (FP32 "
-              f"{gate['image_auroc_fp32']:.4f}), pixel AUROC {gate['pixel_auroc']:.4f} (FP32 "
-              f"{gate['pixel_auroc_fp32']:.4f}), score rank correlation {gate['score_rank_correlation']:.3f}")
+              f"held-out good images with synthetic defects:")
+        for runtime, gate in layers.get("gates", {"onnxruntime": layers["gate"]}).items():
+            print(f"      {runtime}: image AUROC {gate['image_auroc']:.4f} (FP32 {gate['image_auroc_fp32']:.4f}), "
+                  f"pixel AUROC {gate['pixel_auroc']:.4f} (FP32 {gate['pixel_auroc_fp32']:.4f}), score rank "
+                  f"correlation {gate['score_rank_correlation']:.3f}, good-score noise {gate['good_score_noise']:.3f}")
     calibration = report.metadata.calibration
     print(f"  thresholds: image {calibration.threshold:.5g}, pixel {calibration.pixel:.5g} ({calibration.source})")
     stages = checks.get("export_seconds", {})

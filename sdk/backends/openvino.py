@@ -62,6 +62,20 @@ def supports(core: Any, device: str, key: str) -> bool:
         return False
 
 
+def compile_properties(core: Any, device: str = "CPU", *, threads: int = 0, performance_hint: str = "LATENCY",
+                       inference_precision: str = "f32", config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The properties ``compile_model`` gets for ``device`` (see :class:`OpenVinoBackend` for each argument): one
+    place, so that the INT8 export's gate (:func:`export.int8_layers.run_on_openvino`) runs a graph exactly as the
+    backend does."""
+    properties: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint}
+    if supports(core, device, "INFERENCE_PRECISION_HINT"):  # NPUs compute in their own precision
+        properties["INFERENCE_PRECISION_HINT"] = inference_precision
+    if threads:
+        properties["INFERENCE_NUM_THREADS"] = threads
+    properties.update(config or {})
+    return properties
+
+
 class OpenVinoBackend(Backend):
     """Run an rdedge graph (``.onnx`` or OpenVINO IR ``.xml``) with OpenVINO.
 
@@ -111,12 +125,8 @@ class OpenVinoBackend(Backend):
         graph_size = (shape[1].get_length(), shape[2].get_length()) if static else None
         check_graph_signature(self.path, [port.get_any_name() for port in model.inputs],
                               [port.get_any_name() for port in model.outputs], graph_size, self.metadata)
-        properties: dict[str, Any] = {"PERFORMANCE_HINT": performance_hint}
-        if supports(core, device, "INFERENCE_PRECISION_HINT"):  # NPUs compute in their own precision
-            properties["INFERENCE_PRECISION_HINT"] = inference_precision
-        if threads:
-            properties["INFERENCE_NUM_THREADS"] = threads
-        properties.update(config or {})
+        properties = compile_properties(core, device, threads=threads, performance_hint=performance_hint,
+                                        inference_precision=inference_precision, config=config)
         self.device = device
         try:
             self.compiled = core.compile_model(model, device, properties)
