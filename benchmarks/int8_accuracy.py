@@ -126,8 +126,8 @@ def regate_row(row: dict[str, Any]) -> list[dict[str, Any]]:
                                                                           selection.images)
     gates = {runtime: gate(RUNNERS[runtime](int8, selection.images), reference, selection)
              for runtime in gate_runtimes()}
-    return [{**row, **selection_fields({runtime: {**vars(result), "passed": result.passed}
-                                        for runtime, result in gates.items()}), "regated": True, **ROBUST_NOISE}]
+    return [{**row, **selection_fields({runtime: result.as_record() for runtime, result in gates.items()}),
+             "regated": True, **ROBUST_NOISE}]
 
 
 def drop(row: dict[str, Any], key: str, metric: str) -> float | None:

@@ -245,6 +245,10 @@ class GateResult:
                 and self.score_rank_correlation >= self.min_score_rank_correlation
                 and self.good_score_noise <= self.max_good_score_noise)
 
+    def as_record(self) -> dict[str, Any]:
+        """Every field and ``passed``, JSON-ready (a model's ``checks`` and the benchmark rows keep this)."""
+        return {**asdict(self), "passed": self.passed}
+
     def summary(self) -> str:
         return (f"image AUROC {self.image_auroc:.4f} (FP32 {self.image_auroc_fp32:.4f}), pixel AUROC "
                 f"{self.pixel_auroc:.4f} (FP32 {self.pixel_auroc_fp32:.4f}), score rank correlation "
@@ -313,7 +317,7 @@ class LayerChoice:
     def as_checks(self) -> dict[str, Any]:
         """A JSON-ready record for the model's metadata (``gate``: the first runtime's, as before OpenVINO was
         gated; ``gates``: every runtime's)."""
-        gates = {runtime: {**asdict(result), "passed": result.passed} for runtime, result in self.gates.items()}
+        gates = {runtime: result.as_record() for runtime, result in self.gates.items()}
         return {"n_fp32": len(self.fp32_layers), "n_int8": self.n_quantized, "fp32_layers": self.fp32_layers,
                 "gate": next(iter(gates.values())), "gates": gates,
                 "sensitivity": {k: round(v, 5) for k, v in self.sensitivity.items()}, "tried": self.tried}
