@@ -88,6 +88,7 @@ def run_row(run_dir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
         "fp32": evaluate(fp32, "onnxruntime"),
         "int8": evaluate(report.path, "onnxruntime"),
         "n_fp32": layers["n_fp32"], "n_int8": layers["n_int8"], "fp32_layers": layers["fp32_layers"],
+        "fp32_layer_weights": layers.get("fp32_layer_weights", "fp32"),
         **selection_fields(layers.get("gates", {"onnxruntime": layers["gate"]})), **ROBUST_NOISE,
         "export_seconds": sum(report.checks["export_seconds"].values()),
         "mb": {"fp32": fp32.stat().st_size / 1e6, "int8": report.path.stat().st_size / 1e6},
@@ -174,7 +175,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"{f(drop(r, 'int8', 'image_auroc'), True)} / {f(drop(r, 'int8', 'pixel_auroc'), True)} | "
             + (f"{f(ov['image_auroc'])} / {f(ov['pixel_auroc'])} | {f(drop(r, 'int8_openvino', 'image_auroc'), True)}"
                f" / {f(drop(r, 'int8_openvino', 'pixel_auroc'), True)} | " if ov else "- | - | ")
-            + f"{r['n_int8']} / {r['n_fp32']} | {sel['image_auroc_fp32']:.3f} → {sel['image_auroc']:.3f} | "
+            + f"{r['n_int8']} / {r['n_fp32']}{weights_mark(r)} | "
+            f"{sel['image_auroc_fp32']:.3f} → {sel['image_auroc']:.3f} | "
             f"{noise_cell(r)} | {r['export_seconds']:.0f} | {r['mb']['fp32']:.1f} → {r['mb']['int8']:.1f} |")
     lines += ["", "Δ: FP32 minus INT8 (positive: INT8 lost that much). Good-score noise: how far INT8 moves the "
               "held-out good images' scores, in units of their robust spread, 1.4826 MAD (the gate accepts at most "
@@ -187,7 +189,9 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
               "A value marked ‡ is over the good scores' plain standard deviation, the gate's unit until "
               "2026-11-30, which a few odd good images inflate (KolektorSDD DRD: 0.114 against 0.935 over the "
               "robust spread); those runs' files are not kept to re-measure, and today's export may keep more of "
-              "their layers FP32.",
+              "their layers FP32. (FP16 weights), (INT8 weights): the FP32 layers' weights are stored that way (since "
+              "2026-12-01 the export gates the chosen split again with its FP32 layers' weights INT8, then FP16, "
+              "and writes the first that passes; `export.int8_layers.keep_fp32`).",
               "", "Layers kept FP32, most sensitive first:", ""]
     for r in rows:
         if r["fp32_layers"]:
@@ -196,6 +200,13 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     if not any(r["fp32_layers"] for r in rows):
         lines.append("- none: every model passed the gate with its whole network in INT8.")
     return "\n".join(lines) + "\n"
+
+
+def weights_mark(row: dict[str, Any]) -> str:
+    """Where the row's FP32 layers store smaller weights (``keep_fp32``'s ``weights``): `` (FP16 weights)`` or
+    `` (INT8 weights)``; else nothing."""
+    weights = row.get("fp32_layer_weights", "fp32")
+    return f" ({weights.upper()} weights)" if weights != "fp32" and row["n_fp32"] else ""
 
 
 def noise_cell(row: dict[str, Any]) -> str:

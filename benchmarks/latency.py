@@ -91,16 +91,22 @@ def collect_rows(jobs: Iterable[Callable[[], list[dict[str, Any]]]],
         out: Markdown file.
         store: A JSON file of the table's rows. When given, the table is the stored rows with each new row
             replacing the stored one of the same ``key`` (appended otherwise), and the store is rewritten with the
-            table after each job: a run of one set or one ablation adds to the table instead of replacing it.
+            table after each job: a run of one set or one ablation adds to the table instead of replacing it. The
+            store is read again after each job (a job takes up to an hour), so rows written meanwhile are kept.
         key: The fields that name a row in ``store``.
 
     Returns:
         The table's rows (the new ones, merged into the stored ones when ``store`` is given).
     """
-    rows: list[dict[str, Any]] = json.loads(Path(store).read_text()) if store and Path(store).exists() else []
+    def stored() -> list[dict[str, Any]]:  # read again after each job: keeps what changed the store meanwhile
+        return json.loads(Path(store).read_text()) if store and Path(store).exists() else []
+
+    rows = stored()
     started = time.perf_counter()
     for job in jobs:
         new = job()
+        if store:
+            rows = stored()
         for row in new:
             print(json.dumps(row), flush=True)
             rows = merge_row(rows, row, key) if store else [*rows, row]

@@ -55,6 +55,21 @@ def test_collect_rows_with_a_store_replaces_rows_of_the_same_key_and_keeps_the_o
     assert json.loads(store.read_text()) == rows and len(rows) == 3
 
 
+def test_collect_rows_keeps_what_changed_the_store_while_a_job_ran(tmp_path: Path, capsys):
+    """A training job runs for up to an hour; a note added to another row of the store meanwhile survives it."""
+    out, store = tmp_path / "table.md", tmp_path / "rows.json"
+    store.write_text(json.dumps([{"set": "a", "auroc": 0.5}]))
+
+    def slow_job():
+        rows = json.loads(store.read_text())  # someone annotates row a while this job trains
+        store.write_text(json.dumps([{**rows[0], "timing_note": "paused"}]))
+        return [{"set": "b", "auroc": 0.9}]
+
+    rows = collect_rows([slow_job], lambda rows: f"{len(rows)}\n", out, store=store, key=("set",))
+    assert rows == [{"set": "a", "auroc": 0.5, "timing_note": "paused"}, {"set": "b", "auroc": 0.9}]
+    assert json.loads(store.read_text()) == rows
+
+
 @pytest.mark.parametrize("module", ["accuracy", "nonsquare", "methods", "runtimes", "ort_tuning", "peers",
                                     "int8_accuracy"])
 def test_benchmark_commands_have_help(module: str):

@@ -3,6 +3,7 @@ real bottle model and real bottle images."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from pathlib import Path
@@ -26,6 +27,7 @@ from export.int8_layers import (
     quantized_layers,
     robust_spread,
     run_on_cpu,
+    weight_only_layers,
 )
 from export.precision import quantize_int8
 from sdk.datasets import load_model_dataset, load_prepared
@@ -110,6 +112,55 @@ def test_one_layer_kept_fp32_reads_fp32_inputs_and_weights_and_the_rest_stays_in
     assert int8_weights(edited) == int8_weights(int8) - 1  # only its INT8 weight went
 
 
+def middle_conv(int8: onnx.ModelProto) -> onnx.NodeProto:
+    """A convolution in the middle of the network's quantized layers."""
+    layers = quantized_layers(int8)
+    convs = [n for n in int8.graph.node if n.name in set(layers) and n.op_type == "Conv"]
+    return convs[len(convs) // 2]
+
+
+@pytest.mark.parametrize("weights", ["int8", "fp16"])
+def test_a_layer_kept_fp32_with_smaller_weights_reads_fp32_activations(quantized, weights):
+    """INT8 weights (weight-only INT8: the weight stays behind its DequantizeLinear) or FP16 ones (cast to FP32): the
+    layer computes in FP32 on FP32 activations and its weight takes a quarter or half of its FP32 bytes in the file;
+    both CPU runtimes run it, close to FP32 weights (FP16 far closer than INT8)."""
+    fp32, int8, selection = quantized
+    layers = quantized_layers(int8)
+    target = middle_conv(int8)
+    edited = keep_fp32(int8, fp32, [target.name], weights=weights)
+    full = keep_fp32(int8, fp32, [target.name])
+    assert quantized_layers(edited) == [n for n in layers if n != target.name]
+    assert weight_only_layers(edited) == ([target.name] if weights == "int8" else [])
+    assert weight_only_layers(full) == weight_only_layers(int8) == []
+    producers = {o: n for n in edited.graph.node for o in n.output}
+    node = next(n for n in edited.graph.node if n.name == target.name)
+    assert node.input[0] not in producers or producers[node.input[0]].op_type != "DequantizeLinear"
+    reader = producers[node.input[1]]
+    assert reader.op_type == {"int8": "DequantizeLinear", "fp16": "Cast"}[weights]
+    stored = next(i for i in edited.graph.initializer if i.name == reader.input[0])
+    assert stored.data_type == {"int8": onnx.TensorProto.INT8, "fp16": onnx.TensorProto.FLOAT16}[weights]
+    n = int(np.prod(stored.dims))
+    saved = len(full.SerializeToString()) - len(edited.SerializeToString())
+    assert saved > {"int8": 2.9, "fp16": 1.9}[weights] * n  # of 4 bytes a weight (INT8: its scales stay)
+    if weights == "fp16":
+        original = next(i for i in fp32.graph.initializer if i.name == next(
+            x for x in fp32.graph.node if x.name == target.name).input[1])
+        np.testing.assert_array_equal(numpy_helper.to_array(stored),
+                                      numpy_helper.to_array(original).astype(np.float16))
+    # numbers: every layer FP32 (one layer's output would still feed INT8 quantizers, whose rounding steps hide the
+    # weights' own rounding): FP16 weights stay within 0.1 % of FP32 weights' maps, INT8 weights within 5 %
+    everything = keep_fp32(int8, fp32, layers, weights=weights)
+    reference = run_on_cpu(keep_fp32(int8, fp32, layers), selection.images)
+    tolerance = {"int8": 0.05, "fp16": 0.002}[weights]
+    for runtime, run in RUNNERS.items():
+        ours = run(everything, selection.images)
+        error = np.abs(ours.maps - reference.maps).max() / np.abs(reference.maps).max()
+        assert error < tolerance and (weights == "fp16" or error > 0.005), (runtime, error)
+        np.testing.assert_allclose(ours.scores, reference.scores, rtol=tolerance, err_msg=runtime)
+    with pytest.raises(ValueError, match="weights"):
+        keep_fp32(int8, fp32, [target.name], weights="int4")
+
+
 def test_gate_passes_the_fp32_outputs_and_fails_scores_that_rank_parts_differently(quantized):
     fp32, _, selection = quantized
     reference = run_on_cpu(fp32, selection.images)
@@ -147,6 +198,59 @@ def test_the_sweep_keeps_the_most_sensitive_layers_fp32_until_the_gate_passes(qu
     assert len(choice.fp32_layers) == 1 or (fewer and not fewer[0]["passed"])  # the fewest that pass
     with pytest.raises(NoPassingLayerChoice, match="0 layers FP32"):
         choose_fp32_layers(int8, fp32, selection, min_score_rank_correlation=1.5)
+
+
+def coarse_int8_weight(int8: onnx.ModelProto, fp32: onnx.ModelProto, layer: str, factor: float = 64.0
+                       ) -> onnx.ModelProto:
+    """A copy of the INT8 graph whose ``layer`` has an INT8 weight ``factor`` times coarser than calibrated (its
+    per-channel scales times ``factor``, the FP32 weight rounded again): a layer whose INT8 weight cannot stand in
+    for its FP32 one, whatever its activations."""
+    model = copy.deepcopy(int8)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    initializers = {i.name: i for i in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.name == layer)
+    dq = producers[node.input[1]]
+    original = next(n for n in fp32.graph.node if n.name == layer).input[1]
+    weight = numpy_helper.to_array(next(i for i in fp32.graph.initializer if i.name == original))
+    scale = numpy_helper.to_array(initializers[dq.input[1]]).astype(np.float32) * factor
+    rounded = np.clip(np.round(weight / scale.reshape(-1, *[1] * (weight.ndim - 1))), -127, 127).astype(np.int8)
+    initializers[dq.input[0]].CopyFrom(numpy_helper.from_array(rounded, dq.input[0]))
+    initializers[dq.input[1]].CopyFrom(numpy_helper.from_array(scale, dq.input[1]))
+    return model
+
+
+def test_the_split_stores_its_fp32_layers_weights_in_the_smallest_format_that_passes_the_gate_too(quantized):
+    """After the fewest FP32 layers are found, the same split is gated with their weights smaller (FP16 by default;
+    here INT8 first, then FP16); the first that passes is written, else FP32 weights. The split is the same either
+    way. One of its layers given an INT8 weight far coarser than calibrated fails the INT8 attempt."""
+    fp32, int8, selection = quantized
+    everything = gate(run_on_cpu(int8, selection.images), run_on_cpu(fp32, selection.images), selection)
+    strict = {"min_score_rank_correlation": (1.0 + everything.score_rank_correlation) / 2,
+              "runtimes": ["onnxruntime"]}
+    _, plain = choose_fp32_layers(int8, fp32, selection, **strict)
+    assert [t["weights"] for t in plain.tried if t["n_fp32"] == len(plain.fp32_layers)] == ["fp32", "fp16"]
+    target = plain.fp32_layers[0]
+    coarse = coarse_int8_weight(int8, fp32, target)
+    only_int8, fallback = choose_fp32_layers(coarse, fp32, selection, smaller_weights=["int8"], **strict)
+    k = len(fallback.fp32_layers)
+    assert target in fallback.fp32_layers and fallback.gate.passed and k
+    assert [(t["weights"], t["passed"]) for t in fallback.tried if t["n_fp32"] == k] == [("fp32", True),
+                                                                                          ("int8", False)]
+    assert fallback.weights == "fp32" == fallback.as_checks()["fp32_layer_weights"]
+    node = next(n for n in only_int8.graph.node if n.name == target)
+    assert next(i for i in only_int8.graph.initializer if i.name == node.input[1]).data_type == onnx.TensorProto.FLOAT
+
+    graph, choice = choose_fp32_layers(coarse, fp32, selection, smaller_weights=["int8", "fp16"], **strict)
+    assert choice.fp32_layers == fallback.fp32_layers
+    attempts = {t["weights"]: t["passed"] for t in choice.tried if t["n_fp32"] == k}
+    assert list(attempts) == ["fp32", "int8", "fp16"] and not attempts["int8"]
+    assert choice.weights == ("fp16" if attempts["fp16"] else "fp32") == choice.as_checks()["fp32_layer_weights"]
+    assert weight_only_layers(graph) == [] and quantized_layers(graph) == [
+        n for n in quantized_layers(int8) if n not in set(choice.fp32_layers)]
+    again = gate(run_on_cpu(graph, selection.images), run_on_cpu(fp32, selection.images), selection,
+                 min_score_rank_correlation=strict["min_score_rank_correlation"])  # the written graph is the gated one
+    assert again.passed and again.score_rank_correlation == pytest.approx(choice.gate.score_rank_correlation)
+    assert again.good_score_noise == pytest.approx(choice.gate.good_score_noise)
 
 
 def test_the_gate_fails_noise_on_good_scores_that_saturated_aurocs_and_ranks_do_not_see(quantized):

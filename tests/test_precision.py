@@ -173,6 +173,35 @@ print(json.dumps({{"path": str(path), "precision": meta.precision, "batches": [i
                      f"export.tensorrt.build_engine: {report['plan_bytes']} bytes")
 
 
+@pytest.mark.parametrize("weights", ["int8", "fp16"])
+def test_tensorrt_rtx_parses_and_builds_layers_kept_fp32_with_smaller_weights(precision_models, weights, tmp_path):
+    """Layers kept FP32 with INT8 weights behind their DequantizeLinear, or FP16 weights cast to FP32 (what the export
+    writes for its FP32 layers when the gate passes that too), through ``build_engine``'s strongly typed path on
+    TensorRT-RTX. A parse/build check of the graph form, not of TensorRT's numerics."""
+    from export.int8_layers import keep_fp32, quantized_layers, weight_only_layers
+
+    int8 = onnx.load(precision_models["int8"])
+    fp32 = onnx.load(precision_models["fp32"])
+    ops = {n.name: n.op_type for n in int8.graph.node}
+    chosen = [n for n in quantized_layers(int8) if ops[n] in ("Conv", "ConvTranspose")][::7]
+    edited = keep_fp32(int8, fp32, chosen, weights=weights)
+    assert {ops[n] for n in chosen} == {"Conv", "ConvTranspose"} and not set(chosen) & set(quantized_layers(edited))
+    assert (set(chosen) <= set(weight_only_layers(edited))) == (weights == "int8")
+    path = tmp_path / "model_int8.onnx"
+    onnx.save(edited, path)
+    report = run_with_tensorrt_rtx(f"""
+import json, tensorrt_rtx
+from export.tensorrt import build_engine
+from sdk.backends.engine_file import read_engine_header
+path = build_engine({str(path)!r}, None, max_batch=2, tensorrt=tensorrt_rtx,
+                    gpu=("none (TensorRT-RTX CPU build check)", "0.0"))
+meta, info, offset = read_engine_header(path)
+print(json.dumps({{"precision": meta.precision, "typed": info.strongly_typed,
+                  "plan_bytes": path.stat().st_size - offset}}))
+""")
+    assert report["precision"] == "int8" and report["typed"] and report["plan_bytes"] > 100_000
+
+
 def test_fp32_pinning_finds_the_parsed_post_processing_and_spares_shape_arithmetic(precision_models):
     """TensorRT 10.x's flags path pins layers by the ONNX scope names, as TensorRT's ONNX parser names them."""
     report = run_with_tensorrt_rtx(f"""

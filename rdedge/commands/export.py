@@ -69,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
               f"training images ({checks['calibration_method']})")
     layers = checks.get("int8_fp32_layers")
     if layers:
-        print(f"    int8: {layers['n_int8']} layers INT8, {layers['n_fp32']} kept FP32 (the most sensitive); gate on "
-              f"held-out good images with synthetic defects:")
+        stored = layers.get("fp32_layer_weights", "fp32")
+        weights = f" with {stored.upper()} weights" if stored != "fp32" and layers["n_fp32"] else ""
+        print(f"    int8: {layers['n_int8']} layers INT8, {layers['n_fp32']} kept FP32{weights} (the most sensitive); "
+              f"gate on held-out good images with synthetic defects:")
         for runtime, gate in layers.get("gates", {"onnxruntime": layers["gate"]}).items():
             print(f"      {runtime}: image AUROC {gate['image_auroc']:.4f} (FP32 {gate['image_auroc_fp32']:.4f}), "
                   f"pixel AUROC {gate['pixel_auroc']:.4f} (FP32 {gate['pixel_auroc_fp32']:.4f}), score rank "
