@@ -89,6 +89,7 @@ def run_row(run_dir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
         "int8": evaluate(report.path, "onnxruntime"),
         "n_fp32": layers["n_fp32"], "n_int8": layers["n_int8"], "fp32_layers": layers["fp32_layers"],
         "fp32_layer_weights": layers.get("fp32_layer_weights", "fp32"),
+        "weight_attempts": weight_attempts(layers),
         **selection_fields(layers.get("gates", {"onnxruntime": layers["gate"]})), **ROBUST_NOISE,
         "export_seconds": sum(report.checks["export_seconds"].values()),
         "mb": {"fp32": fp32.stat().st_size / 1e6, "int8": report.path.stat().st_size / 1e6},
@@ -189,9 +190,9 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
               "A value marked ‡ is over the good scores' plain standard deviation, the gate's unit until "
               "2026-11-30, which a few odd good images inflate (KolektorSDD DRD: 0.114 against 0.935 over the "
               "robust spread); those runs' files are not kept to re-measure, and today's export may keep more of "
-              "their layers FP32. (FP16 weights), (INT8 weights): the FP32 layers' weights are stored that way (since "
-              "2026-12-01 the export gates the chosen split again with its FP32 layers' weights INT8, then FP16, "
-              "and writes the first that passes; `export.int8_layers.keep_fp32`).",
+              "their layers FP32. (FP16 weights): the FP32 layers' weights are stored in FP16, each cast to FP32 "
+              "(since 2026-12-01 the export gates the chosen split again with FP16 weights and writes that file if "
+              "it passes too; `export.int8_layers.SMALLER_WEIGHTS`).",
               "", "Layers kept FP32, most sensitive first:", ""]
     for r in rows:
         if r["fp32_layers"]:
@@ -200,6 +201,14 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     if not any(r["fp32_layers"] for r in rows):
         lines.append("- none: every model passed the gate with its whole network in INT8.")
     return "\n".join(lines) + "\n"
+
+
+def weight_attempts(layers: dict[str, Any]) -> list[dict[str, Any]]:
+    """The gate runs of the chosen split with each weight format it tried (FP32, then the smaller ones): passed and
+    the good-score noise in each runtime."""
+    return [{"weights": t.get("weights", "fp32"), "passed": t["passed"],
+             "good_score_noise": {runtime: g["good_score_noise"] for runtime, g in t.get("gates", {}).items()}}
+            for t in layers.get("tried", []) if t["n_fp32"] == layers["n_fp32"]]
 
 
 def weights_mark(row: dict[str, Any]) -> str:

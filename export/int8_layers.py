@@ -153,10 +153,10 @@ def weight_only_layers(model: onnx.ModelProto) -> list[str]:
 WEIGHT_FORMATS = ("int8", "fp16", "fp32")
 """How :func:`keep_fp32` can store the weights of the layers it takes out of INT8, smallest file first."""
 SMALLER_WEIGHTS = ("fp16",)
-"""What :func:`choose_fp32_layers` tries for the FP32 layers' weights before FP32, in order. Not INT8: with the
-chosen split's layers reading INT8 weights, the good scores moved by 0.31 robust spreads on ELPV DRD and 0.36 on
-KolektorSDD DRD (FP32 weights: 0.03 and 0.16), and both failed the gate; an attempt costs a gate run in every
-runtime."""
+"""What :func:`choose_fp32_layers` tries for the FP32 layers' weights before FP32, in order. Not INT8: in a trial
+export (2026-12-01) that tried INT8 weights first, the chosen split's layers reading INT8 weights moved the good
+scores by 0.31 robust spreads on ELPV DRD and 0.36 on KolektorSDD DRD (FP32 weights: 0.03 and 0.16), and both
+failed the gate; an attempt costs a gate run in every runtime."""
 
 
 def keep_fp32(int8: onnx.ModelProto, fp32: onnx.ModelProto, names: Collection[str],
@@ -169,7 +169,9 @@ def keep_fp32(int8: onnx.ModelProto, fp32: onnx.ModelProto, names: Collection[st
     * ``fp32``: the FP32 graph's own tensors (the INT8 graph was quantized from it: same node names, same input
       order);
     * ``fp16``: those tensors stored as FP16, each read through a ``Cast`` to FP32 (half their size in the file;
-      the layer computes in FP32 with weights rounded to FP16, a relative error of at most 2⁻¹¹);
+      the layer computes in FP32 with weights rounded to FP16, a relative error of at most 2⁻¹¹ for weights of
+      normal FP16 magnitude; one beyond FP16's range would become inf, and the gate would fail that graph). A
+      weight shared by several layers, or already cast by an earlier call, is cast once;
     * ``int8``: the INT8 weights they already read through their ``DequantizeLinear`` (weight-only INT8: a quarter
       of their FP32 size; rounded per channel to 1/127 of the largest weight).
 
@@ -207,10 +209,14 @@ def keep_fp32(int8: onnx.ModelProto, fp32: onnx.ModelProto, names: Collection[st
                     continue
                 original = fp32_nodes[node.name].input[k]
                 if weights == "fp16":
+                    cast_output = f"{original}_fp16_as_fp32"
+                    if cast_output in producers:  # cast by an earlier keep_fp32 of this graph
+                        node.input[k] = cast_output
+                        continue
                     if original not in casts:
                         half = numpy_helper.to_array(fp32_initializers[original]).astype(np.float16)
                         graph.initializer.append(numpy_helper.from_array(half, f"{original}_fp16"))
-                        casts[original] = helper.make_node("Cast", [f"{original}_fp16"], [f"{original}_fp16_as_fp32"],
+                        casts[original] = helper.make_node("Cast", [f"{original}_fp16"], [cast_output],
                                                            name=f"{original}_fp16_cast", to=onnx.TensorProto.FLOAT)
                     node.input[k] = casts[original].output[0]
                     continue
@@ -435,6 +441,9 @@ def choose_fp32_layers(int8: onnx.ModelProto, fp32: onnx.ModelProto, selection: 
     """
     from tqdm.auto import tqdm
 
+    unknown = [w for w in smaller_weights if w not in WEIGHT_FORMATS[:-1]]
+    if unknown:  # before the sweep, which takes minutes
+        raise ValueError(f"smaller_weights must be among {WEIGHT_FORMATS[:-1]}, got {unknown}")
     runtimes = list(runtimes or gate_runtimes())
     layers = quantized_layers(int8)
     reference = run_on_cpu(fp32, selection.images)

@@ -234,6 +234,24 @@ def test_int8_table_names_runs_by_the_accuracy_layout_and_reports_the_worst_drop
     both = {**measured, "selection": {**measured["selection"], "good_score_noise": 0.15},
             "selection_openvino": {**measured["selection"], "good_score_noise": 0.27}}
     assert "| 0.150 / 0.270 ✗ |" in markdown([both], argparse.Namespace(calib_images=256))  # OpenVINO's fails
+    half = {**row("elpv-mono/reason", (0.947, None), (0.948, None), kept=("node_Conv_1",)),
+            "fp32_layer_weights": "fp16"}
+    assert "| 60 / 1 (FP16 weights) |" in markdown([half], argparse.Namespace(calib_images=256))
+
+
+def test_int8_rows_keep_the_chosen_splits_gate_runs_with_each_weight_format():
+    from benchmarks.int8_accuracy import weight_attempts
+
+    def run(k, weights, passed, noise):
+        return {"n_fp32": k, "weights": weights, "passed": passed,
+                "gates": {"onnxruntime": {"good_score_noise": noise}, "openvino": {"good_score_noise": 2 * noise}}}
+
+    layers = {"n_fp32": 2, "tried": [run(0, "fp32", False, 0.9), run(2, "fp32", True, 0.05),
+                                     run(1, "fp32", False, 0.4), run(2, "fp16", False, 0.3)]}
+    assert weight_attempts(layers) == [
+        {"weights": "fp32", "passed": True, "good_score_noise": {"onnxruntime": 0.05, "openvino": 0.1}},
+        {"weights": "fp16", "passed": False, "good_score_noise": {"onnxruntime": 0.3, "openvino": 0.6}}]
+    assert weight_attempts({"n_fp32": 0}) == []
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
