@@ -22,8 +22,9 @@ test image:
    (:func:`output_error`).
 4. **Fewest FP32 layers that pass**: the most sensitive first, their number doubled, then bisected, so a
    100-layer network needs about a dozen gate runs.
-5. **Their weights in FP16 if that holds too**: the chosen split is gated again with its FP32 layers reading FP16
-   weights (each cast to FP32: half their bytes in the file); written if it passes, else their FP32 weights. The
+5. **Their weights in FP16 if that holds too**: where their FP32 weights are at least a tenth of the file
+   (:data:`MIN_WEIGHT_SHARE`), the chosen split is gated again with its FP32 layers reading FP16 weights (each
+   cast to FP32: half their bytes in the file); written if it passes, else their FP32 weights. The
    split is the same either way; only the file shrinks. Not INT8 weights (weight-only INT8, which
    :func:`keep_fp32` can write): the sensitive layers are as sensitive to their weights' rounding as to their
    activations' (see :data:`SMALLER_WEIGHTS`).
@@ -157,6 +158,10 @@ SMALLER_WEIGHTS = ("fp16",)
 export (2026-12-01) that tried INT8 weights first, the chosen split's layers reading INT8 weights moved the good
 scores by 0.31 robust spreads on ELPV DRD and 0.36 on KolektorSDD DRD (FP32 weights: 0.03 and 0.16), and both
 failed the gate; an attempt costs a gate run in every runtime."""
+MIN_WEIGHT_SHARE = 0.1
+"""Smaller weights are tried only when the FP32 layers' FP32 weights make at least this share of the file: every
+rounding adds noise, and one that saves a few kilobytes is not worth any (tire RD++ keeps its stem convolutions
+FP32: 4.6 KB of a 4.1 MB file)."""
 
 
 def keep_fp32(int8: onnx.ModelProto, fp32: onnx.ModelProto, names: Collection[str],
@@ -233,6 +238,15 @@ def keep_fp32(int8: onnx.ModelProto, fp32: onnx.ModelProto, names: Collection[st
     remove_dead_qdq(graph)
     remove_unused_initializers(model)
     return model
+
+
+def fp32_weight_share(model: onnx.ModelProto, layers: Collection[str]) -> float:
+    """The share of the serialized graph's bytes that the named layers' FP32 weight initializers take."""
+    wanted = set(layers)
+    read = {name for node in model.graph.node if node.name in wanted for name in node.input}
+    weights = sum(len(i.SerializeToString()) for i in model.graph.initializer
+                  if i.name in read and i.data_type == onnx.TensorProto.FLOAT and len(i.dims) > 1)
+    return weights / len(model.SerializeToString())
 
 
 def output_error(outputs: Outputs, reference: Outputs) -> float:
@@ -417,6 +431,7 @@ def choose_fp32_layers(int8: onnx.ModelProto, fp32: onnx.ModelProto, selection: 
                        min_score_rank_correlation: float = MIN_SCORE_RANK_CORRELATION,
                        max_good_score_noise: float = MAX_GOOD_SCORE_NOISE,
                        runtimes: Sequence[str] | None = None, smaller_weights: Sequence[str] = SMALLER_WEIGHTS,
+                       min_weight_share: float = MIN_WEIGHT_SHARE,
                        ) -> tuple[onnx.ModelProto, LayerChoice]:
     """The INT8 graph with the fewest layers in FP32 that passes the gate in every runtime (see the module text).
 
@@ -432,6 +447,7 @@ def choose_fp32_layers(int8: onnx.ModelProto, fp32: onnx.ModelProto, selection: 
             ONNX Runtime.
         smaller_weights: Weight formats (:data:`WEIGHT_FORMATS`) the chosen split's FP32 layers try, in order,
             before their FP32 weights.
+        min_weight_share: Try them only when the FP32 layers' weights are at least this share of the file's bytes.
 
     Returns:
         ``(graph, choice)``.
@@ -494,6 +510,8 @@ def choose_fp32_layers(int8: onnx.ModelProto, fp32: onnx.ModelProto, selection: 
         else:
             failing = middle
     # the same split with its FP32 layers' weights smaller, where that passes too
+    if fp32_weight_share(graphs[passing, "fp32"][0], ranked[:passing]) < min_weight_share:
+        smaller_weights = ()
     weights = next((w for w in smaller_weights if attempt(ranked, passing, w)), "fp32")
     graph, results = graphs[passing, weights]
     return graph, LayerChoice(ranked[:passing], len(layers) - passing, results, weights, sensitivity, tried)

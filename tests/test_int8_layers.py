@@ -21,6 +21,7 @@ from export.int8_layers import (
     NoPassingLayerChoice,
     Outputs,
     choose_fp32_layers,
+    fp32_weight_share,
     gate,
     gate_runtimes,
     good_score_noise,
@@ -269,7 +270,8 @@ def test_the_split_stores_its_fp32_layers_weights_in_the_smallest_format_that_pa
     weight still fails the gate, its FP16 one passes."""
     fp32, int8, selection = quantized
     assert SMALLER_WEIGHTS == ("fp16",)
-    ranks_only = {"max_auroc_drop": 1.0, "max_good_score_noise": math.inf, "runtimes": ["onnxruntime"]}
+    ranks_only = {"max_auroc_drop": 1.0, "max_good_score_noise": math.inf, "runtimes": ["onnxruntime"],
+                  "min_weight_share": 0.0}  # the tiny model's few FP32 layers weigh little in its file
     target = middle_conv(int8).name
     coarse = coarse_int8_weight(int8, fp32, target)
     with pytest.raises(ValueError, match="smaller_weights"):  # refused before the minutes of the sweep
@@ -298,6 +300,13 @@ def test_the_split_stores_its_fp32_layers_weights_in_the_smallest_format_that_pa
     node = next(n for n in with_fp32.graph.node if n.name == target)
     assert next(i for i in with_fp32.graph.initializer if i.name == node.input[1]).data_type == onnx.TensorProto.FLOAT
     assert len(with_fp32.SerializeToString()) > len(written.SerializeToString())
+    share = fp32_weight_share(with_fp32, fallback.fp32_layers)
+    assert 0 < share < 1 and fp32_weight_share(with_fp32, []) == 0.0
+    assert share < fp32_weight_share(keep_fp32(int8, fp32, quantized_layers(int8)), quantized_layers(int8))
+    # a saving below min_weight_share is not worth FP16's rounding: not even tried
+    _, light = choose_fp32_layers(coarse, fp32, selection, **{**ranks_only, "min_weight_share": share * 1.01})
+    assert light.fp32_layers == choice.fp32_layers and light.weights == "fp32"
+    assert [t["weights"] for t in light.tried if t["n_fp32"] == k] == ["fp32"]
 
 
 def test_the_gate_fails_noise_on_good_scores_that_saturated_aurocs_and_ranks_do_not_see(quantized):
