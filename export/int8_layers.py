@@ -376,9 +376,9 @@ class LayerChoice:
     Attributes:
         fp32_layers: Layers kept in FP32, most sensitive first.
         n_quantized: Layers left in INT8.
+        gates: ``{runtime: gate}`` of the written graph in every runtime it was gated in (each passed).
         weights: How the FP32 layers' weights are stored (:data:`WEIGHT_FORMATS`, see :func:`keep_fp32`): the
             smallest with which the same split passed the gate too.
-        gates: ``{runtime: gate}`` of the written graph in every runtime it was gated in (each passed).
         sensitivity: ``{layer: output error with that layer alone in INT8}``, most sensitive first (empty when
             the all-INT8 graph passed and no sweep ran).
         tried: ``[{"n_fp32": k, "passed": ..., "image_auroc": ..., ...}]`` for every gate run, in order: the first
@@ -509,10 +509,9 @@ def choose_fp32_layers(int8: onnx.ModelProto, fp32: onnx.ModelProto, selection: 
             passing = middle
         else:
             failing = middle
-    # the same split with its FP32 layers' weights smaller, where that passes too
-    if fp32_weight_share(graphs[passing, "fp32"][0], ranked[:passing]) < min_weight_share:
-        smaller_weights = ()
-    weights = next((w for w in smaller_weights if attempt(ranked, passing, w)), "fp32")
+    # the same split with its FP32 layers' weights smaller, where they weigh enough and that passes too
+    worth_it = fp32_weight_share(graphs[passing, "fp32"][0], ranked[:passing]) >= min_weight_share
+    weights = next((w for w in smaller_weights if worth_it and attempt(ranked, passing, w)), "fp32")
     graph, results = graphs[passing, weights]
     return graph, LayerChoice(ranked[:passing], len(layers) - passing, results, weights, sensitivity, tried)
 
