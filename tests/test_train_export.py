@@ -31,6 +31,9 @@ def test_checkpoint_loads_with_weights_only_and_carries_metadata(tiny_run):
     assert len(meta.weights_sha256) == 64
     assert any(k.startswith("teacher.") for k in payload["state_dict"])
     assert json.loads((run / "train_log.json").read_text())["method"] == "rd4ad"
+    hardware = meta.training["hardware"]  # what a bit-for-bit comparison of two runs must match
+    assert hardware["cpu"] and hardware["threads"] == torch.get_num_threads()
+    assert hardware["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and "gpu" not in hardware
 
 
 def test_training_loss_decreases_on_real_images(tiny_run):

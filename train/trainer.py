@@ -140,6 +140,31 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+def training_hardware(device: torch.device) -> dict[str, object]:
+    """Where a run trained: the processor, the kernels PyTorch picked for it and its threads (and the GPU on CUDA).
+
+    Floating-point results of a long training depend on these (vectorised kernels sum in different orders), so two
+    runs with the same seed are comparable bit for bit only on the same hardware.
+    """
+    hardware: dict[str, object] = {
+        "cpu": cpu_model_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        hardware["gpu"] = torch.cuda.get_device_name(device)
+    return hardware
+
+
+def cpu_model_name() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux), else what :func:`platform.processor` says."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
 def resolve_image_size(value: object, samples: Sequence[Sample], max_read: int = 64) -> ImageSize:
     """The run's input size: a fixed size as given, or ``auto`` / ``auto:N`` fitted to the training images.
 
@@ -335,6 +360,7 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
             "optimiser_steps": epochs * steps_per_epoch,
             "train_seconds": round(train_seconds, 2),
             "seconds_per_epoch": round(train_seconds / epochs, 3),
+            "hardware": training_hardware(device),
             "loss_history": [round(v, 6) for v in history],
             "validation_scores": [round(float(v), 6) for v in val_scores],
         },
