@@ -18,7 +18,7 @@ import torch
 
 from train.checkpoint import load_checkpoint
 from train.config import TrainConfig
-from train.resume import TRAIN_STATE, ResumeError, TrainingInterrupted
+from train.resume import TRAIN_STATE, ResumeError, TrainingInterrupted, check_settings
 from train.trainer import TrainingStep, train
 
 from .conftest import REPO, wait_until
@@ -45,14 +45,15 @@ def interrupt_at_step(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
     monkeypatch.setattr(TrainingStep, "__call__", counted)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(("method", "feature_norm"), [(m, "none") for m in METHODS] + [("rd4ad", "standardize")])
 def test_a_run_interrupted_and_resumed_ends_with_the_weights_of_an_uninterrupted_one(bottle_subset: Path,
-                                                                                      tmp_path: Path, method: str):
-    whole = tiny_config(bottle_subset, tmp_path / "whole", method)
+                                                                                      tmp_path: Path, method: str,
+                                                                                      feature_norm: str):
+    whole = replace(tiny_config(bottle_subset, tmp_path / "whole", method), feature_norm=feature_norm)
     train(whole, progress=False)
     expected, expected_state = load_checkpoint(whole.out)
 
-    split = tiny_config(bottle_subset, tmp_path / "split", method)
+    split = replace(tiny_config(bottle_subset, tmp_path / "split", method), feature_norm=feature_norm)
     with pytest.MonkeyPatch.context() as patch:
         interrupt_at_step(patch, 4)  # epoch 1 is 2 steps: the interruption falls in epoch 2, after one of its steps
         with pytest.raises(TrainingInterrupted, match=r"epoch 2/3; the first 1 epoch\(s\) are kept .*--resume"):
@@ -89,6 +90,8 @@ def test_resuming_is_refused_with_other_settings_and_a_fresh_start_never_overwri
         train(replace(config, seed=1), progress=False, resume=True)
     with pytest.raises(ResumeError, match="image_size: '64' then, '96' now"):
         train(replace(config, image_size=96), progress=False, resume=True)
+    with pytest.raises(ResumeError, match="feature_norm: 'none' then, 'standardize' now"):
+        train(replace(config, feature_norm="standardize"), progress=False, resume=True)
     assert (Path(config.out) / TRAIN_STATE).read_bytes() == before  # refusals touch nothing
     moved = replace(config, out=str(tmp_path / "moved"), epochs=2)  # a moved folder resumes; epochs may change
     shutil.move(config.out, moved.out)
@@ -136,3 +139,11 @@ def test_ctrl_c_on_the_command_keeps_the_last_complete_epoch_and_resume_finishes
     log = json.loads((out / "train_log.json").read_text())["training"]
     assert log["resumed_from_epoch"] == kept and len(log["loss_history"]) == kept + 1
     assert not (out / TRAIN_STATE).exists()
+
+
+def test_a_state_file_from_before_a_setting_existed_resumes_with_that_settings_old_behaviour(tmp_path: Path):
+    path = tmp_path / TRAIN_STATE
+    older = {"seed": 0}  # written before feature_norm existed: it trained on raw features
+    check_settings(older, {"seed": 0, "feature_norm": "none"}, path)
+    with pytest.raises(ResumeError, match="feature_norm: 'none' then, 'standardize' now"):
+        check_settings(older, {"seed": 0, "feature_norm": "standardize"}, path)

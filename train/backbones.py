@@ -86,7 +86,7 @@ def get_teacher_spec(name: str) -> TeacherSpec:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(TEACHERS))}") from None
 
 
-def build_teacher(name: str, weights: WeightsArg = None, *, pretrained: bool = True) -> nn.Module:
+def build_teacher(name: str, weights: WeightsArg = None, *, pretrained: bool = True) -> Teacher:
     """Build a frozen teacher in eval mode.
 
     Args:
@@ -109,12 +109,40 @@ def build_teacher(name: str, weights: WeightsArg = None, *, pretrained: bool = T
 # --------------------------------------------------------------------------------------------------- ResNets
 
 
-class ResNetTeacher(nn.Module):
-    """torchvision ResNet stem and ``layer1``..``layer3`` (``layer4`` and ``fc`` dropped: RD never uses them).
+class Teacher(nn.Module):
+    """What every teacher offers: ``forward_stem`` and ``forward_stages`` (``forward`` = both), so that a method can
+    perturb stem features (REASON), and an optional :class:`~train.components.feature_norm.FeatureStandardizer`
+    applied to the three feature maps (``feature_norm``; None: raw features, the papers').
 
-    Every teacher offers ``forward_stem`` and ``forward_stages`` (``forward`` = both), so that a method can perturb
-    stem features (REASON).
+    Subclasses implement ``forward_stem`` and ``raw_stages``.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feature_norm: nn.Module | None = None
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def raw_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The three feature maps of stem features, before ``feature_norm``."""
+        raise NotImplementedError
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The three feature maps of stem features, standardised when ``feature_norm`` is set."""
+        features = self.raw_stages(x)
+        return features if self.feature_norm is None else self.feature_norm(features)
+
+    def raw_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The three feature maps of normalised images, before ``feature_norm`` (to fit it)."""
+        return self.raw_stages(self.forward_stem(x))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_stages(self.forward_stem(x))
+
+
+class ResNetTeacher(Teacher):
+    """torchvision ResNet stem and ``layer1``..``layer3`` (``layer4`` and ``fc`` dropped: RD never uses them)."""
 
     def __init__(self, resnet: nn.Module) -> None:
         super().__init__()
@@ -125,14 +153,11 @@ class ResNetTeacher(nn.Module):
         """Stem: conv 7x7 s2 → BN → ReLU → max-pool (stride 4, 64 channels)."""
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def raw_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``layer1``..``layer3`` on stem features."""
         f1 = self.layer1(x)
         f2 = self.layer2(f1)
         return [f1, f2, self.layer3(f2)]
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.forward_stages(self.forward_stem(x))
 
 
 def resolve_weights_file(filename: str, weights: WeightsArg) -> Path:
@@ -237,7 +262,7 @@ def _freeze_same_padding(module: nn.Module) -> None:
             _freeze_same_padding(child)
 
 
-class EfficientNetTeacher(nn.Module):
+class EfficientNetTeacher(Teacher):
     """timm EfficientNet stem and blocks up to stride 16; features after blocks 1, 2 and 4 (24, 40, 112 channels).
 
     These are the stage outputs timm's ``features_only`` gives at strides 4, 8 and 16. They are linear-bottleneck
@@ -257,7 +282,7 @@ class EfficientNetTeacher(nn.Module):
         """Everything before the first feature stage: stem conv, BN and block 0 (stride 2, 16 channels)."""
         return self.blocks[0](self.bn1(self.conv_stem(x)))
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def raw_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Blocks 1..4 on stem features, returning the three feature maps."""
         features = []
         for i, block in enumerate(self.blocks):
@@ -267,9 +292,6 @@ class EfficientNetTeacher(nn.Module):
             if i in self.FEATURE_BLOCKS:
                 features.append(x)
         return features
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.forward_stages(self.forward_stem(x))
 
 
 def _lite_source_role(key: str) -> tuple[str, int, str]:

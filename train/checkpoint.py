@@ -22,6 +22,7 @@ from sdk.fileio import atomic_path, resolve_run_file
 from sdk.metadata import ModelMetadata
 
 from .backbones import build_teacher, get_teacher_spec
+from .components.feature_norm import FeatureStandardizer
 from .graph import DetectorGraph
 from .methods import get_method
 from .model import ReverseDistillationNet
@@ -95,7 +96,10 @@ def build_graph_from_checkpoint(
     method = get_method(metadata.method, **metadata.training.get("method_options", {}))
     # The teacher is built without ImageNet weights only because the checkpoint's copy is loaded right below
     # (strict=True, so any missing tensor is an error, never a silently random layer).
-    net = method.build(spec, build_teacher(metadata.backbone, pretrained=False))
+    teacher = build_teacher(metadata.backbone, pretrained=False)
+    if metadata.training.get("feature_norm", "none") != "none":
+        teacher.feature_norm = FeatureStandardizer(spec.channels)  # its statistics are in the state dict
+    net = method.build(spec, teacher)
     net.load_state_dict(state, strict=True)
     if weights_sha256(net.state_dict()) != metadata.weights_sha256:
         raise CheckpointError(f"{path}: weights do not match the hash recorded in the checkpoint (corrupt file?)")

@@ -46,6 +46,9 @@ class TrainConfig:
             The recipe's head (strides 8 and 16, mean of the top 0.1 %) was chosen on held-out good images with
             synthetic defects, never on test images (``benchmarks/results/scores.md``); ``--map-strides 4,8,16
             --image-score max`` is the papers' head.
+        feature_norm: ``none`` (the papers: raw teacher features) or ``standardize`` (every teacher channel
+            standardised with its mean and standard deviation over the good training images, fitted once before
+            training and exported inside the graph; see :mod:`train.components.feature_norm`).
         max_train_images: Use only the first N training images (quick runs and tests); all when None.
         method_options: Method-specific options (e.g. ``{"refinement": False}`` for DRD).
         test_good: Plain-folder data only: good test images (for ``rdedge evaluate``; never trained on).
@@ -73,6 +76,7 @@ class TrainConfig:
     image_score: str = "top_mean"
     top_fraction: float = 0.001
     map_strides: tuple[int, ...] = (8, 16)
+    feature_norm: str = "none"
     max_train_images: int | None = None
     method_options: dict[str, Any] = field(default_factory=dict)
     test_good: str | None = None
@@ -86,6 +90,10 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 """What ``--device`` takes."""
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 """What ``--amp`` takes."""
+
+
+FEATURE_NORMS = ("none", "standardize")
+"""What ``feature_norm`` takes (see :mod:`train.components.feature_norm`)."""
 
 
 AUTO_SIZE = "auto"
@@ -136,5 +144,5 @@ def parse_key_values(items: Sequence[str], what: str = "option") -> dict[str, ob
     return options
 
 
-__all__ = ["AMP_MODES", "AUTO_SIZE", "DEFAULT_EPOCHS", "DEFAULT_STEPS", "DEVICES", "TrainConfig", "auto_short_side",
-           "parse_key_values"]
+__all__ = ["AMP_MODES", "AUTO_SIZE", "DEFAULT_EPOCHS", "DEFAULT_STEPS", "DEVICES", "FEATURE_NORMS", "TrainConfig",
+           "auto_short_side", "parse_key_values"]

@@ -34,6 +34,10 @@ RESUMABLE_CHANGES = ("epochs", "steps", "out")
 run folder's path (a folder moved or copied elsewhere resumes there)."""
 
 
+SETTINGS_ADDED = {"feature_norm": "none"}
+"""Settings added after state files were first written, with the value that an older state file ran with."""
+
+
 class ResumeError(RdedgeError, ValueError):
     """A run that cannot be resumed (or started) as asked: no state, a finished run, other settings."""
 
@@ -131,6 +135,7 @@ def check_settings(saved: dict[str, Any], settings: dict[str, Any], path: Path) 
         ResumeError: Naming each setting that differs, with both values.
     """
     keys = sorted((set(saved) | set(settings)) - set(RESUMABLE_CHANGES))
+    saved = {**SETTINGS_ADDED, **saved}
     differ = [f"{k}: {saved.get(k)!r} then, {settings.get(k)!r} now" for k in keys if saved.get(k) != settings.get(k)]
     if differ:
         raise ResumeError(f"{path} is a run with other settings ({'; '.join(differ)}); resume it with the same "

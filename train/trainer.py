@@ -23,10 +23,11 @@ from sdk.errors import RdedgeError
 from sdk.fileio import write_text_atomic
 from sdk.metadata import ModelMetadata, ScoreCalibration
 
-from .backbones import TeacherSpec, build_teacher, get_teacher_spec
+from .backbones import Teacher, TeacherSpec, build_teacher, get_teacher_spec
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
-from .config import AMP_MODES, DEFAULT_STEPS, DEVICES, TrainConfig, auto_short_side
-from .graph import DetectorGraph
+from .components.feature_norm import FeatureStandardizer
+from .config import AMP_MODES, DEFAULT_STEPS, DEVICES, FEATURE_NORMS, TrainConfig, auto_short_side
+from .graph import DetectorGraph, InputNormalizer
 from .methods import Method, get_method
 from .model import ReverseDistillationNet
 from .resume import (
@@ -208,6 +209,15 @@ def build_for_training(method: Method, spec: TeacherSpec, teacher: torch.nn.Modu
     return net, graph
 
 
+def fit_feature_norm(teacher: Teacher, spec: TeacherSpec, images: np.ndarray, device: torch.device, *,
+                     progress: bool = True) -> FeatureStandardizer:
+    """The per-channel standardisation of ``teacher``'s features over the good training ``images`` (FP32; a
+    resumed run refits the same values, since the teacher is frozen and the images are the same)."""
+    normalize = InputNormalizer(spec.mean, spec.std).to(device)
+    standardizer = FeatureStandardizer(spec.channels).to(device)
+    return standardizer.fit(teacher.to(device).raw_features, images, normalize, device=device, progress=progress)
+
+
 class TrainingStep:
     """One optimisation step as training runs it: the method's losses under autocast (``amp_dtype``; None: FP32),
     loss scaling for FP16, gradients accumulated over the method's ``accumulation_steps``, then every optimiser.
@@ -276,6 +286,8 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
         raise ValueError(f"give epochs or steps, not both (got epochs={config.epochs}, steps={config.steps})")
     if any(value is not None and value < 1 for value in (config.epochs, config.steps, config.batch_size)):
         raise ValueError("epochs, steps and batch size must be at least 1")
+    if config.feature_norm not in FEATURE_NORMS:
+        raise TrainError(f"unknown feature_norm {config.feature_norm!r}: use {', '.join(FEATURE_NORMS)}")
     dataset = load_dataset(
         config.data, config.category, validation_fraction=config.validation_fraction, seed=config.seed,
         test_good=config.test_good, test_defect=config.test_defect, masks=config.masks,
@@ -298,6 +310,8 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
     train_images = load_prepared(train_samples, size, desc="train images", progress=progress)
     val_images = load_prepared(dataset.validation, size, desc="validation images", progress=progress)
 
+    if config.feature_norm == "standardize":
+        teacher.feature_norm = fit_feature_norm(teacher, spec, train_images, device, progress=progress)
     options = graph_options(method, config)
     net, graph = build_for_training(method, spec, teacher, size, device, options)
     optimize = TrainingStep(method, graph, method.optimizers(net, config.lr or method.default_lr), amp_dtype)

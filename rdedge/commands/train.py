@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from train.config import AMP_MODES, DEFAULT_STEPS, TrainConfig
+from train.config import AMP_MODES, DEFAULT_STEPS, FEATURE_NORMS, TrainConfig
 
 from ..arguments import (
     add_head_arguments,
@@ -54,6 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "held-out good images' scores (image) and map maxima (pixel) (default: "
                              f"{defaults.sigmas:g})")
     add_head_arguments(parser, defaults.image_score, defaults.top_fraction, defaults.map_strides)
+    parser.add_argument("--feature-norm", choices=FEATURE_NORMS, default=defaults.feature_norm,
+                        help="teacher features as the papers compare them (none, default) or standardize: every "
+                             "teacher channel scaled by its mean and standard deviation over the good training "
+                             "images, so that low-variance channels (faint cracks on grey parts) count as much as "
+                             "loud ones; fitted once before training, carried inside the exported graph")
     parser.add_argument("--max-train-images", type=int, default=None, help="train on at most N images (quick runs)")
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                         help="method option, repeatable: drd refinement=false; reason suppression_target=teacher")
@@ -78,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr, seed=args.seed, validation_fraction=args.validation_fraction, sigmas=args.sigmas,
         image_score=args.image_score, top_fraction=args.top_fraction, map_strides=args.map_strides,
-        max_train_images=args.max_train_images, method_options=parse_options(args.method_option),
+        feature_norm=args.feature_norm, max_train_images=args.max_train_images,
+        method_options=parse_options(args.method_option),
         device=args.device, amp=args.amp, **test_folders(args),
     )
     from train.checkpoint import load_checkpoint
