@@ -138,6 +138,28 @@ def precision_models(tiny_run) -> dict[str, Path]:
     return {"fp32": report.path, "fp16": export_onnx(run, precision="fp16", check_images=4).path, "int8": int8}
 
 
+@pytest.fixture(scope="session")
+def quantized(tiny_run, tmp_path_factory):
+    """The tiny run's FP32 graph, the same graph with every network layer INT8 (calibrated once on its good training
+    images), and the selection set of its held-out good images: ``(fp32, int8, selection)``. Every layer quantized
+    whatever the gate would keep in FP32, which depends on rounding that differs from one CPU to another."""
+    import onnx
+
+    from export.precision import quantize_int8
+    from sdk.datasets import load_model_dataset, load_prepared
+    from sdk.detector import Detector
+    from train.selection import SelectionSet
+
+    fp32_path = tiny_run[1].path
+    metadata = Detector(fp32_path).metadata
+    dataset = load_model_dataset(metadata, model_path=fp32_path)
+    calibration = load_prepared(dataset.train, metadata.image_size, progress=False)
+    good = load_prepared(dataset.validation, metadata.image_size, progress=False)
+    int8_path = tmp_path_factory.mktemp("int8") / "int8.onnx"
+    quantize_int8(fp32_path, int8_path, calibration)
+    return onnx.load(fp32_path), onnx.load(int8_path), SelectionSet.from_good(good, seed=0)
+
+
 WIDE_SIZE = "160x64"
 """Height x width of the non-square test model: KolektorSDD strips are 256 wide and ~645 tall (aspect ~2.5)."""
 

@@ -31,25 +31,8 @@ from export.int8_layers import (
     run_on_cpu,
     weight_only_layers,
 )
-from export.precision import quantize_int8
-from sdk.datasets import load_model_dataset, load_prepared
-from sdk.detector import Detector
 from sdk.image import prepare_image
 from train.selection import SelectionSet, synthetic_defects
-
-
-@pytest.fixture(scope="module")
-def quantized(tiny_run, tmp_path_factory) -> tuple[onnx.ModelProto, onnx.ModelProto, SelectionSet]:
-    """The tiny run's FP32 graph, the same graph with every network layer INT8 (calibrated once on its good training
-    images), and the selection set of its held-out good images."""
-    fp32_path = tiny_run[1].path
-    metadata = Detector(fp32_path).metadata
-    dataset = load_model_dataset(metadata, model_path=fp32_path)
-    calibration = load_prepared(dataset.train, metadata.image_size, progress=False)
-    good = load_prepared(dataset.validation, metadata.image_size, progress=False)
-    int8_path = tmp_path_factory.mktemp("int8") / "int8.onnx"
-    quantize_int8(fp32_path, int8_path, calibration)
-    return onnx.load(fp32_path), onnx.load(int8_path), SelectionSet.from_good(good, seed=0)
 
 
 def test_synthetic_defects_change_only_their_masked_regions_of_real_images(bottle_subset: Path):
@@ -112,6 +95,12 @@ def test_one_layer_kept_fp32_reads_fp32_inputs_and_weights_and_the_rest_stays_in
         return sum(i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2 for i in model.graph.initializer)
 
     assert int8_weights(edited) == int8_weights(int8) - 1  # only its INT8 weight went
+
+
+def first_conv(int8: onnx.ModelProto) -> onnx.NodeProto:
+    """The first quantized convolution in graph order: the teacher's stem, which every feature depends on."""
+    layers = set(quantized_layers(int8))
+    return next(n for n in int8.graph.node if n.name in layers and n.op_type == "Conv")
 
 
 def middle_conv(int8: onnx.ModelProto) -> onnx.NodeProto:
@@ -266,14 +255,19 @@ def coarse_int8_weight(int8: onnx.ModelProto, fp32: onnx.ModelProto, layer: str,
 def test_the_split_stores_its_fp32_layers_weights_in_the_smallest_format_that_passes_the_gate_too(quantized):
     """After the fewest FP32 layers are found, the same split is gated with their weights smaller (FP16 by default;
     here INT8 first, then FP16); the first that passes is written, else FP32 weights. The split is the same either
-    way. A layer given an INT8 weight far coarser than calibrated breaks the all-INT8 graph; kept FP32, its INT8
-    weight still fails the gate, its FP16 one passes."""
+    way. The stem convolution given an INT8 weight far coarser than calibrated breaks the all-INT8 graph (every
+    feature depends on it); kept FP32, its INT8 weight still fails the gate, its FP16 one passes.
+
+    The gate here asks for a score rank correlation of 0.5, not the export's 0.95: the tiny model's nine held-out
+    images rank at 0.92-0.97 in its all-INT8 graph, so at 0.95 the fewest passing split sits on the threshold and
+    FP16's rounding passes or fails it by the CPU the model was trained on. The broken stem ranks near 0."""
     fp32, int8, selection = quantized
     assert SMALLER_WEIGHTS == ("fp16",)
     ranks_only = {"max_auroc_drop": 1.0, "max_good_score_noise": math.inf, "runtimes": ["onnxruntime"],
-                  "min_weight_share": 0.0}  # the tiny model's few FP32 layers weigh little in its file
-    target = middle_conv(int8).name
-    coarse = coarse_int8_weight(int8, fp32, target)
+                  "min_weight_share": 0.0,  # the tiny model's few FP32 layers weigh little in its file
+                  "min_score_rank_correlation": 0.5}
+    target = first_conv(int8).name
+    coarse = coarse_int8_weight(int8, fp32, target, factor=1024.0)
     with pytest.raises(ValueError, match="smaller_weights"):  # refused before the minutes of the sweep
         choose_fp32_layers(coarse, fp32, selection, smaller_weights=["int4"], **ranks_only)
 
@@ -290,7 +284,8 @@ def test_the_split_stores_its_fp32_layers_weights_in_the_smallest_format_that_pa
     half = next(i for i in written.graph.initializer if i.name == casts[node.input[1]])
     assert half.data_type == onnx.TensorProto.FLOAT16
     again = gate(run_on_cpu(written, selection.images), run_on_cpu(fp32, selection.images), selection,
-                 max_auroc_drop=1.0, max_good_score_noise=math.inf)  # the written graph is the gated one
+                 max_auroc_drop=1.0, min_score_rank_correlation=0.5,
+                 max_good_score_noise=math.inf)  # the written graph is the gated one
     assert again.passed and again.score_rank_correlation == pytest.approx(choice.gate.score_rank_correlation)
 
     with_fp32, fallback = choose_fp32_layers(coarse, fp32, selection, smaller_weights=["int8"], **ranks_only)

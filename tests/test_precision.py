@@ -174,19 +174,24 @@ print(json.dumps({{"path": str(path), "precision": meta.precision, "batches": [i
 
 
 @pytest.mark.parametrize("weights", ["int8", "fp16"])
-def test_tensorrt_rtx_parses_and_builds_layers_kept_fp32_with_smaller_weights(precision_models, weights, tmp_path):
+def test_tensorrt_rtx_parses_and_builds_layers_kept_fp32_with_smaller_weights(quantized, precision_models, weights,
+                                                                              tmp_path):
     """Layers kept FP32 with INT8 weights behind their DequantizeLinear, or FP16 weights cast to FP32 (what the export
     writes for its FP32 layers when the gate passes that too), through ``build_engine``'s strongly typed path on
-    TensorRT-RTX. A parse/build check of the graph form, not of TensorRT's numerics."""
+    TensorRT-RTX. A parse/build check of the graph form, not of TensorRT's numerics. Edited from the graph with every
+    layer INT8, so that both kinds of convolution are there to keep whatever the export's gate chose."""
     from export.int8_layers import keep_fp32, quantized_layers, weight_only_layers
+    from export.onnx import set_metadata
+    from sdk.detector import Detector
 
-    int8 = onnx.load(precision_models["int8"])
-    fp32 = onnx.load(precision_models["fp32"])
+    fp32, int8, _ = quantized
     ops = {n.name: n.op_type for n in int8.graph.node}
-    chosen = [n for n in quantized_layers(int8) if ops[n] in ("Conv", "ConvTranspose")][::7]
+    layers = quantized_layers(int8)
+    chosen = [n for n in layers if ops[n] == "Conv"][::7] + [n for n in layers if ops[n] == "ConvTranspose"][::2]
     edited = keep_fp32(int8, fp32, chosen, weights=weights)
     assert {ops[n] for n in chosen} == {"Conv", "ConvTranspose"} and not set(chosen) & set(quantized_layers(edited))
     assert (set(chosen) <= set(weight_only_layers(edited))) == (weights == "int8")
+    set_metadata(edited, Detector(precision_models["int8"]).metadata)  # what the export writes with an INT8 graph
     path = tmp_path / "model_int8.onnx"
     onnx.save(edited, path)
     report = run_with_tensorrt_rtx(f"""
