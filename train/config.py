@@ -48,7 +48,8 @@ class TrainConfig:
             --image-score max`` is the papers' head.
         feature_norm: ``none`` (the papers: raw teacher features) or ``standardize`` (every teacher channel
             standardised with its mean and standard deviation over the good training images, fitted once before
-            training and exported inside the graph; see :mod:`train.components.feature_norm`).
+            training and exported inside the graph; see :mod:`train.components.feature_norm`). Measured worse
+            than ``none`` with RD4AD on all four public sets (``benchmarks/results/accuracy.md``).
         max_train_images: Use only the first N training images (quick runs and tests); all when None.
         method_options: Method-specific options (e.g. ``{"refinement": False}`` for DRD).
         test_good: Plain-folder data only: good test images (for ``rdedge evaluate``; never trained on).

@@ -57,8 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feature-norm", choices=FEATURE_NORMS, default=defaults.feature_norm,
                         help="teacher features as the papers compare them (none, default) or standardize: every "
                              "teacher channel scaled by its mean and standard deviation over the good training "
-                             "images, so that low-variance channels (faint cracks on grey parts) count as much as "
-                             "loud ones; fitted once before training, carried inside the exported graph")
+                             "images, so that low-variance channels count as much as loud ones; fitted once "
+                             "before training, carried inside the exported graph. Measured worse than none on "
+                             "every public set (benchmarks/results/accuracy.md)")
     parser.add_argument("--max-train-images", type=int, default=None, help="train on at most N images (quick runs)")
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                         help="method option, repeatable: drd refinement=false; reason suppression_target=teacher")
