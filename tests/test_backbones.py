@@ -50,7 +50,7 @@ def test_resnet_rd4ad_parameter_counts_equal_official(backbone: str):
     ("backbone", "channels", "embedding"),
     [("wide_resnet50_2", (256, 512, 1024), 2048), ("resnet18", (64, 128, 256), 512),
      ("efficientnet_lite0", (24, 40, 112), 224), ("efficientnet_lite1", (24, 40, 112), 224),
-     ("efficientnet_lite2", (24, 48, 120), 240)],
+     ("efficientnet_lite2", (24, 48, 120), 240), ("efficientnet_lite0_stage3", (24, 40, 80), 160)],
 )
 def test_shapes_at_256(backbone: str, channels, embedding: int):
     spec = get_teacher_spec(backbone)
@@ -125,16 +125,19 @@ def test_lite_mapping_rejects_a_shifted_state_dict_and_another_variants_file():
         map_lite_weights(torch.load(lite_weights_file(2), map_location="cpu", weights_only=True), net)
 
 
-def test_lite0_teacher_matches_timm_with_static_padding():
+@pytest.mark.parametrize(("backbone", "stages"), [("efficientnet_lite0", (1, 2, 4)),
+                                                  ("efficientnet_lite0_stage3", (1, 2, 3))])
+def test_lite0_teacher_matches_timm_with_static_padding(backbone: str, stages: tuple[int, int, int]):
+    """The teacher's features are the outputs of those timm stages of the ImageNet network."""
     reference = build_lite_classifier(0).eval()
-    teacher = build_teacher("efficientnet_lite0")
+    teacher = build_teacher(backbone)
     x = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
         y = reference.bn1(reference.conv_stem(x))
         expected = []
-        for i, block in enumerate(reference.blocks[:5]):
+        for i, block in enumerate(reference.blocks[: stages[-1] + 1]):
             y = block(y)
-            if i in (1, 2, 4):
+            if i in stages:
                 expected.append(y)
         for got, want in zip(teacher(x), expected, strict=True):
             torch.testing.assert_close(got, want)

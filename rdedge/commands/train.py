@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default=defaults.method,
                         help=f"training method: rd4ad, rdpp, drd or reason (default: {defaults.method})")
     parser.add_argument("--backbone", default=defaults.backbone,
-                        help=f"teacher: efficientnet_lite0, resnet18 or wide_resnet50_2 (default: {defaults.backbone})")
+                        help=f"teacher: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, resnet18 or "
+                             f"wide_resnet50_2; efficientnet_lite0_stage3 (an ablation: Lite0 with its stride-16 "
+                             f"features one stage earlier) (default: {defaults.backbone})")
     parser.add_argument("--weights", default=None,
                         help="local ImageNet weights file for a ResNet teacher (default: the torch hub cache)")
     length = parser.add_mutually_exclusive_group()
