@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -111,6 +112,43 @@ def test_head_study_candidates_are_what_the_exported_graph_computes(tiny_run, bo
     assert (scores["8+16"]["refinement"] > scores["8+16"]["max"]).all()
     assert len(scores) == 7 and set(pixel.values()) == {None}
     assert not np.allclose(scores["4+8+16"]["max"], scores["8+16"]["max"])
+
+
+def test_blur_study_at_the_papers_sigma_is_the_exported_graph_and_other_sigmas_differ(tiny_run, bottle_images):
+    """benchmarks.scores' blur study: at σ = 4 (the head's) its maps and scores are the exported graph's own (ONNX
+    Runtime); a narrower σ keeps a sharper map (a higher peak), a wider one a flatter map."""
+    import numpy as np
+
+    from benchmarks.scores import BLUR_SIGMAS, PAPERS_SIGMA, blur_candidates
+    from sdk import Detector
+    from sdk.image import prepare_image
+    from train.checkpoint import build_graph_from_checkpoint
+
+    images = np.stack([prepare_image(image, 128) for image in bottle_images.values()])
+    graph, _ = build_graph_from_checkpoint(tiny_run[0])
+    scores, maps = blur_candidates(graph, images)
+    results = Detector(tiny_run[1].path).predict_batch(list(images), rgb=True)
+    np.testing.assert_allclose(scores[PAPERS_SIGMA], [r.score for r in results], rtol=1e-4)
+    np.testing.assert_allclose(maps[PAPERS_SIGMA], np.stack([r.anomaly_map for r in results]), rtol=1e-4, atol=1e-6)
+    peaks = [maps[sigma].max(axis=(1, 2)) for sigma in sorted(BLUR_SIGMAS)]
+    for sharper, wider in itertools.pairwise(peaks):
+        assert (sharper > wider).all()
+
+
+def test_blur_keep_rule_is_the_issues_rule_on_selection_auroc_only():
+    """A σ is kept when it beats σ = 4 on the selection set on most sets and loses ≤ 0.005 on none; test AUROC
+    never enters."""
+    from benchmarks.scores import blur_verdict
+
+    def row(name, image, pixel, test):
+        base = {"selection_image": 0.90, "selection_pixel": 0.90, "test_image": 0.5, "test_pixel": 0.5}
+        return {"set": name, "blur": {"4": base, "2": {**base, "selection_image": image, "selection_pixel": pixel,
+                                                           "test_image": test}}}
+
+    assert blur_verdict([row("a", 0.92, 0.90, 0.0), row("b", 0.90, 0.91, 0.0)], "2").startswith("kept")
+    assert "loses b -0.010" in blur_verdict([row("a", 0.92, 0.90, 1.0), row("b", 0.89, 0.90, 1.0)], "2")
+    assert "helps on 1 of 2" in blur_verdict([row("a", 0.92, 0.90, 1.0), row("b", 0.90, 0.897, 1.0)], "2")
+    assert blur_verdict([row("a", 0.92, 0.90, 1.0)], "4") == "papers' (default)"
 
 
 def test_accuracy_ablations_change_named_recipe_settings_only():
