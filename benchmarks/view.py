@@ -337,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         process, client = (statistics.median(c[i] for c in cores[judged_key]) for i in (0, 1))
         alone = statistics.median(c[0] for c in cores["plain"])
         judged_text += (f". The browser itself kept {client:.2f} of the {os.cpu_count()} cores busy, and the "
-                        f"inference process got {process:.2f} cores instead of {alone:.2f} alone")
+                        f"inference process got {process:.2f} cores instead of {alone:.2f} alone "
+                        f"({process / alone:.0%}: the steadier measure of the page's cost, since single rounds' frame "
+                        "rates vary more than the page costs)")
     lines = [
         "# The live page against the stream alone",
         "",
