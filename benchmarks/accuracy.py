@@ -29,7 +29,7 @@ from .latency import RESULTS_DIR, collect_rows, summarize, time_calls
 from .methods import METHODS, evaluate_model, onnx_latency_ms
 from .nonsquare import industrial_root
 
-HEAD_SETTINGS = frozenset({"image_score", "top_fraction", "map_strides"})
+HEAD_SETTINGS = frozenset({"image_score", "top_fraction", "map_strides", "map_sigma"})
 """Settings applied at export: a change of only these reuses the recipe's checkpoint (no retraining)."""
 BASELINE = "baseline"
 """The nearest-neighbour baseline's name in ``--methods`` and in the table."""
@@ -60,6 +60,7 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
     """Train (default recipe), export and evaluate one RD method on one set."""
     from export.onnx import export_onnx
     from train.checkpoint import load_checkpoint
+    from train.config import head_options
     from train.trainer import train
 
     spec, category = dataset_spec(name)
@@ -70,9 +71,7 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
         train(config, progress=not args.quiet, resume=action == "resume")
     metadata, _ = load_checkpoint(run_dir)
     # The head is an export-time option: a reused checkpoint is exported with the recipe's.
-    report = export_onnx(run_dir, progress=not args.quiet,
-                         graph_overrides={"image_score": config.image_score, "top_fraction": config.top_fraction,
-                                          "map_strides": list(config.map_strides)})
+    report = export_onnx(run_dir, progress=not args.quiet, graph_overrides=head_options(config))
     metrics = evaluate_model(report.path, spec, category)
     row = {"set": name, "method": method, **{k: metrics[k] for k in METRICS},
            "train_minutes": metadata.training["train_seconds"] / 60.0, "ms": onnx_latency_ms(report.path),
@@ -192,7 +191,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"{datetime.date.today().isoformat()}; default recipe: {defaults.backbone}, input size {defaults.image_size}, "
         f"{length}, batch {defaults.batch_size}, seed {args.seed}, head: strides "
         f"{'+'.join(map(str, defaults.map_strides))}, image score {defaults.image_score} "
-        f"({defaults.top_fraction:.1%} of the map); "
+        f"({defaults.top_fraction:.1%} of the map), blur σ {defaults.map_sigma:g} px; "
         f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU. RD rows: metrics from the exported ONNX through "
         "`sdk.Detector`. Baseline: patch nearest-neighbour on the same teacher's stride-8/16 features "
         "(`benchmarks/patchcore.py`), same upsampling and blur, maximum as image score. Thresholds (F1) from "

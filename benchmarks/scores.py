@@ -61,7 +61,7 @@ def scales_name(scales: tuple[int, ...]) -> str:
 
 SCALE_SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(range(3), r)]
 """Every non-empty subset of the three scales."""
-BLUR_SIGMAS = (1.0, 2.0, 4.0, 8.0)
+BLUR_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)
 """Gaussian σ candidates of the map's blur, in pixels of the model input (4: the papers', the head's default)."""
 PAPERS_SIGMA = 4.0
 KEEP_TOLERANCE = 0.005

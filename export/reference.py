@@ -56,10 +56,12 @@ def papers_postprocess(
     image_score: str = "max",
     top_fraction: float = 0.01,
     map_strides: tuple[int, ...] = (4, 8, 16),
+    sigma: float = SIGMA,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Teacher/student features → (smoothed maps (N, H, W), scores (N,)) the way the official scripts compute them
-    (over the feature levels of ``map_strides``, of strides 4, 8 and 16; the papers use all three)."""
+    (over the feature levels of ``map_strides``, of strides 4, 8 and 16, smoothed with ``sigma``; the papers use all
+    three and σ = 4)."""
     size = tuple(ImageSize.parse(image_size))
     levels = [(4, 8, 16).index(s) for s in map_strides]
     teacher, student = [teacher[i] for i in levels], [student[i] for i in levels]
@@ -74,7 +76,7 @@ def papers_postprocess(
     fused = np.sum(upsampled, axis=0)
     if combine == "mean":
         fused = fused / len(upsampled)
-    maps = np.stack([gaussian_filter(m, sigma=SIGMA, mode="reflect") for m in fused])
+    maps = np.stack([gaussian_filter(m, sigma=sigma, mode="reflect") for m in fused])
     scores = image_scores(maps, image_score, top_fraction)
     if refinement:
         scores = refined_scores(distances, upsampled, scores)

@@ -51,15 +51,25 @@ def map_strides_argument(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def map_sigma_argument(text: str) -> float:
+    """``--map-sigma``: a positive Gaussian σ in pixels."""
+    value = float(text)
+    if not value > 0.0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
 def add_head_arguments(parser: argparse.ArgumentParser, image_score: str | None, top_fraction: float | None,
-                       map_strides: tuple[int, ...] | None) -> None:
-    """``--image-score``, ``--top-fraction`` and ``--map-strides``: how the graph makes its map and image score.
+                       map_strides: tuple[int, ...] | None, map_sigma: float | None) -> None:
+    """``--image-score``, ``--top-fraction``, ``--map-strides`` and ``--map-sigma``: how the graph makes its map
+    and image score.
 
     Args:
         parser: The sub-command's parser.
         image_score: Default (None: keep what the run was trained with).
         top_fraction: Default (None: keep the run's).
         map_strides: Default (None: keep the run's).
+        map_sigma: Default (None: keep the run's).
     """
     keep = "the run's"
     parser.add_argument("--image-score", choices=IMAGE_SCORES, default=image_score,
@@ -71,6 +81,10 @@ def add_head_arguments(parser: argparse.ArgumentParser, image_score: str | None,
     parser.add_argument("--map-strides", type=map_strides_argument, default=map_strides,
                         help="teacher feature strides whose distance maps form the anomaly map, comma-separated "
                              f"among 4,8,16 (the papers: 4,8,16) (default: {strides})")
+    parser.add_argument("--map-sigma", type=map_sigma_argument, default=map_sigma,
+                        help="Gaussian σ of the anomaly map's blur in input pixels (the papers: 4); wider merges a "
+                             "thin defect's scattered responses (8 helped KolektorSDD's cracks, "
+                             f"benchmarks/results/blur.md) (default: {map_sigma if map_sigma else keep})")
 
 
 def add_test_folder_arguments(parser: argparse.ArgumentParser) -> None:

@@ -110,3 +110,26 @@ def test_map_strides_fuse_only_the_chosen_scales_as_the_reference_does():
             AnomalyMapHead(64, map_strides=bad)
     with pytest.raises(ValueError, match="feature levels"):
         head(teacher[:2], student[:2])
+
+
+def test_blur_sigma_is_the_references_gaussian_at_that_sigma():
+    """A head with σ = 8 equals SciPy's ``gaussian_filter(σ=8)`` reference (reflect mode, non-square map), differs
+    from σ = 4, and a σ that is not positive or whose kernel outgrows the map is refused."""
+    import pytest
+
+    from export.reference import papers_postprocess
+
+    teacher = [torch.rand(2, 8, 16, 8), torch.rand(2, 16, 8, 4), torch.rand(2, 32, 4, 2)]
+    student = [torch.rand_like(t) for t in teacher]
+    head = AnomalyMapHead((64, 32), sigma=8.0)
+    assert head.sigma == 8.0
+    maps, scores = head(teacher, student)
+    ref_maps, ref_scores = papers_postprocess(teacher, student, (64, 32), sigma=8.0)
+    np.testing.assert_allclose(maps.numpy(), ref_maps, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores.numpy(), ref_scores, rtol=1e-5)
+    assert not np.allclose(AnomalyMapHead((64, 32))(teacher, student)[0].numpy(), ref_maps, atol=1e-4)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="sigma"):
+            AnomalyMapHead(64, sigma=bad)
+    with pytest.raises(ValueError, match="blur radius"):
+        AnomalyMapHead((64, 32), sigma=16.0)  # radius 64 > the map's width 32

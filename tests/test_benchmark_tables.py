@@ -167,6 +167,7 @@ def test_accuracy_ablations_train_in_their_own_folder_and_head_changes_reuse_the
     recipe = run_folder(tmp_path, "elpv:mono", "rd4ad", {}, {})
     assert recipe == tmp_path / "elpv-mono" / "rd4ad"
     assert run_folder(tmp_path, "elpv:mono", "rd4ad", {"image_score": "max", "map_strides": (4, 8, 16)}, {}) == recipe
+    assert run_folder(tmp_path, "elpv:mono", "rd4ad", {"map_sigma": 8.0}, {}) == recipe
     steps = run_folder(tmp_path, "elpv:mono", "rd4ad", {"steps": 1000, "image_score": "max"}, {})
     option = run_folder(tmp_path, "kolektorsdd", "drd", {}, {"segmentation_target": "difference"})
     assert steps == recipe.with_name("rd4ad-steps=1000")

@@ -280,6 +280,25 @@ def test_view_takes_a_display_rate_above_zero_only():
             parser.parse_args(["view", "model.onnx", "0", "--display-fps", bad])
 
 
+def test_export_changes_the_map_blur_and_its_self_check_follows(tiny_run, tmp_path: Path):
+    """``rdedge export --map-sigma 8`` on a real run: the graph's map is the recipe map's fused distances under a wider
+    Gaussian (flatter: a lower peak on the same image), the export's check against the papers' SciPy reference passes
+    at that σ, and the metadata and thresholds follow."""
+    from sdk import Detector
+
+    recipe = Detector(tiny_run[1].path)
+    out = tmp_path / "wide.onnx"
+    assert main(["export", str(tiny_run[0]), "--out", str(out), "--map-sigma", "8", "--check-images", "2",
+                 "--quiet"]) == 0
+    wide = Detector(out)
+    assert wide.metadata.graph_options["sigma"] == 8.0
+    assert wide.metadata.graph_options["map_strides"] == [8, 16]
+    assert wide.threshold != recipe.threshold
+    image = np.full((128, 128, 3), 90, np.uint8)
+    image[40:60, 50:54] = 200  # a thin bright defect
+    assert wide(image).anomaly_map.max() < recipe(image).anomaly_map.max()
+
+
 def test_export_changes_the_image_score_and_recalibrates(tiny_run, tmp_path: Path, capsys):
     """``rdedge export --image-score top_mean --top-fraction 0.01 --map-strides 4,8,16 --refinement`` on a real run
     (trained with the recipe's head: strides 8+16, top 0.1 %): the graph's score is the refined mean of the top 1 % of
@@ -288,20 +307,21 @@ def test_export_changes_the_image_score_and_recalibrates(tiny_run, tmp_path: Pat
 
     recipe = Detector(tiny_run[1].path)
     assert recipe.metadata.graph_options == {"combine": "sum", "refinement": False, "image_score": "top_mean",
-                                             "top_fraction": 0.001, "map_strides": [8, 16]}
+                                             "top_fraction": 0.001, "map_strides": [8, 16], "sigma": 4.0}
     out = tmp_path / "top.onnx"
     assert main(["export", str(tiny_run[0]), "--out", str(out), "--image-score", "top_mean", "--top-fraction",
                  "0.01", "--map-strides", "4,8,16", "--refinement", "--check-images", "2", "--quiet"]) == 0
     det = Detector(out)
     assert det.metadata.graph_options == {"combine": "sum", "refinement": True, "image_score": "top_mean",
-                                          "top_fraction": 0.01, "map_strides": [4, 8, 16]}
+                                          "top_fraction": 0.01, "map_strides": [4, 8, 16], "sigma": 4.0}
     assert det.threshold != recipe.threshold
     image = np.full((128, 128, 3), 90, np.uint8)
     result = det(image)
     top = np.sort(result.anomaly_map.ravel())[-round(128 * 128 * 0.01):].mean()
     assert result.score > top  # refined: (1 + v) times the top-pixel mean
     assert not np.allclose(result.anomaly_map, recipe(image).anomaly_map)  # stride 4 is back in the map
-    for contradiction in (["--refinement", "--no-refinement"], ["--top-fraction", "0"], ["--map-strides", "2,8"]):
+    for contradiction in (["--refinement", "--no-refinement"], ["--top-fraction", "0"], ["--map-strides", "2,8"],
+                          ["--map-sigma", "0"]):
         with pytest.raises(SystemExit) as exit_info:
             main(["export", str(tiny_run[0]), *contradiction])
         assert exit_info.value.code == 2

@@ -46,6 +46,10 @@ class TrainConfig:
             The recipe's head (strides 8 and 16, mean of the top 0.1 %) was chosen on held-out good images with
             synthetic defects, never on test images (``benchmarks/results/scores.md``); ``--map-strides 4,8,16
             --image-score max`` is the papers' head.
+        map_sigma: Gaussian σ of the anomaly map's blur, in pixels of the model input (the papers: 4). A wider blur
+            merged a crack's scattered responses on KolektorSDD (σ = 8: higher image and pixel AUROC there, lower
+            on bottle's selection set); measured in ``benchmarks/results/blur.md``. ``rdedge export --map-sigma``
+            changes it without retraining.
         feature_norm: ``none`` (the papers: raw teacher features) or ``standardize`` (every teacher channel
             standardised with its mean and standard deviation over the good training images, fitted once before
             training and exported inside the graph; see :mod:`train.components.feature_norm`). Measured worse
@@ -77,6 +81,7 @@ class TrainConfig:
     image_score: str = "top_mean"
     top_fraction: float = 0.001
     map_strides: tuple[int, ...] = (8, 16)
+    map_sigma: float = 4.0
     feature_norm: str = "none"
     max_train_images: int | None = None
     method_options: dict[str, Any] = field(default_factory=dict)
@@ -85,6 +90,13 @@ class TrainConfig:
     masks: str | None = None
     device: str = "auto"
     amp: str = "auto"
+
+
+def head_options(config: TrainConfig) -> dict[str, Any]:
+    """The anomaly-map head's options of a run (image score, top fraction, map strides, blur σ), as
+    :class:`~train.graph.DetectorGraph` takes them and the model's metadata records them."""
+    return {"image_score": config.image_score, "top_fraction": config.top_fraction,
+            "map_strides": list(config.map_strides), "sigma": config.map_sigma}
 
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")

@@ -26,7 +26,7 @@ from sdk.metadata import ModelMetadata, ScoreCalibration
 from .backbones import Teacher, TeacherSpec, build_teacher, get_teacher_spec
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .components.feature_norm import FeatureStandardizer
-from .config import AMP_MODES, DEFAULT_STEPS, DEVICES, FEATURE_NORMS, TrainConfig, auto_short_side
+from .config import AMP_MODES, DEFAULT_STEPS, DEVICES, FEATURE_NORMS, TrainConfig, auto_short_side, head_options
 from .graph import DetectorGraph, InputNormalizer
 from .methods import Method, get_method
 from .model import ReverseDistillationNet
@@ -193,9 +193,8 @@ def training_epochs(config: TrainConfig, steps_per_epoch: int) -> int:
 
 
 def graph_options(method: Method, config: TrainConfig) -> dict[str, Any]:
-    """The deployable graph's head options: the method's, with the run's image score, top fraction and map strides."""
-    return {**method.graph_options(), "image_score": config.image_score, "top_fraction": config.top_fraction,
-            "map_strides": list(config.map_strides)}
+    """The deployable graph's head options: the method's, with the run's (:func:`~train.config.head_options`)."""
+    return {**method.graph_options(), **head_options(config)}
 
 
 def build_for_training(method: Method, spec: TeacherSpec, teacher: torch.nn.Module, image_size: ImageSize,

@@ -97,7 +97,7 @@ class AnomalyMapHead(nn.Module):
 
     Args:
         image_size: Model input size (H, W), and the map's (an int for a square input).
-        sigma: Gaussian σ in pixels (4, as all four papers).
+        sigma: Gaussian σ of the map's blur in pixels of the model input (4, as all four papers).
         combine: ``sum`` or ``mean`` of the upsampled per-scale maps.
         refinement: Apply DRD's detection refinement to the image score.
         image_score: ``max`` (the papers') or ``top_mean`` (mean of the ``top_fraction`` highest pixels).
@@ -118,7 +118,10 @@ class AnomalyMapHead(nn.Module):
             raise ValueError(f"image_score must be one of {IMAGE_SCORES}, got {image_score!r}")
         if not 0.0 < top_fraction <= 1.0:
             raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction!r}")
+        if not sigma > 0.0:
+            raise ValueError(f"sigma must be positive, got {sigma!r}")
         self.image_size = ImageSize.parse(image_size)
+        self.sigma = float(sigma)
         self.combine = combine
         self.refinement = refinement
         self.image_score = image_score
