@@ -143,7 +143,9 @@ def test_ctrl_c_on_the_command_keeps_the_last_complete_epoch_and_resume_finishes
 
 def test_a_state_file_from_before_a_setting_existed_resumes_with_that_settings_old_behaviour(tmp_path: Path):
     path = tmp_path / TRAIN_STATE
-    older = {"seed": 0}  # written before feature_norm existed: it trained on raw features
-    check_settings(older, {"seed": 0, "feature_norm": "none"}, path)
+    older = {"seed": 0}  # written before feature_norm and map_sigma existed: raw features, the papers' blur
+    check_settings(older, {"seed": 0, "feature_norm": "none", "map_sigma": 4.0}, path)
     with pytest.raises(ResumeError, match="feature_norm: 'none' then, 'standardize' now"):
-        check_settings(older, {"seed": 0, "feature_norm": "standardize"}, path)
+        check_settings(older, {"seed": 0, "feature_norm": "standardize", "map_sigma": 4.0}, path)
+    with pytest.raises(ResumeError, match=r"map_sigma: 4\.0 then, 8\.0 now"):
+        check_settings(older, {"seed": 0, "feature_norm": "none", "map_sigma": 8.0}, path)
