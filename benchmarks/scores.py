@@ -306,8 +306,9 @@ def main(argv: list[str] | None = None) -> int:
             print({k: v for k, v in rows[-1].items() if k not in ("selection", "test")}, flush=True)
     header = ["# The anomaly-map head's blur on every set", "",
               f"{datetime.date.today().isoformat()}; models of `python -m benchmarks.accuracy` (seed 0); maps from the "
-              "exported head's own modules with the blur's σ changed. Reproduce: `python -m benchmarks.scores "
-              "--blur-only`."]
+              "exported head's own modules with the blur's σ changed; the σ = 4 row is each checkpoint's own recipe "
+              "result (a checkpoint retrained on another processor can differ from `accuracy.md`'s row by about "
+              "0.02 image AUROC). Reproduce: `python -m benchmarks.scores --blur-only`."]
     write_text_atomic(args.blur_out, "\n".join(header + blur_markdown(rows, "each run's own scales and score")) + "\n")
     print(f"written {args.blur_out}")
     if not args.blur_only:

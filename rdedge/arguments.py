@@ -82,9 +82,9 @@ def add_head_arguments(parser: argparse.ArgumentParser, image_score: str | None,
                         help="teacher feature strides whose distance maps form the anomaly map, comma-separated "
                              f"among 4,8,16 (the papers: 4,8,16) (default: {strides})")
     parser.add_argument("--map-sigma", type=map_sigma_argument, default=map_sigma,
-                        help="Gaussian σ of the anomaly map's blur in input pixels (the papers: 4); wider merges a "
-                             "thin defect's scattered responses (8 helped KolektorSDD's cracks, "
-                             f"benchmarks/results/blur.md) (default: {map_sigma if map_sigma else keep})")
+                        help="Gaussian σ of the anomaly map's blur in input pixels (the papers: 4); 8 ranked "
+                             "KolektorSDD's cracks better and cost AUPRO on compact defects "
+                             f"(benchmarks/results/blur.md) (default: {map_sigma if map_sigma else keep})")
 
 
 def add_test_folder_arguments(parser: argparse.ArgumentParser) -> None:

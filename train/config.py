@@ -46,10 +46,9 @@ class TrainConfig:
             The recipe's head (strides 8 and 16, mean of the top 0.1 %) was chosen on held-out good images with
             synthetic defects, never on test images (``benchmarks/results/scores.md``); ``--map-strides 4,8,16
             --image-score max`` is the papers' head.
-        map_sigma: Gaussian σ of the anomaly map's blur, in pixels of the model input (the papers: 4). A wider blur
-            merged a crack's scattered responses on KolektorSDD (σ = 8: higher image and pixel AUROC there, lower
-            on bottle's selection set); measured in ``benchmarks/results/blur.md``. ``rdedge export --map-sigma``
-            changes it without retraining.
+        map_sigma: Gaussian σ of the anomaly map's blur, in pixels of the model input (the papers: 4). σ = 8
+            raised image and pixel AUROC on KolektorSDD's cracks and cost AUPRO on tire and bottle
+            (``benchmarks/results/blur.md``). ``rdedge export --map-sigma`` changes it without retraining.
         feature_norm: ``none`` (the papers: raw teacher features) or ``standardize`` (every teacher channel
             standardised with its mean and standard deviation over the good training images, fitted once before
             training and exported inside the graph; see :mod:`train.components.feature_norm`). Measured worse
