@@ -9,9 +9,9 @@ cosine distance, upsampling, fusion and blur the ONNX graph runs; parity is chec
 * scales: every non-empty subset of the three (``4+8+16`` is the papers');
 * image score: ``max`` (the papers'), ``top_mean:F`` (the mean of the map's top F share of pixels, F = 0.1 %, 1 %,
   5 %) and ``refinement`` (DRD's ``(1 + v_k*) · max``, for any method);
-* the blur's Gaussian σ (:data:`BLUR_SIGMAS`; the papers' 4 px), with each run's own scales and image score: the
-  blur trades a thin defect's peak (a crack a few pixels wide fades under a wide kernel) against the noise of
-  single pixels on good parts.
+* the blur's Gaussian σ (:data:`BLUR_SIGMAS`; the papers' 4 px), with each run's own scales and image score: a
+  narrow kernel keeps a small defect's peak, a wide one sums the responses along a long or diffuse defect and
+  averages out single noisy pixels on good parts.
 
 **Choosing without test images.** Every candidate is scored on a *selection set* built from the run's held-out good
 training images only: those images against copies of them with synthetic defects (DRD's self cut-paste and RD++'s
@@ -64,6 +64,7 @@ SCALE_SUBSETS = [s for r in (1, 2, 3) for s in itertools.combinations(range(3), 
 BLUR_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)
 """Gaussian σ candidates of the map's blur, in pixels of the model input (4: the papers', the head's default)."""
 PAPERS_SIGMA = 4.0
+"""The papers' σ: :data:`export.reference.SIGMA` and the head's default (not imported: ``--help`` stays light)."""
 KEEP_TOLERANCE = 0.005
 """The issue's keep rule: a candidate may lose at most this much AUROC on any set."""
 
