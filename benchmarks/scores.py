@@ -130,25 +130,21 @@ def blur_candidates(graph: Any, images: np.ndarray, batch: int = 8) -> tuple[dic
     """
     import torch
 
-    from export.reference import image_scores
-    from train.components.anomaly_map import GaussianBlur, cosine_distance_map, refinement_peak
+    from train.components.anomaly_map import AnomalyMapHead
 
     head = graph.head
-    blurs = {sigma: GaussianBlur(head.image_size, sigma) for sigma in BLUR_SIGMAS}
+    heads = {sigma: AnomalyMapHead(head.image_size, sigma=sigma, combine=head.combine, refinement=head.refinement,
+                                   image_score=head.image_score, top_fraction=head.top_fraction,
+                                   map_strides=head.map_strides) for sigma in BLUR_SIGMAS}
     scores: dict[float, list[np.ndarray]] = {sigma: [] for sigma in BLUR_SIGMAS}
     maps: dict[float, list[np.ndarray]] = {sigma: [] for sigma in BLUR_SIGMAS}
     with torch.no_grad():
         for start in range(0, len(images), batch):
             teacher, student = graph.net(graph.normalize(torch.from_numpy(images[start : start + batch])))
-            distances = [cosine_distance_map(teacher[i], student[i]) for i in head.map_levels]
-            upsampled = [head.upsample(d) for d in distances]
-            fused = head.fuse(upsampled)
-            peak = refinement_peak(distances, upsampled).numpy() if head.refinement else None
-            for sigma, blur in blurs.items():
-                smoothed = blur(fused).numpy()
-                value = image_scores(smoothed, head.image_score, head.top_fraction)
-                scores[sigma].append(value * (1.0 + peak) if peak is not None else value)
-                maps[sigma].append(smoothed)
+            for sigma, sigma_head in heads.items():  # the head's own forward, only σ changed
+                smoothed, score = sigma_head(teacher, student)
+                scores[sigma].append(score.numpy())
+                maps[sigma].append(smoothed.numpy())
     return ({s: np.concatenate(v) for s, v in scores.items()},
             {s: np.concatenate(v) for s, v in maps.items()})
 
