@@ -37,7 +37,7 @@ import numpy as np
 from sdk.fileio import write_text_atomic
 from train.selection import SelectionSet
 
-from .accuracy import SETS, dataset_spec
+from .accuracy import HEAD_SETTINGS, SETS, dataset_spec, parse_changes, run_folder
 from .latency import RESULTS_DIR
 from .methods import METHODS
 
@@ -197,8 +197,9 @@ def study_run(name: str, method: str, args: argparse.Namespace) -> dict[str, Any
     from train.checkpoint import build_graph_from_checkpoint
 
     spec, category = dataset_spec(name)
-    run_dir = Path(args.runs) / name.replace(":", "-") / method
+    run_dir = run_folder(Path(args.runs), name, method, args.change, {})
     graph, metadata = build_graph_from_checkpoint(run_dir)
+    label = method + "".join(f", {k}={v}" for k, v in args.change.items())
     dataset = load_dataset(spec, category, validation_fraction=metadata.training["validation_fraction"],
                            seed=metadata.training["seed"])
     size = metadata.image_size
@@ -211,14 +212,14 @@ def study_run(name: str, method: str, args: argparse.Namespace) -> dict[str, Any
 
     blur = blur_study(graph, selection, test, test_labels, masks)
     if args.blur_only:
-        return {"set": name, "method": method, "size": str(size), "blur": blur}
+        return {"set": name, "method": label, "size": str(size), "blur": blur}
     selection_scores, _ = head_candidates(graph, selection.images)
     test_scores, pixel = head_candidates(graph, test, masks)
 
     def aurocs(scores: dict[str, dict[str, np.ndarray]], labels: np.ndarray) -> dict[str, float]:
         return {f"{s} / {k}": image_auroc(labels, v) for s, per in scores.items() for k, v in per.items()}
 
-    return {"set": name, "method": method, "size": str(size), "selection": aurocs(selection_scores, selection.labels),
+    return {"set": name, "method": label, "size": str(size), "selection": aurocs(selection_scores, selection.labels),
             "test": aurocs(test_scores, test_labels), "pixel": pixel, "blur": blur}
 
 
@@ -290,22 +291,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=["rd4ad"], choices=list(METHODS),
                         help="methods whose runs to study (default: rd4ad)")
     parser.add_argument("--runs", default="runs/accuracy", help="folder of benchmarks.accuracy's runs")
+    parser.add_argument("--change", action="append", default=[], metavar="KEY=VALUE",
+                        help="study the runs of this benchmarks.accuracy ablation (e.g. backbone=efficientnet_lite1) "
+                             "instead of the recipe's; repeatable")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic defects (default: 0)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "scores.md"), help="markdown output")
     parser.add_argument("--blur-out", default=str(RESULTS_DIR / "blur.md"), help="markdown output of the blur study")
     parser.add_argument("--blur-only", action="store_true",
                         help="study only the blur σ (with each run's own scales and score): writes --blur-out alone")
     args = parser.parse_args(argv)
+    args.change = parse_changes(args.change)
+    head_changes = sorted(set(args.change) & HEAD_SETTINGS)
+    if head_changes:
+        parser.error(f"--change {head_changes}: head settings are what this study varies; --change picks a "
+                     "trained ablation (a training setting such as backbone or steps)")
     rows = []
     for name in args.sets:
         for method in args.methods:
             rows.append(study_run(name, method, args))
             print({k: v for k, v in rows[-1].items() if k not in ("selection", "test")}, flush=True)
+    command = "python -m benchmarks.scores --blur-only" + "".join(f" --change {k}={v}" for k, v in args.change.items())
     header = ["# The anomaly-map head's blur on every set", "",
               f"{datetime.date.today().isoformat()}; models of `python -m benchmarks.accuracy` (seed 0); maps from the "
               "exported head's own modules with the blur's σ changed; the σ = 4 row is each checkpoint's own recipe "
               "result (a checkpoint retrained on another processor can differ from `accuracy.md`'s row by about "
-              "0.02 image AUROC). Reproduce: `python -m benchmarks.scores --blur-only`."]
+              f"0.02 image AUROC). Reproduce: `{command}`."]
     write_text_atomic(args.blur_out, "\n".join(header + blur_markdown(rows, "each run's own scales and score")) + "\n")
     print(f"written {args.blur_out}")
     if not args.blur_only:

@@ -316,3 +316,16 @@ def test_view_benchmark_counts_the_cpu_of_a_client_and_of_the_processes_it_start
         os.killpg(parent.pid, signal.SIGKILL)  # the grandchild too
         parent.wait()
     assert tree_cpu_seconds(parent.pid) != tree_cpu_seconds(parent.pid)  # gone: NaN
+
+
+def test_blur_study_reads_a_trained_ablations_run_and_refuses_head_changes(tmp_path, capsys):
+    """benchmarks.scores --change: the run of that benchmarks.accuracy ablation (its own folder, never the
+    recipe's); a head setting, which the study itself varies, is refused with a reason."""
+    from benchmarks.scores import main
+    from train.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="rd4ad-backbone=efficientnet_lite1"):
+        main(["--sets", "bottle", "--runs", str(tmp_path), "--change", "backbone=efficientnet_lite1", "--blur-only"])
+    with pytest.raises(SystemExit):
+        main(["--sets", "bottle", "--runs", str(tmp_path), "--change", "map_sigma=8", "--blur-only"])
+    assert "head settings are what this study varies" in capsys.readouterr().err
