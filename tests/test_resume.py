@@ -45,15 +45,17 @@ def interrupt_at_step(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
     monkeypatch.setattr(TrainingStep, "__call__", counted)
 
 
-@pytest.mark.parametrize(("method", "feature_norm"), [(m, "none") for m in METHODS] + [("rd4ad", "standardize")])
+@pytest.mark.parametrize(("method", "changes"), [(m, {}) for m in METHODS]
+                         + [("rd4ad", {"feature_norm": "standardize"}), ("rdpp", {"lr_schedule": "cosine"})])
 def test_a_run_interrupted_and_resumed_ends_with_the_weights_of_an_uninterrupted_one(bottle_subset: Path,
                                                                                       tmp_path: Path, method: str,
-                                                                                      feature_norm: str):
-    whole = replace(tiny_config(bottle_subset, tmp_path / "whole", method), feature_norm=feature_norm)
+                                                                                      changes: dict[str, str]):
+    """Every method, feature standardisation, and a decaying learning rate (RD++: two optimisers at two rates)."""
+    whole = replace(tiny_config(bottle_subset, tmp_path / "whole", method), **changes)
     train(whole, progress=False)
     expected, expected_state = load_checkpoint(whole.out)
 
-    split = replace(tiny_config(bottle_subset, tmp_path / "split", method), feature_norm=feature_norm)
+    split = replace(tiny_config(bottle_subset, tmp_path / "split", method), **changes)
     with pytest.MonkeyPatch.context() as patch:
         interrupt_at_step(patch, 4)  # epoch 1 is 2 steps: the interruption falls in epoch 2, after one of its steps
         with pytest.raises(TrainingInterrupted, match=r"epoch 2/3; the first 1 epoch\(s\) are kept .*--resume"):
@@ -143,8 +145,10 @@ def test_ctrl_c_on_the_command_keeps_the_last_complete_epoch_and_resume_finishes
 
 def test_a_state_file_from_before_a_setting_existed_resumes_with_that_settings_old_behaviour(tmp_path: Path):
     path = tmp_path / TRAIN_STATE
-    older = {"seed": 0}  # written before feature_norm and map_sigma existed: raw features, the papers' blur
-    check_settings(older, {"seed": 0, "feature_norm": "none", "map_sigma": 4.0}, path)
+    older = {"seed": 0}  # written before feature_norm, map_sigma and lr_schedule existed: the papers' behaviour
+    check_settings(older, {"seed": 0, "feature_norm": "none", "map_sigma": 4.0, "lr_schedule": "constant"}, path)
+    with pytest.raises(ResumeError, match=r"lr_schedule: 'constant' then, 'cosine' now"):
+        check_settings(older, {"seed": 0, "feature_norm": "none", "map_sigma": 4.0, "lr_schedule": "cosine"}, path)
     with pytest.raises(ResumeError, match="feature_norm: 'none' then, 'standardize' now"):
         check_settings(older, {"seed": 0, "feature_norm": "standardize", "map_sigma": 4.0}, path)
     with pytest.raises(ResumeError, match=r"map_sigma: 4\.0 then, 8\.0 now"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,42 @@ def test_training_length_in_steps_runs_the_fewest_whole_epochs_that_make_them(bo
     assert metadata.training["epochs_run"] == 3 and metadata.training["optimiser_steps"] == 6
     assert len(metadata.training["loss_history"]) == 3 and metadata.training["steps"] == 5
     assert main(["train", "--data", str(bottle_subset), "--out", str(tmp_path / "zero"), "--steps", "0"]) == 2
+
+
+def test_cosine_learning_rate_decays_over_the_runs_steps_and_constant_keeps_the_papers_rate(bottle_subset: Path,
+                                                                                             tmp_path: Path,
+                                                                                             monkeypatch, capsys):
+    """``rdedge train --lr-schedule cosine`` on real images: each optimiser step runs at the half-cosine share of the
+    base rate for its place in the run (3 epochs x 2 steps), recorded in the model; the default keeps 0.005 for
+    every step (the papers'); an unknown schedule is refused by the command and by train()."""
+    from rdedge.main import main
+    from train.trainer import TrainConfig, TrainError, TrainingStep, lr_factor, train
+
+    rates: list[float] = []
+    step = TrainingStep.__call__
+
+    def recorded(self, *args, **kwargs):
+        rates.append(self.optimizers[0].param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrainingStep, "__call__", recorded)
+    common = ["--data", str(bottle_subset), "--epochs", "3", "--image-size", "64", "--batch-size", "8",
+              "--max-train-images", "12", "--quiet"]
+    assert main(["train", "--out", str(tmp_path / "cosine"), "--lr-schedule", "cosine", *common]) == 0
+    expected = [0.005 * (1 + math.cos(math.pi * k / 6)) / 2 for k in range(6)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-12)
+    assert rates[0] == 0.005 and rates[-1] < 0.0004
+    assert load_checkpoint(tmp_path / "cosine")[0].training["lr_schedule"] == "cosine"
+
+    rates.clear()
+    assert main(["train", "--out", str(tmp_path / "constant"), *common]) == 0
+    assert rates == [0.005] * 6
+    assert load_checkpoint(tmp_path / "constant")[0].training["lr_schedule"] == "constant"
+
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(tmp_path / "x"), "--lr-schedule", "step", *common])
+    assert "invalid choice: 'step'" in capsys.readouterr().err
+    with pytest.raises(TrainError, match="unknown lr_schedule 'step'"):
+        train(TrainConfig(data=str(bottle_subset), out=str(tmp_path / "y"), lr_schedule="step"), progress=False)
+    with pytest.raises(ValueError, match="at least one step"):
+        lr_factor("cosine", 0, 0)

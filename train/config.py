@@ -36,6 +36,9 @@ class TrainConfig:
             each a multiple of 32 and at least 64. Images are resized to it (no crop, no padding).
         batch_size: Images per step.
         lr: Student learning rate; the method's default when None.
+        lr_schedule: ``constant`` (the papers: the same rate for every step) or ``cosine`` (the rate decays from
+            ``lr`` to zero along a half cosine over the run's optimiser steps, so that the last steps, whose
+            weights are exported, move the student less). See :data:`LR_SCHEDULES`.
         seed: Seed of initialisation, shuffling and the validation hold-out.
         validation_fraction: Share of good training images held out for calibration.
         sigmas: Threshold = validation median + ``sigmas`` · 1.4826 · MAD (:data:`sdk.metadata.MEDIAN_MAD`).
@@ -74,6 +77,7 @@ class TrainConfig:
     image_size: int | str | tuple[int, int] = "auto"
     batch_size: int = 16
     lr: float | None = None
+    lr_schedule: str = "constant"
     seed: int = 0
     validation_fraction: float = 0.1
     sigmas: float = 3.0
@@ -106,6 +110,8 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 FEATURE_NORMS = ("none", "standardize")
 """What ``feature_norm`` takes (see :mod:`train.components.feature_norm`)."""
+LR_SCHEDULES = ("constant", "cosine")
+"""What ``lr_schedule`` takes (see :func:`train.trainer.lr_factor`)."""
 
 
 AUTO_SIZE = "auto"
@@ -156,5 +162,6 @@ def parse_key_values(items: Sequence[str], what: str = "option") -> dict[str, ob
     return options
 
 
-__all__ = ["AMP_MODES", "AUTO_SIZE", "DEFAULT_EPOCHS", "DEFAULT_STEPS", "DEVICES", "FEATURE_NORMS", "TrainConfig",
+__all__ = ["AMP_MODES", "AUTO_SIZE", "DEFAULT_EPOCHS", "DEFAULT_STEPS", "DEVICES", "FEATURE_NORMS", "LR_SCHEDULES",
+           "TrainConfig",
            "auto_short_side", "parse_key_values"]

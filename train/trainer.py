@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import platform
 import random
 import time
@@ -26,7 +27,16 @@ from sdk.metadata import ModelMetadata, ScoreCalibration
 from .backbones import Teacher, TeacherSpec, build_teacher, get_teacher_spec
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .components.feature_norm import FeatureStandardizer
-from .config import AMP_MODES, DEFAULT_STEPS, DEVICES, FEATURE_NORMS, TrainConfig, auto_short_side, head_options
+from .config import (
+    AMP_MODES,
+    DEFAULT_STEPS,
+    DEVICES,
+    FEATURE_NORMS,
+    LR_SCHEDULES,
+    TrainConfig,
+    auto_short_side,
+    head_options,
+)
 from .graph import DetectorGraph, InputNormalizer
 from .methods import Method, get_method
 from .model import ReverseDistillationNet
@@ -217,6 +227,25 @@ def fit_feature_norm(teacher: Teacher, spec: TeacherSpec, images: np.ndarray, de
     return standardizer.fit(teacher.to(device).raw_features, images, normalize, device=device, progress=progress)
 
 
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """The share of the base learning rate that optimiser step ``step`` (0-based) of ``total`` uses.
+
+    ``constant``: 1 (the papers'). ``cosine``: ``(1 + cos(pi * step / total)) / 2``, from 1 at the first step
+    towards 0 at the last. A function of the step alone, so a resumed run takes the same rates as an uninterrupted
+    one (a resume that changes the run's length re-shapes the rest of the decay).
+
+    Raises:
+        ValueError: An unknown schedule or a ``total`` below 1.
+    """
+    if total < 1:
+        raise ValueError(f"a schedule needs at least one step (got total={total})")
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    raise ValueError(f"unknown lr_schedule {schedule!r}: use {', '.join(LR_SCHEDULES)}")
+
+
 class TrainingStep:
     """One optimisation step as training runs it: the method's losses under autocast (``amp_dtype``; None: FP32),
     loss scaling for FP16, gradients accumulated over the method's ``accumulation_steps``, then every optimiser.
@@ -232,6 +261,13 @@ class TrainingStep:
                  amp_dtype: torch.dtype | None) -> None:
         self.method, self.graph, self.optimizers, self.amp_dtype = method, graph, optimizers, amp_dtype
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+        self.base_lrs = [[group["lr"] for group in opt.param_groups] for opt in optimizers]
+
+    def scale_lr(self, factor: float) -> None:
+        """Set every optimiser's rates to ``factor`` times the rates they were built with (see :func:`lr_factor`)."""
+        for opt, base in zip(self.optimizers, self.base_lrs, strict=True):
+            for group, lr in zip(opt.param_groups, base, strict=True):
+                group["lr"] = lr * factor
 
     def __call__(self, batch: torch.Tensor, step: int, *, last: bool = False) -> float:
         """Run step ``step`` (0-based within the epoch; ``last``: the epoch's last) on a batch; returns its loss."""
@@ -287,6 +323,8 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
         raise ValueError("epochs, steps and batch size must be at least 1")
     if config.feature_norm not in FEATURE_NORMS:
         raise TrainError(f"unknown feature_norm {config.feature_norm!r}: use {', '.join(FEATURE_NORMS)}")
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise TrainError(f"unknown lr_schedule {config.lr_schedule!r}: use {', '.join(LR_SCHEDULES)}")
     dataset = load_dataset(
         config.data, config.category, validation_fraction=config.validation_fraction, seed=config.seed,
         test_good=config.test_good, test_defect=config.test_defect, masks=config.masks,
@@ -336,6 +374,8 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
             losses = []
             for step, start in enumerate(range(0, len(order), config.batch_size)):
                 batch = images_on_host[order[start : start + config.batch_size]].to(device, non_blocking=True)
+                optimize.scale_lr(lr_factor(config.lr_schedule, epoch * steps_per_epoch + step,
+                                            epochs * steps_per_epoch))
                 losses.append(optimize(batch, step, last=step == steps_per_epoch - 1))
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from train.config import AMP_MODES, DEFAULT_STEPS, FEATURE_NORMS, TrainConfig
+from train.config import AMP_MODES, DEFAULT_STEPS, FEATURE_NORMS, LR_SCHEDULES, TrainConfig
 
 from ..arguments import (
     add_head_arguments,
@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help=f"images per step (default: {defaults.batch_size})")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's, 0.005)")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule,
+                        help="learning rate over the run: constant (the papers', default) or cosine (decays to zero "
+                             "along a half cosine over the optimiser steps)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"random seed (default: {defaults.seed})")
     parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction,
                         help="share of good training images held out to calibrate the thresholds (default: "
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, category=args.category, method=args.method, backbone=args.backbone,
         weights=args.weights, epochs=args.epochs, steps=args.steps, image_size=args.image_size,
         batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed, validation_fraction=args.validation_fraction, sigmas=args.sigmas,
+        lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, validation_fraction=args.validation_fraction,
+        sigmas=args.sigmas,
         image_score=args.image_score, top_fraction=args.top_fraction, map_strides=args.map_strides,
         map_sigma=args.map_sigma,
         feature_norm=args.feature_norm, max_train_images=args.max_train_images,
