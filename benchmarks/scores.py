@@ -67,6 +67,8 @@ PAPERS_SIGMA = 4.0
 """The papers' σ: :data:`export.reference.SIGMA` and the head's default (not imported: ``--help`` stays light)."""
 KEEP_TOLERANCE = 0.005
 """The issue's keep rule: a candidate may lose at most this much AUROC on any set."""
+BLUR_OUT = str(RESULTS_DIR / "blur.md")
+"""Where the blur study writes by default."""
 
 
 def head_candidates(graph: Any, images: np.ndarray, masks: np.ndarray | None = None,
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                              "instead of the recipe's; repeatable")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic defects (default: 0)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "scores.md"), help="markdown output")
-    parser.add_argument("--blur-out", default=str(RESULTS_DIR / "blur.md"), help="markdown output of the blur study")
+    parser.add_argument("--blur-out", default=BLUR_OUT, help="markdown output of the blur study")
     parser.add_argument("--blur-only", action="store_true",
                         help="study only the blur σ (with each run's own scales and score): writes --blur-out alone")
     args = parser.parse_args(argv)
@@ -310,7 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.methods:
             rows.append(study_run(name, method, args))
             print({k: v for k, v in rows[-1].items() if k not in ("selection", "test")}, flush=True)
-    command = "python -m benchmarks.scores --blur-only" + "".join(f" --change {k}={v}" for k, v in args.change.items())
+    command = " ".join(["python -m benchmarks.scores --blur-only",
+                        *(["--sets", *args.sets] if list(args.sets) != list(SETS) else []),
+                        *(f"--change {k}={v}" for k, v in args.change.items()),
+                        *(["--blur-out", args.blur_out] if args.blur_out != BLUR_OUT else [])])
     header = ["# The anomaly-map head's blur on every set", "",
               f"{datetime.date.today().isoformat()}; models of `python -m benchmarks.accuracy` (seed 0); maps from the "
               "exported head's own modules with the blur's σ changed; the σ = 4 row is each checkpoint's own recipe "
