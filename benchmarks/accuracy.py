@@ -189,7 +189,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "# Accuracy over every public set",
         "",
         f"{datetime.date.today().isoformat()}; default recipe: {defaults.backbone}, input size {defaults.image_size}, "
-        f"{length}, batch {defaults.batch_size}, seed {args.seed}, head: strides "
+        f"{length}, batch {defaults.batch_size}, {defaults.lr_schedule} learning rate, seed {args.seed}, head: strides "
         f"{'+'.join(map(str, defaults.map_strides))}, image score {defaults.image_score} "
         f"({defaults.top_fraction:.1%} of the map), blur σ {defaults.map_sigma:g} px; "
         f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU. RD rows: metrics from the exported ONNX through "

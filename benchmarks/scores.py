@@ -316,10 +316,11 @@ def main(argv: list[str] | None = None) -> int:
                         *(["--sets", *args.sets] if list(args.sets) != list(SETS) else []),
                         *(f"--change {k}={v}" for k, v in args.change.items()),
                         *(["--blur-out", args.blur_out] if args.blur_out != BLUR_OUT else [])])
-    header = ["# The anomaly-map head's blur on every set", "",
+    where = "every set" if list(args.sets) == list(SETS) else ", ".join(args.sets)
+    header = [f"# The anomaly-map head's blur on {where}", "",
               f"{datetime.date.today().isoformat()}; models of `python -m benchmarks.accuracy` (seed 0); maps from the "
-              "exported head's own modules with the blur's σ changed; the σ = 4 row is each checkpoint's own recipe "
-              "result (a checkpoint retrained on another processor can differ from `accuracy.md`'s row by about "
+              "exported head's own modules with the blur's σ changed; the σ = 4 row is each checkpoint's own result "
+              "as exported (a checkpoint retrained on another processor can differ from `accuracy.md`'s row by about "
               f"0.02 image AUROC). Reproduce: `{command}`."]
     write_text_atomic(args.blur_out, "\n".join(header + blur_markdown(rows, "each run's own scales and score")) + "\n")
     print(f"written {args.blur_out}")
