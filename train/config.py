@@ -163,5 +163,4 @@ def parse_key_values(items: Sequence[str], what: str = "option") -> dict[str, ob
 
 
 __all__ = ["AMP_MODES", "AUTO_SIZE", "DEFAULT_EPOCHS", "DEFAULT_STEPS", "DEVICES", "FEATURE_NORMS", "LR_SCHEDULES",
-           "TrainConfig",
-           "auto_short_side", "parse_key_values"]
+           "TrainConfig", "auto_short_side", "parse_key_values"]
