@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ OLD_RULE_MARK = " †"
 """After an F1 measured at the thresholds of the rule before :data:`sdk.metadata.MEDIAN_MAD` (mean + 3 std)."""
 ROW_KEY = ("set", "method", "change")
 """A row's name in the table's JSON store (``accuracy.json`` beside ``accuracy.md``): a rerun replaces it."""
+RECIPE_SEED = 0
+"""The recipe's seed: rows of any other seed (``--seed N``) are labelled ``seed=N`` and train in their own folders."""
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1", "n_images", "n_anomalous")
 
 
@@ -64,7 +67,7 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
     from train.trainer import train
 
     spec, category = dataset_spec(name)
-    run_dir = run_folder(Path(args.runs), name, method, args.change, args.method_options)
+    run_dir = run_folder(Path(args.runs), name, method, args.change, args.method_options, seed=args.seed)
     config = row_config(spec, category, run_dir, method, args)
     action = training_action(run_dir, reuse=args.reuse, resume=args.resume)
     if action != "reuse":
@@ -114,13 +117,14 @@ def row_config(spec: str, category: str | None, run_dir: Path, method: str,
 
 
 def run_folder(runs: Path, name: str, method: str, changes: dict[str, Any],
-               method_options: dict[str, Any]) -> Path:
+               method_options: dict[str, Any], seed: int = RECIPE_SEED) -> Path:
     """Where one set x method x change trains: the recipe's folder for head-only changes (export-time settings,
-    the recipe's checkpoint re-exported), a folder named after the change otherwise, so that an ablation never
-    overwrites the recipe's checkpoint."""
+    the recipe's checkpoint re-exported), a folder named after the change otherwise (a seed other than the
+    recipe's is a change too), so that an ablation never overwrites the recipe's checkpoint."""
     folder = runs / name.replace(":", "-") / method
     trained = {k: v for k, v in changes.items() if k not in HEAD_SETTINGS}
     trained.update({f"method.{k}": v for k, v in method_options.items()})
+    trained.update({"seed": seed} if seed != RECIPE_SEED else {})
     if not trained:
         return folder
     suffix = "-".join(f"{k}={v}" for k, v in sorted(trained.items()))
@@ -189,8 +193,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "# Accuracy over every public set",
         "",
         f"{datetime.date.today().isoformat()}; default recipe: {defaults.backbone}, input size {defaults.image_size}, "
-        f"{length}, batch {defaults.batch_size}, {defaults.lr_schedule} learning rate, seed {args.seed}, head: strides "
-        f"{'+'.join(map(str, defaults.map_strides))}, image score {defaults.image_score} "
+        f"{length}, batch {defaults.batch_size}, {defaults.lr_schedule} learning rate, seed {RECIPE_SEED}, "
+        f"head: strides {'+'.join(map(str, defaults.map_strides))}, image score {defaults.image_score} "
         f"({defaults.top_fraction:.1%} of the map), blur σ {defaults.map_sigma:g} px; "
         f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU. RD rows: metrics from the exported ONNX through "
         "`sdk.Detector`. Baseline: patch nearest-neighbour on the same teacher's stride-8/16 features "
@@ -223,11 +227,53 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
                           for r in rows)]
     if missing:
         lines.append(f"Not run yet with the recipe: {', '.join(missing)}.")
+    lines += seed_spread(rows)
     notes = [f"- {r['set']} / {r['method']} / {r.get('change', 'recipe')}: {r['timing_note']}"
              for r in table_order(rows) if r.get("timing_note")]
     if notes:
         lines += ["", "Timing notes:", *notes]
     return "\n".join([*lines, ""])
+
+
+def split_seed(change: str) -> tuple[str, int]:
+    """A row's change label → (the label without its seed, the seed): ``"seed=2"`` → ``("recipe", 2)``,
+    ``"backbone=x, seed=2"`` → ``("backbone=x", 2)``; a label with no seed is of the recipe's seed."""
+    match = re.search(r"(?:^|, )seed=(-?\d+)$", change)
+    if not match:
+        return change, RECIPE_SEED
+    return change[: match.start()] or "recipe", int(match.group(1))
+
+
+def seed_spread(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: for each set x method x change trained with more than one seed, the image and pixel AUROC of
+    each seed, their mean and range (max - min); no lines when no row has another seed."""
+    groups: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = {}
+    for row in rows:
+        change, seed = split_seed(row.get("change", "recipe"))
+        groups.setdefault((row["set"], row["method"], change), {})[seed] = row
+    spread = {key: by_seed for key, by_seed in groups.items() if len(by_seed) > 1}
+    if not spread:
+        return []
+
+    def values(by_seed: dict[int, dict[str, Any]], metric: str) -> list[float]:
+        return [by_seed[seed][metric] for seed in sorted(by_seed) if by_seed[seed][metric] is not None]
+
+    def summary(numbers: list[float]) -> str:
+        if not numbers:
+            return "n/a | n/a"
+        return f"{sum(numbers) / len(numbers):.3f} | {max(numbers) - min(numbers):.3f}"
+
+    lines = ["", "Seed spread (the same set, method and change trained with other seeds, `--seed N`; each seed also "
+             "draws its own validation split and, for the baseline, its own coreset):", "",
+             "| set | method | change | seeds | image AUROC per seed | image mean | image range | pixel mean | "
+             "pixel range |", "|---|---|---|---|---|---:|---:|---:|---:|"]
+    order = {id(row): i for i, row in enumerate(table_order(rows))}
+    for (name, method, change), by_seed in sorted(spread.items(),
+                                                 key=lambda item: min(order[id(r)] for r in item[1].values())):
+        per_seed = " / ".join(f"{by_seed[seed]['image_auroc']:.3f}" for seed in sorted(by_seed))
+        lines.append(f"| {name} | {method} | {change} | {', '.join(map(str, sorted(by_seed)))} | {per_seed} | "
+                     f"{summary(values(by_seed, 'image_auroc'))} | {summary(values(by_seed, 'pixel_auroc'))} |")
+    return lines
 
 
 def training_length(row: dict[str, Any]) -> str:
@@ -254,7 +300,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="methods (default: the four and the baseline)")
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"epochs instead of the recipe's length ({DEFAULT_STEPS} optimiser steps)")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    parser.add_argument("--seed", type=int, default=RECIPE_SEED,
+                        help=f"seed of initialisation, data order, validation split and the baseline's coreset "
+                             f"(default: {RECIPE_SEED}, the recipe's; rows of another seed are labelled seed=N and "
+                             "summarised in the table's seed-spread section)")
     parser.add_argument("--runs", default="runs/accuracy", help="folder for the runs (default: runs/accuracy)")
     parser.add_argument("--reuse", action="store_true", help="reuse existing checkpoints instead of retraining")
     parser.add_argument("--resume", action="store_true",
@@ -275,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         raise SystemExit(str(exc)) from exc
     labels = [f"{k}={v}" for k, v in args.change.items()] + [f"{k}={v}" for k, v in args.method_options.items()]
+    labels += [f"seed={args.seed}"] if args.seed != RECIPE_SEED else []
     args.label = ", ".join(labels) or "recipe"
     jobs = [functools.partial(run_one, name, method, args) for name in args.sets for method in args.methods]
     collect_rows(jobs, functools.partial(markdown, args=args), args.out, store=Path(args.out).with_suffix(".json"),

@@ -172,6 +172,37 @@ def test_accuracy_ablations_train_in_their_own_folder_and_head_changes_reuse_the
     option = run_folder(tmp_path, "kolektorsdd", "drd", {}, {"segmentation_target": "difference"})
     assert steps == recipe.with_name("rd4ad-steps=1000")
     assert option.name == "drd-method.segmentation_target=difference" and option.parent.name == "kolektorsdd"
+    assert run_folder(tmp_path, "elpv:mono", "rd4ad", {}, {}, seed=0) == recipe
+    seeded = run_folder(tmp_path, "elpv:mono", "rd4ad", {"map_sigma": 8.0}, {}, seed=2)
+    assert seeded == recipe.with_name("rd4ad-seed=2")
+    assert run_folder(tmp_path, "elpv:mono", "rd4ad", {"steps": 1000}, {}, seed=1).name == "rd4ad-seed=1-steps=1000"
+
+
+def test_accuracy_table_summarises_the_spread_of_rows_trained_with_other_seeds():
+    import argparse
+
+    from benchmarks.accuracy import markdown, seed_spread, split_seed
+
+    assert split_seed("recipe") == ("recipe", 0)
+    assert split_seed("seed=2") == ("recipe", 2)
+    assert split_seed("backbone=efficientnet_lite1, map_sigma=8, seed=11") == ("backbone=efficientnet_lite1, "
+                                                                               "map_sigma=8", 11)
+    assert split_seed("epochs=30, papers' head (map_strides=4,8,16, image_score=max)")[1] == 0
+
+    def row(method, change, image, pixel):
+        return {"set": "kolektorsdd", "method": method, "change": change, "size": "640x256", "epochs": 63,
+                "steps": 1008, "image_auroc": image, "pixel_auroc": pixel, "aupro": 0.7, "f1": 0.7,
+                "train_minutes": 20.0, "ms": 20.0, "runtime": "ONNX Runtime", "threshold_rule": "median_mad"}
+
+    rows = [row("rd4ad", "recipe", 0.875, 0.919), row("rd4ad", "seed=1", 0.845, 0.925),
+            row("rd4ad", "seed=2", 0.905, 0.913), row("drd", "recipe", 0.822, 0.933),
+            row("rd4ad", "backbone=efficientnet_lite1", 0.901, 0.948)]
+    assert seed_spread(rows[:1] + rows[3:]) == []  # one seed each: nothing to summarise
+    lines = seed_spread(rows)
+    assert sum(line.startswith("| kolektorsdd |") for line in lines) == 1  # drd and the Lite1 row have one seed
+    assert "| kolektorsdd | rd4ad | recipe | 0, 1, 2 | 0.875 / 0.845 / 0.905 | 0.875 | 0.060 | 0.919 | 0.012 |" in lines
+    table = markdown(rows, argparse.Namespace(epochs=None, seed=2))
+    assert "seed 0," in table.splitlines()[2] and "| rd4ad | seed=2 |" in table and "Seed spread" in table
 
 
 def test_accuracy_rows_resume_an_interrupted_training_only_when_asked_and_reuse_only_finished_ones(tmp_path: Path):
