@@ -247,8 +247,8 @@ def split_seed(change: str) -> tuple[str, int]:
 def seed_spread(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown lines: for each set x method x change trained with more than one seed, the image and pixel AUROC of
     each seed, their mean and range (max - min); no lines when no row has another seed."""
-    groups: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = {}
-    for row in rows:
+    groups: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = {}  # in the table's order of first rows
+    for row in table_order(rows):
         change, seed = split_seed(row.get("change", "recipe"))
         groups.setdefault((row["set"], row["method"], change), {})[seed] = row
     spread = {key: by_seed for key, by_seed in groups.items() if len(by_seed) > 1}
@@ -267,9 +267,7 @@ def seed_spread(rows: list[dict[str, Any]]) -> list[str]:
              "draws its own validation split and, for the baseline, its own coreset):", "",
              "| set | method | change | seeds | image AUROC per seed | image mean | image range | pixel mean | "
              "pixel range |", "|---|---|---|---|---|---:|---:|---:|---:|"]
-    order = {id(row): i for i, row in enumerate(table_order(rows))}
-    for (name, method, change), by_seed in sorted(spread.items(),
-                                                 key=lambda item: min(order[id(r)] for r in item[1].values())):
+    for (name, method, change), by_seed in spread.items():
         per_seed = " / ".join(f"{by_seed[seed]['image_auroc']:.3f}" for seed in sorted(by_seed))
         lines.append(f"| {name} | {method} | {change} | {', '.join(map(str, sorted(by_seed)))} | {per_seed} | "
                      f"{summary(values(by_seed, 'image_auroc'))} | {summary(values(by_seed, 'pixel_auroc'))} |")
