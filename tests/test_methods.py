@@ -184,6 +184,53 @@ def test_a_training_step_makes_every_tensor_on_the_models_device(method_name: st
     assert not made.operators, f"{method_name} made CPU tensors: {sorted(set(made.operators))}"
 
 
+def test_rd4ad_hard_mining_on_the_meta_device_makes_no_cpu_tensor(small_batch):
+    """The hard-mining option's mask and threshold stay on the model's device (see the test above)."""
+    method = get_method("rd4ad", hard_mining=0.9)
+    net = method.build(get_teacher_spec("efficientnet_lite0"), build_teacher("efficientnet_lite0", pretrained=False))
+    graph = DetectorGraph(net, small_batch.shape[1], **method.graph_options()).to("meta")
+    method.setup(0, device="meta")
+    with CpuTensorsMade() as made:
+        out = method.training_step(net.train(), small_batch.to("meta"), graph)
+    assert out["loss"].device.type == "meta" and not made.operators, sorted(set(made.operators))
+
+
+def test_hard_mining_keeps_the_loss_and_damps_the_gradient_where_the_student_matches_best(small_batch):
+    """On real images through the Lite0 teacher and a fresh student: the option leaves RD4AD's loss value exactly as
+    the paper's, multiplies the gradient by 0.1 at the 90 % of positions with the smallest teacher-student cosine
+    distance and keeps it whole at the rest, and so changes the parameters' gradients."""
+    from train.losses import HARD_MINING_FACTOR, flattened_cosine_loss, hard_mined
+
+    torch.manual_seed(0)
+    plain, mined = get_method("rd4ad"), get_method("rd4ad", hard_mining=0.9)
+    net = plain.build(get_teacher_spec("efficientnet_lite0"), build_teacher("efficientnet_lite0")).train()
+    graph = DetectorGraph(net, small_batch.shape[1], **plain.graph_options())
+
+    with torch.no_grad():
+        teacher, student = net(graph.normalize(small_batch))
+    t, s = teacher[1], student[1].clone().requires_grad_(True)
+    reference = s.detach().clone().requires_grad_(True)
+    flattened_cosine_loss(t, hard_mined(t, s, 0.9)).backward()
+    flattened_cosine_loss(t, reference).backward()
+    ratio = (s.grad / reference.grad).mean(dim=1)  # (N, H, W): the same factor on every channel of a position
+    distance = 1 - torch.nn.functional.cosine_similarity(t, s.detach(), dim=1)
+    damped = torch.isclose(ratio, torch.tensor(HARD_MINING_FACTOR), atol=1e-4)
+    whole = torch.isclose(ratio, torch.tensor(1.0), atol=1e-4)
+    assert bool((damped | whole).all())
+    assert abs(damped.float().mean().item() - 0.9) < 0.01
+    assert distance[damped].max() <= distance[whole].min()  # the damped ones are the best restored
+    assert torch.equal(hard_mined(t, s, 0.0), s)
+
+    grads = []
+    for method in (plain, mined):
+        net.zero_grad()
+        loss = method.training_step(net, small_batch, graph)["loss"]
+        loss.backward()
+        grads.append((float(loss), torch.cat([p.grad.flatten() for p in net.student_parameters()])))
+    assert grads[0][0] == grads[1][0]  # the same loss value
+    assert not torch.allclose(grads[0][1], grads[1][1])  # a different update
+
+
 def run_steps(method_name: str, batch: torch.Tensor, key: str, steps: int) -> list[dict[str, float]]:
     """Train a fresh Lite0 model on one real batch for ``steps`` steps, back-propagating ``out[key]``."""
     torch.manual_seed(0)
@@ -371,13 +418,15 @@ def test_method_options_are_validated():
     assert get_method("reason", suppression_target="teacher").suppression_target == "teacher"
     with pytest.raises(ValueError, match="suppression_target"):
         get_method("reason", suppression_target="student")
-    with pytest.raises(ValueError, match="valid: none"):
+    with pytest.raises(ValueError, match="valid: hard_mining"):
         get_method("rd4ad", refinement=True)
+    with pytest.raises(ValueError, match="hard_mining"):
+        get_method("rd4ad", hard_mining=1.0)
 
 
 @pytest.mark.parametrize(("method", "valid"), [("drd", "refinement, segmentation_target"),
                                                 ("reason", "suppression_target, noise_std"),
-                                                ("rdpp", "none"), ("rd4ad", "none")])
+                                                ("rdpp", "none"), ("rd4ad", "hard_mining")])
 def test_an_unknown_method_option_is_one_clear_error_listing_the_valid_ones(method, valid, capsys):
     """Defect: ``--method-option`` unknown to drd or reason ended in a TypeError traceback."""
     from rdedge.main import main

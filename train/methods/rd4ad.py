@@ -4,6 +4,10 @@ Follows the official code's behaviour: the knowledge-distillation loss is a cosi
 *flattened* C·H·W teacher and student maps (the paper's equation is per pixel; the code, which produced the
 published numbers, flattens), summed over the three scales and averaged over the batch. One Adam optimiser over
 bottleneck and decoder, lr 0.005, betas (0.5, 0.999), no weight decay, no schedule.
+
+Option ``hard_mining`` (off by default, not the paper's): the same loss with the gradient damped at the easiest
+positions (:func:`~train.losses.hard_mined`), as ReContrast (NeurIPS 2023) and Dinomaly (CVPR 2025) train their
+reverse-distillation students.
 """
 
 from __future__ import annotations
@@ -13,15 +17,30 @@ from torch import Tensor
 
 from ..backbones import TeacherSpec
 from ..graph import DetectorGraph
-from ..losses import flattened_cosine_loss, sum_over_scales
+from ..losses import flattened_cosine_loss, hard_mined
 from ..model import ReverseDistillationNet
 from .base import Method
 
 
 class RD4AD(Method):
-    """RD4AD: MFF + OCE bottleneck, reverse decoder, flattened-cosine loss."""
+    """RD4AD: MFF + OCE bottleneck, reverse decoder, flattened-cosine loss.
+
+    Args:
+        hard_mining: Share of positions in [0, 1) (over each batch and scale) whose gradient is damped to
+            :data:`~train.losses.HARD_MINING_FACTOR` because the student already restores them best; 0 (default)
+            is the paper's loss. ReContrast and Dinomaly use 0.9.
+    """
 
     name = "rd4ad"
+
+    option_names = ("hard_mining",)
+
+    def __init__(self, hard_mining: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= float(hard_mining) < 1.0:
+            raise ValueError(f"hard_mining must be in [0, 1), got {hard_mining!r}")
+        self.hard_mining = float(hard_mining)
+        self.options = {"hard_mining": self.hard_mining} if self.hard_mining else {}
 
     def build(self, spec: TeacherSpec, teacher: torch.nn.Module) -> ReverseDistillationNet:
         return ReverseDistillationNet(spec, teacher)
@@ -33,4 +52,7 @@ class RD4AD(Method):
         self, net: ReverseDistillationNet, images: Tensor, graph: DetectorGraph
     ) -> dict[str, Tensor]:
         teacher, student = net(graph.normalize(images))
-        return {"loss": sum_over_scales(flattened_cosine_loss, teacher, student)}
+        loss = sum(
+            flattened_cosine_loss(t, hard_mined(t, s, self.hard_mining)) for t, s in zip(teacher, student, strict=True)
+        )
+        return {"loss": loss}
