@@ -30,7 +30,7 @@ from .latency import RESULTS_DIR, collect_rows, summarize, time_calls
 from .methods import METHODS, evaluate_model, onnx_latency_ms
 from .nonsquare import industrial_root
 
-HEAD_SETTINGS = frozenset({"image_score", "top_fraction", "map_strides", "map_sigma"})
+HEAD_SETTINGS = frozenset({"image_score", "top_fraction", "map_strides", "map_sigma", "map_pool"})
 """Settings applied at export: a change of only these reuses the recipe's checkpoint (no retraining)."""
 BASELINE = "baseline"
 """The nearest-neighbour baseline's name in ``--methods`` and in the table."""

@@ -137,7 +137,8 @@ def blur_candidates(graph: Any, images: np.ndarray, batch: int = 8) -> tuple[dic
     head = graph.head
     heads = {sigma: AnomalyMapHead(head.image_size, sigma=sigma, combine=head.combine, refinement=head.refinement,
                                    image_score=head.image_score, top_fraction=head.top_fraction,
-                                   map_strides=head.map_strides) for sigma in BLUR_SIGMAS}
+                                   map_strides=head.map_strides, feature_pool=head.feature_pool)
+             for sigma in BLUR_SIGMAS}
     scores: dict[float, list[np.ndarray]] = {sigma: [] for sigma in BLUR_SIGMAS}
     maps: dict[float, list[np.ndarray]] = {sigma: [] for sigma in BLUR_SIGMAS}
     with torch.no_grad():

@@ -172,7 +172,7 @@ def check_against_torch(
     ref_maps, ref_scores = papers_postprocess(
         teacher, student, head.image_size, combine=head.combine, refinement=head.refinement,
         image_score=head.image_score, top_fraction=head.top_fraction, map_strides=head.map_strides,
-        sigma=head.sigma,
+        sigma=head.sigma, feature_pool=head.feature_pool,
     )
     checks = {
         "n_images": len(images),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, uniform_filter
 
 from sdk.contract import ImageSize
 
@@ -46,6 +46,13 @@ def image_scores(maps: np.ndarray, image_score: str = "max", top_fraction: float
     return np.partition(flat, flat.shape[1] - count, axis=1)[:, -count:].mean(axis=1)
 
 
+def pooled(features: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, h, w) features averaged over ``size`` x ``size`` neighbourhoods, zeros beyond the borders."""
+    if size == 1:
+        return features
+    return torch.from_numpy(uniform_filter(features.detach().numpy(), size=(1, 1, size, size), mode="constant"))
+
+
 def papers_postprocess(
     teacher: list[torch.Tensor],
     student: list[torch.Tensor],
@@ -57,18 +64,20 @@ def papers_postprocess(
     top_fraction: float = 0.01,
     map_strides: tuple[int, ...] = (4, 8, 16),
     sigma: float = SIGMA,
+    feature_pool: int = 1,
     dtype: torch.dtype = torch.float64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Teacher/student features → (smoothed maps (N, H, W), scores (N,)) the way the official scripts compute them
     (over the feature levels of ``map_strides``, of strides 4, 8 and 16, smoothed with ``sigma``; the papers use all
-    three and σ = 4)."""
+    three and σ = 4). ``feature_pool`` > 1 first averages each feature map over ``feature_pool`` x ``feature_pool``
+    neighbourhoods with SciPy's ``uniform_filter`` (zeros beyond the borders), as PatchCore aggregates patches."""
     size = tuple(ImageSize.parse(image_size))
     levels = [(4, 8, 16).index(s) for s in map_strides]
-    teacher, student = [teacher[i] for i in levels], [student[i] for i in levels]
+    teacher, student = ([pooled(f[i].to(dtype), feature_pool) for i in levels] for f in (teacher, student))
     distances, upsampled = [], []
     with torch.no_grad():
         for t, s in zip(teacher, student, strict=True):
-            d = 1.0 - F.cosine_similarity(t.to(dtype), s.to(dtype), dim=1)
+            d = 1.0 - F.cosine_similarity(t, s, dim=1)
             distances.append(d.numpy())
             upsampled.append(
                 F.interpolate(d.unsqueeze(1), size=size, mode="bilinear", align_corners=True).squeeze(1).numpy()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from sdk.contract import IMAGE_SCORES, PRECISION_NAMES, PRECISIONS, ImageSize, check_map_strides
+from sdk.contract import IMAGE_SCORES, PRECISION_NAMES, PRECISIONS, ImageSize, check_feature_pool, check_map_strides
 from sdk.errors import RdedgeError
 
 
@@ -59,10 +59,18 @@ def map_sigma_argument(text: str) -> float:
     return value
 
 
+def map_pool_argument(text: str) -> int:
+    """``--map-pool``: an odd neighbourhood side of at least 1."""
+    try:
+        return check_feature_pool(int(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be an odd whole number of at least 1, got {text}") from exc
+
+
 def add_head_arguments(parser: argparse.ArgumentParser, image_score: str | None, top_fraction: float | None,
-                       map_strides: tuple[int, ...] | None, map_sigma: float | None) -> None:
-    """``--image-score``, ``--top-fraction``, ``--map-strides`` and ``--map-sigma``: how the graph makes its map
-    and image score.
+                       map_strides: tuple[int, ...] | None, map_sigma: float | None, map_pool: int | None) -> None:
+    """``--image-score``, ``--top-fraction``, ``--map-strides``, ``--map-sigma`` and ``--map-pool``: how the graph
+    makes its map and image score.
 
     Args:
         parser: The sub-command's parser.
@@ -70,6 +78,7 @@ def add_head_arguments(parser: argparse.ArgumentParser, image_score: str | None,
         top_fraction: Default (None: keep the run's).
         map_strides: Default (None: keep the run's).
         map_sigma: Default (None: keep the run's).
+        map_pool: Default (None: keep the run's).
     """
     keep = "the run's"
     parser.add_argument("--image-score", choices=IMAGE_SCORES, default=image_score,
@@ -85,6 +94,10 @@ def add_head_arguments(parser: argparse.ArgumentParser, image_score: str | None,
                         help="Gaussian σ of the anomaly map's blur in input pixels (the papers: 4); 8 ranked "
                              "KolektorSDD's cracks better and cost AUPRO on compact defects "
                              f"(benchmarks/results/blur.md) (default: {map_sigma if map_sigma else keep})")
+    parser.add_argument("--map-pool", type=map_pool_argument, default=map_pool,
+                        help="average teacher and student features over N x N neighbourhoods (N odd) before their "
+                             "cosine distance: 1 (the papers') compares single positions, 3 compares 3x3 "
+                             f"neighbourhoods as PatchCore does (default: {map_pool if map_pool else keep})")
 
 
 def add_test_folder_arguments(parser: argparse.ArgumentParser) -> None:

@@ -144,6 +144,17 @@ def check_map_strides(strides: tuple[int, ...] | list[int]) -> tuple[int, ...]:
     return chosen
 
 
+def check_feature_pool(size: int) -> int:
+    """``feature_pool`` (the head's neighbourhood side) as an int: odd and at least 1 (1: no pooling).
+
+    Raises:
+        ValueError: Even, below 1 or not a whole number.
+    """
+    if isinstance(size, bool) or int(size) != size or size < 1 or size % 2 == 0:
+        raise ValueError(f"feature_pool must be an odd whole number of at least 1, got {size!r}")
+    return int(size)
+
+
 def top_pixel_count(image_size: ImageSize | int, top_fraction: float) -> int:
     """Pixels in the top ``top_fraction`` of a map of ``image_size`` (at least one)."""
     size = ImageSize.parse(image_size)

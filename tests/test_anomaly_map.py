@@ -133,3 +133,43 @@ def test_blur_sigma_is_the_references_gaussian_at_that_sigma():
             AnomalyMapHead(64, sigma=bad)
     with pytest.raises(ValueError, match="blur radius"):
         AnomalyMapHead((64, 32), sigma=16.0)  # radius 64 > the map's width 32
+
+
+def test_feature_pool_compares_neighbourhoods_as_scipys_uniform_filter_does():
+    """A head with ``feature_pool=3`` equals the reference that averages teacher and student features with SciPy's
+    ``uniform_filter`` (zeros beyond the borders) before the cosine, on a non-square map with the recipe's strides and
+    score; the border padding does not matter to the cosine (scale-free), so averaging over the inside pixels only
+    gives the same map; a change at one position spreads to its 3x3 neighbours' distances; 1 is the papers'
+    head; even, zero and fractional sides are refused."""
+    import pytest
+
+    from export.reference import papers_postprocess
+    from train.components.anomaly_map import pool_features
+
+    torch.manual_seed(0)
+    teacher = [torch.rand(2, 8, 16, 8), torch.rand(2, 16, 8, 4), torch.rand(2, 32, 4, 2)]
+    student = [torch.rand_like(t) for t in teacher]
+    options = {"map_strides": (8, 16), "image_score": "top_mean", "top_fraction": 0.01}
+    head = AnomalyMapHead((64, 32), feature_pool=3, **options)
+    maps, scores = head(teacher, student)
+    ref_maps, ref_scores = papers_postprocess(teacher, student, (64, 32), feature_pool=3, **options)
+    np.testing.assert_allclose(maps.numpy(), ref_maps, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores.numpy(), ref_scores, rtol=1e-5)
+    inside_only = [F.avg_pool2d(f, 3, stride=1, padding=1, count_include_pad=False) for f in teacher[1:]]
+    inside_student = [F.avg_pool2d(f, 3, stride=1, padding=1, count_include_pad=False) for f in student[1:]]
+    torch.testing.assert_close(cosine_distance_map(pool_features(teacher[1], 3), pool_features(student[1], 3)),
+                               cosine_distance_map(inside_only[0], inside_student[0]))
+    papers = AnomalyMapHead((64, 32), **options)
+    assert not np.allclose(papers(teacher, student)[0].numpy(), ref_maps, atol=1e-4)
+    np.testing.assert_allclose(papers(teacher, student)[0].numpy(),
+                               papers_postprocess(teacher, student, (64, 32), **options)[0], rtol=1e-5, atol=1e-6)
+
+    changed = [t.clone() for t in student]
+    changed[1][:, :, 4, 2] += 1.0  # one stride-8 position
+    before = cosine_distance_map(pool_features(teacher[1], 3), pool_features(student[1], 3))
+    after = cosine_distance_map(pool_features(teacher[1], 3), pool_features(changed[1], 3))
+    moved = (after - before).abs() > 1e-6
+    assert moved[:, 3:6, 1:4].all() and moved.sum() == 2 * 9  # its 3x3 neighbourhood, in both images
+    for bad in (0, 2, 1.5, True, -3):
+        with pytest.raises(ValueError, match="feature_pool"):
+            AnomalyMapHead(64, feature_pool=bad)

@@ -299,6 +299,23 @@ def test_export_changes_the_map_blur_and_its_self_check_follows(tiny_run, tmp_pa
     assert wide(image).anomaly_map.max() < recipe(image).anomaly_map.max()
 
 
+def test_export_pools_the_features_and_its_self_check_follows(tiny_run, bottle_images, tmp_path: Path):
+    """``rdedge export --map-pool 3`` on a real run: the export's check against the SciPy reference (``uniform_filter``
+    then cosine) passes, the metadata records the pooling, thresholds are calibrated again on the new scores, and the
+    map of a real test image changes."""
+    from sdk import Detector
+
+    recipe = Detector(tiny_run[1].path)
+    out = tmp_path / "pooled.onnx"
+    assert main(["export", str(tiny_run[0]), "--out", str(out), "--map-pool", "3", "--check-images", "2",
+                 "--quiet"]) == 0
+    pooled = Detector(out)
+    assert pooled.metadata.graph_options["feature_pool"] == 3
+    assert pooled.threshold != recipe.threshold
+    image = bottle_images["broken"]
+    assert not np.allclose(pooled(image).anomaly_map, recipe(image).anomaly_map, atol=1e-4)
+
+
 def test_export_changes_the_image_score_and_recalibrates(tiny_run, tmp_path: Path, capsys):
     """``rdedge export --image-score top_mean --top-fraction 0.01 --map-strides 4,8,16 --refinement`` on a real run
     (trained with the recipe's head: strides 8+16, top 0.1 %): the graph's score is the refined mean of the top 1 % of
@@ -307,13 +324,15 @@ def test_export_changes_the_image_score_and_recalibrates(tiny_run, tmp_path: Pat
 
     recipe = Detector(tiny_run[1].path)
     assert recipe.metadata.graph_options == {"combine": "sum", "refinement": False, "image_score": "top_mean",
-                                             "top_fraction": 0.001, "map_strides": [8, 16], "sigma": 4.0}
+                                             "top_fraction": 0.001, "map_strides": [8, 16], "sigma": 4.0,
+                                             "feature_pool": 1}
     out = tmp_path / "top.onnx"
     assert main(["export", str(tiny_run[0]), "--out", str(out), "--image-score", "top_mean", "--top-fraction",
                  "0.01", "--map-strides", "4,8,16", "--refinement", "--check-images", "2", "--quiet"]) == 0
     det = Detector(out)
     assert det.metadata.graph_options == {"combine": "sum", "refinement": True, "image_score": "top_mean",
-                                          "top_fraction": 0.01, "map_strides": [4, 8, 16], "sigma": 4.0}
+                                          "top_fraction": 0.01, "map_strides": [4, 8, 16], "sigma": 4.0,
+                                          "feature_pool": 1}
     assert det.threshold != recipe.threshold
     image = np.full((128, 128, 3), 90, np.uint8)
     result = det(image)
@@ -321,7 +340,7 @@ def test_export_changes_the_image_score_and_recalibrates(tiny_run, tmp_path: Pat
     assert result.score > top  # refined: (1 + v) times the top-pixel mean
     assert not np.allclose(result.anomaly_map, recipe(image).anomaly_map)  # stride 4 is back in the map
     for contradiction in (["--refinement", "--no-refinement"], ["--top-fraction", "0"], ["--map-strides", "2,8"],
-                          ["--map-sigma", "0"]):
+                          ["--map-sigma", "0"], ["--map-pool", "2"], ["--map-pool", "0"]):
         with pytest.raises(SystemExit) as exit_info:
             main(["export", str(tiny_run[0]), *contradiction])
         assert exit_info.value.code == 2

@@ -52,6 +52,9 @@ class TrainConfig:
         map_sigma: Gaussian σ of the anomaly map's blur, in pixels of the model input (the papers: 4). σ = 8
             raised image and pixel AUROC on KolektorSDD's cracks and cost AUPRO on tire and bottle
             (``benchmarks/results/blur.md``). ``rdedge export --map-sigma`` changes it without retraining.
+        map_pool: Side of the neighbourhood (odd) over which the head averages teacher and student features before
+            their cosine distance: 1 (the papers') compares single positions, 3 compares 3x3 neighbourhoods as
+            PatchCore does. ``rdedge export --map-pool`` changes it without retraining.
         feature_norm: ``none`` (the papers: raw teacher features) or ``standardize`` (every teacher channel
             standardised with its mean and standard deviation over the good training images, fitted once before
             training and exported inside the graph; see :mod:`train.components.feature_norm`). Measured worse
@@ -85,6 +88,7 @@ class TrainConfig:
     top_fraction: float = 0.001
     map_strides: tuple[int, ...] = (8, 16)
     map_sigma: float = 4.0
+    map_pool: int = 1
     feature_norm: str = "none"
     max_train_images: int | None = None
     method_options: dict[str, Any] = field(default_factory=dict)
@@ -96,10 +100,10 @@ class TrainConfig:
 
 
 def head_options(config: TrainConfig) -> dict[str, Any]:
-    """The anomaly-map head's options of a run (image score, top fraction, map strides, blur σ), as
+    """The anomaly-map head's options of a run (image score, top fraction, map strides, blur σ, feature pooling), as
     :class:`~train.graph.DetectorGraph` takes them and the model's metadata records them."""
     return {"image_score": config.image_score, "top_fraction": config.top_fraction,
-            "map_strides": list(config.map_strides), "sigma": config.map_sigma}
+            "map_strides": list(config.map_strides), "sigma": config.map_sigma, "feature_pool": config.map_pool}
 
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")

@@ -56,6 +56,7 @@ class DetectorGraph(nn.Module):
         image_score: ``max`` or ``top_mean`` (see :class:`~train.components.anomaly_map.AnomalyMapHead`).
         top_fraction: Share of pixels averaged by ``top_mean``.
         map_strides: Feature strides fused into the anomaly map (all three by default).
+        feature_pool: Neighbourhood side over which the head averages features before the cosine (1: none).
 
     ``forward(images)`` takes (N, H, W, 3) uint8 RGB and returns ``(anomaly_map (N, H, W), score (N,))``, float32.
     """
@@ -70,12 +71,14 @@ class DetectorGraph(nn.Module):
         image_score: str = "max",
         top_fraction: float = 0.01,
         map_strides: tuple[int, ...] | list[int] = FEATURE_STRIDES,
+        feature_pool: int = 1,
     ) -> None:
         super().__init__()
         self.normalize = InputNormalizer(net.spec.mean, net.spec.std)
         self.net = net
         self.head = AnomalyMapHead(image_size, sigma=sigma, combine=combine, refinement=refinement,
-                                   image_score=image_score, top_fraction=top_fraction, map_strides=map_strides)
+                                   image_score=image_score, top_fraction=top_fraction, map_strides=map_strides,
+                                   feature_pool=feature_pool)
         self.compute_dtype = torch.float32
 
     def half_network(self) -> DetectorGraph:

@@ -34,7 +34,7 @@ RESUMABLE_CHANGES = ("epochs", "steps", "out")
 run folder's path (a folder moved or copied elsewhere resumes there)."""
 
 
-SETTINGS_ADDED = {"feature_norm": "none", "map_sigma": 4.0, "lr_schedule": "constant"}
+SETTINGS_ADDED = {"feature_norm": "none", "map_sigma": 4.0, "map_pool": 1, "lr_schedule": "constant"}
 """Settings added after state files were first written, with the value that an older state file ran with."""
 
 

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help="DRD ablation: export without the detection refinement")
     refinement.add_argument("--refinement", action="store_true",
                             help="apply DRD's detection refinement to the image score (any method)")
-    add_head_arguments(parser, None, None, None, None)
+    add_head_arguments(parser, None, None, None, None, None)
 
 
 def graph_overrides(args: argparse.Namespace) -> dict[str, object] | None:
@@ -43,6 +43,8 @@ def graph_overrides(args: argparse.Namespace) -> dict[str, object] | None:
         overrides["map_strides"] = list(args.map_strides)
     if args.map_sigma is not None:
         overrides["sigma"] = args.map_sigma
+    if args.map_pool is not None:
+        overrides["feature_pool"] = args.map_pool
     return overrides or None
 
 

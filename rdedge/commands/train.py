@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="thresholds = median + SIGMAS x robust std (1.4826 x median absolute deviation) of the "
                              "held-out good images' scores (image) and map maxima (pixel) (default: "
                              f"{defaults.sigmas:g})")
-    add_head_arguments(parser, defaults.image_score, defaults.top_fraction, defaults.map_strides, defaults.map_sigma)
+    add_head_arguments(parser, defaults.image_score, defaults.top_fraction, defaults.map_strides, defaults.map_sigma,
+                       defaults.map_pool)
     parser.add_argument("--feature-norm", choices=FEATURE_NORMS, default=defaults.feature_norm,
                         help="teacher features as the papers compare them (none, default) or standardize: every "
                              "teacher channel scaled by its mean and standard deviation over the good training "
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         sigmas=args.sigmas,
         image_score=args.image_score, top_fraction=args.top_fraction, map_strides=args.map_strides,
         map_sigma=args.map_sigma,
+        map_pool=args.map_pool,
         feature_norm=args.feature_norm, max_train_images=args.max_train_images,
         method_options=parse_options(args.method_option),
         device=args.device, amp=args.amp, **test_folders(args),

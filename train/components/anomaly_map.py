@@ -3,6 +3,9 @@
 This module is part of the exported graph (it *is* the post-processing the detector runs), so it is written with
 ONNX- and TensorRT-friendly operations only, batched and shape-agnostic in N:
 
+* optionally, teacher and student features averaged over each position's ``feature_pool`` x ``feature_pool``
+  neighbourhood first (stride 1, zero-padded borders, which the cosine ignores; 1, the papers', compares single
+  positions; PatchCore compares 3x3 neighbourhoods the same way), so that a feature is judged with its surroundings;
 * cosine distance over channels written out as ½‖a/‖a‖ − b/‖b‖‖² (= 1 − cos, without float32 cancellation),
   in FP32 (a sum of squares of 1024 post-ReLU channels can overflow FP16);
 * bilinear upsampling with ``align_corners=True`` to the model size (height x width; square or not);
@@ -30,6 +33,7 @@ from sdk.contract import (
     IMAGE_SCORES,
     MAX_TOP_COUNT,
     ImageSize,
+    check_feature_pool,
     check_map_strides,
     top_pixel_count,
 )
@@ -49,6 +53,14 @@ def symmetric_pad_index(size: int, radius: int) -> Tensor:
         raise ValueError(f"blur radius {radius} exceeds the map size {size}")
     inner = torch.arange(size)
     return torch.cat([inner[:radius].flip(0), inner, inner[size - radius :].flip(0)])
+
+
+def pool_features(features: Tensor, size: int) -> Tensor:
+    """Mean of each position's ``size`` x ``size`` neighbourhood, same shape, zero-padded: a border position is its
+    inside pixels' mean scaled alike for teacher and student, which their cosine distance does not see."""
+    if size == 1:
+        return features
+    return F.avg_pool2d(features, size, stride=1, padding=size // 2)
 
 
 def cosine_distance_map(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
@@ -104,12 +116,15 @@ class AnomalyMapHead(nn.Module):
         top_fraction: Share of the map's pixels averaged by ``top_mean`` (at least one pixel).
         map_strides: Feature strides whose distance maps form the anomaly map (default: all three, the papers').
             :meth:`raw_map`, which DRD's segmentation loss supervises, always fuses all three, as the paper does.
+        feature_pool: Side of the neighbourhood over which teacher and student features are averaged before their
+            cosine distance (odd; 1, the papers', compares single positions). :meth:`raw_map` never pools.
     """
 
     def __init__(self, image_size: ImageSize | int, sigma: float = 4.0, combine: str = "sum",
                  refinement: bool = False, image_score: str = "max", top_fraction: float = 0.01,
-                 map_strides: tuple[int, ...] | list[int] = FEATURE_STRIDES) -> None:
+                 map_strides: tuple[int, ...] | list[int] = FEATURE_STRIDES, feature_pool: int = 1) -> None:
         super().__init__()
+        self.feature_pool = check_feature_pool(feature_pool)
         self.map_strides = check_map_strides(map_strides)
         self.map_levels = tuple(FEATURE_STRIDES.index(s) for s in self.map_strides)
         if combine not in ("sum", "mean"):
@@ -158,7 +173,8 @@ class AnomalyMapHead(nn.Module):
         if len(teacher) != len(FEATURE_STRIDES) or len(student) != len(FEATURE_STRIDES):
             raise ValueError(f"the head takes {len(FEATURE_STRIDES)} feature levels, got {len(teacher)} and "
                              f"{len(student)}")
-        teacher, student = [teacher[i] for i in self.map_levels], [student[i] for i in self.map_levels]
+        teacher, student = ([pool_features(features[i], self.feature_pool) for i in self.map_levels]
+                            for features in (teacher, student))
         distances = [cosine_distance_map(t, s) for t, s in zip(teacher, student, strict=True)]
         upsampled = [self.upsample(d) for d in distances]
         smoothed = self.blur(self.fuse(upsampled))
@@ -192,9 +208,11 @@ __all__ = [
     "IMAGE_SCORES",
     "AnomalyMapHead",
     "GaussianBlur",
+    "check_feature_pool",
     "check_map_strides",
     "cosine_distance_map",
     "gaussian_kernel1d",
+    "pool_features",
     "symmetric_pad_index",
     "top_pixel_count",
 ]
