@@ -319,7 +319,8 @@ def test_every_method_exports_with_parity_and_runs_in_the_detector(method_run, b
     assert all(np.isfinite(r.score) and r.anomaly_map.shape == (128, 128) for r in results)
     if method == "drd":
         assert det.metadata.graph_options == {"combine": "mean", "refinement": True, "image_score": "max",
-                                              "top_fraction": 0.001, "map_strides": [4, 8, 16], "sigma": 4.0}
+                                              "top_fraction": 0.001, "map_strides": [4, 8, 16], "sigma": 4.0,
+                                              "feature_pool": 1}
         assert all(r.score > float(r.anomaly_map.max()) for r in results)  # (1 + v) · max
 
 
