@@ -11,17 +11,19 @@ cosine distance, upsampling, fusion and blur the ONNX graph runs; parity is chec
   5 %) and ``refinement`` (DRD's ``(1 + v_k*) · max``, for any method);
 * the blur's Gaussian σ (:data:`BLUR_SIGMAS`; the papers' 4 px), with each run's own scales and image score: a
   narrow kernel keeps a small defect's peak, a wide one sums the responses along a long or diffuse defect and
-  averages out single noisy pixels on good parts.
+  averages out single noisy pixels on good parts;
+* feature pooling (:data:`FEATURE_POOLS`; the papers' none): teacher and student features averaged over N x N
+  neighbourhoods before the cosine, so that a position is compared as a patch (as PatchCore compares patches).
 
 **Choosing without test images.** Every candidate is scored on a *selection set* built from the run's held-out good
 training images only: those images against copies of them with synthetic defects (DRD's self cut-paste and RD++'s
 simplex-noise box, one of each per image: :mod:`train.selection`). The candidate with the best mean selection
 image AUROC over the sets is the one to keep. Test image and pixel AUROC are reported beside it, never used to choose.
-A blur σ is kept by the issue's rule on the selection set: it beats the papers' σ on image or pixel AUROC on most
-sets and loses more than 0.005 on none.
+A blur σ or a pooling is kept by the issue's rule on the selection set: it beats the papers' value on image or pixel
+AUROC on most sets and loses more than 0.005 on none.
 
 Run: ``python -m benchmarks.scores`` after ``python -m benchmarks.accuracy`` (``--sets``, ``--methods``, ``--runs``);
-writes ``scores.md`` and ``blur.md`` (``--blur-only``: the blur study alone).
+writes ``scores.md``, ``blur.md`` and ``pool.md`` (``--only blur``: the blur study alone).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +72,14 @@ KEEP_TOLERANCE = 0.005
 """The issue's keep rule: a candidate may lose at most this much AUROC on any set."""
 BLUR_OUT = str(RESULTS_DIR / "blur.md")
 """Where the blur study writes by default."""
+FEATURE_POOLS = (1, 3, 5)
+"""Feature pooling candidates: N x N averages of teacher and student features before the cosine (1: none)."""
+PAPERS_POOL = 1
+"""The papers' pooling (none): the head's default."""
+POOL_OUT = str(RESULTS_DIR / "pool.md")
+"""Where the feature-pooling study writes by default."""
+STUDIES = ("scores", "blur", "pool")
+"""What ``--only`` chooses from: the scales/score study and the head-setting studies."""
 
 
 def head_candidates(graph: Any, images: np.ndarray, masks: np.ndarray | None = None,
@@ -118,72 +129,108 @@ def head_candidates(graph: Any, images: np.ndarray, masks: np.ndarray | None = N
     return joined, pixel
 
 
-def blur_candidates(graph: Any, images: np.ndarray, batch: int = 8) -> tuple[dict[float, np.ndarray],
-                                                                             dict[float, np.ndarray]]:
-    """Image scores and smoothed maps of the run's own head (scales, image score, refinement) under every σ.
+@dataclass(frozen=True)
+class HeadSettingStudy:
+    """One export-time setting of the head, measured at candidate values against the papers' value.
+
+    Attributes:
+        name: The study's name: its ``--only`` value and its key in a row.
+        setting: The :class:`~train.components.anomaly_map.AnomalyMapHead` argument it varies.
+        values: The candidate values, the papers' among them.
+        papers: The papers' value (the head's default).
+        column: The first column's header in the table.
+        title: The table's heading.
+        out: Where its table is written by default.
+    """
+
+    name: str
+    setting: str
+    values: tuple[float, ...]
+    papers: float
+    column: str
+    title: str
+    out: str
+
+    def key(self, value: float) -> str:
+        """The value as a row's key: ``"4"``, ``"0.5"``."""
+        return f"{value:g}"
+
+
+HEAD_STUDIES = {
+    "blur": HeadSettingStudy("blur", "sigma", BLUR_SIGMAS, PAPERS_SIGMA, "σ (px)", "Blur σ of the head", BLUR_OUT),
+    "pool": HeadSettingStudy("pool", "feature_pool", FEATURE_POOLS, PAPERS_POOL, "pool N (N × N)",
+                             "Feature pooling of the head", POOL_OUT),
+}
+"""The head settings studied one at a time, each with the run's other head settings kept."""
+
+
+def head_variants(graph: Any, images: np.ndarray, study: HeadSettingStudy,
+                  batch: int = 8) -> tuple[dict[float, np.ndarray], dict[float, np.ndarray]]:
+    """Image scores and smoothed maps of the run's own head (scales, image score, refinement, blur, pooling) with
+    only ``study.setting`` changed, at every candidate value.
 
     Args:
         graph: A :class:`~train.graph.DetectorGraph` in eval mode.
         images: (N, H, W, 3) uint8 RGB at the model size.
+        study: Which setting to vary.
         batch: Images per forward pass.
 
     Returns:
-        ``(scores, maps)``: per σ of :data:`BLUR_SIGMAS`, (N,) image scores and (N, H, W) float32 maps.
+        ``(scores, maps)``: per value of ``study.values``, (N,) image scores and (N, H, W) float32 maps.
     """
     import torch
 
     from train.components.anomaly_map import AnomalyMapHead
 
     head = graph.head
-    heads = {sigma: AnomalyMapHead(head.image_size, sigma=sigma, combine=head.combine, refinement=head.refinement,
-                                   image_score=head.image_score, top_fraction=head.top_fraction,
-                                   map_strides=head.map_strides, feature_pool=head.feature_pool)
-             for sigma in BLUR_SIGMAS}
-    scores: dict[float, list[np.ndarray]] = {sigma: [] for sigma in BLUR_SIGMAS}
-    maps: dict[float, list[np.ndarray]] = {sigma: [] for sigma in BLUR_SIGMAS}
+    settings = {"sigma": head.sigma, "combine": head.combine, "refinement": head.refinement,
+                "image_score": head.image_score, "top_fraction": head.top_fraction, "map_strides": head.map_strides,
+                "feature_pool": head.feature_pool}
+    heads = {value: AnomalyMapHead(head.image_size, **{**settings, study.setting: value}) for value in study.values}
+    scores: dict[float, list[np.ndarray]] = {value: [] for value in study.values}
+    maps: dict[float, list[np.ndarray]] = {value: [] for value in study.values}
     with torch.no_grad():
         for start in range(0, len(images), batch):
             teacher, student = graph.net(graph.normalize(torch.from_numpy(images[start : start + batch])))
-            for sigma, sigma_head in heads.items():  # the head's own forward, only σ changed
-                smoothed, score = sigma_head(teacher, student)
-                scores[sigma].append(score.numpy())
-                maps[sigma].append(smoothed.numpy())
-    return ({s: np.concatenate(v) for s, v in scores.items()},
-            {s: np.concatenate(v) for s, v in maps.items()})
+            for value, variant in heads.items():  # the head's own forward, one setting changed
+                smoothed, score = variant(teacher, student)
+                scores[value].append(score.numpy())
+                maps[value].append(smoothed.numpy())
+    return ({v: np.concatenate(s) for v, s in scores.items()},
+            {v: np.concatenate(m) for v, m in maps.items()})
 
 
-def blur_study(graph: Any, selection: SelectionSet, test: np.ndarray, test_labels: np.ndarray,
-               test_masks: np.ndarray | None) -> dict[str, dict[str, float | None]]:
-    """Selection and test AUROC (image, pixel) and test AUPRO of the run's head under every σ of :data:`BLUR_SIGMAS`.
+def head_setting_study(graph: Any, study: HeadSettingStudy, selection: SelectionSet, test: np.ndarray,
+                       test_labels: np.ndarray, test_masks: np.ndarray | None) -> dict[str, dict[str, float | None]]:
+    """Selection and test AUROC (image, pixel) and test AUPRO of the run's head at every value of ``study``.
 
     Returns:
-        ``{str(σ): {"selection_image", "selection_pixel", "test_image", "test_pixel", "test_aupro"}}``.
+        ``{study.key(value): {"selection_image", "selection_pixel", "test_image", "test_pixel", "test_aupro"}}``.
     """
     from sdk.metrics import aupro, image_auroc, pixel_auroc
 
-    selection_scores, selection_maps = blur_candidates(graph, selection.images)
-    test_scores, test_maps = blur_candidates(graph, test)
-    study: dict[str, dict[str, float | None]] = {}
-    for sigma in BLUR_SIGMAS:
-        annotated = test_masks is not None
-        study[f"{sigma:g}"] = {
-            "selection_image": image_auroc(selection.labels, selection_scores[sigma]),
-            "selection_pixel": pixel_auroc(selection.masks, selection_maps[sigma]),
-            "test_image": image_auroc(test_labels, test_scores[sigma]),
-            "test_pixel": pixel_auroc(test_masks, test_maps[sigma]) if annotated else None,
-            "test_aupro": aupro(test_masks, test_maps[sigma]) if annotated else None,
-        }
-    return study
+    selection_scores, selection_maps = head_variants(graph, selection.images, study)
+    test_scores, test_maps = head_variants(graph, test, study)
+    annotated = test_masks is not None
+    return {study.key(value): {
+        "selection_image": image_auroc(selection.labels, selection_scores[value]),
+        "selection_pixel": pixel_auroc(selection.masks, selection_maps[value]),
+        "test_image": image_auroc(test_labels, test_scores[value]),
+        "test_pixel": pixel_auroc(test_masks, test_maps[value]) if annotated else None,
+        "test_aupro": aupro(test_masks, test_maps[value]) if annotated else None,
+    } for value in study.values}
 
 
-def blur_verdict(rows: list[dict[str, Any]], sigma: str) -> str:
-    """The keep rule on the *selection* set for one σ against the papers' (never test AUROC): ``kept``, or why not."""
-    if sigma == f"{PAPERS_SIGMA:g}":
+def verdict(rows: list[dict[str, Any]], study: HeadSettingStudy, key: str) -> str:
+    """The keep rule on the *selection* set for one value against the papers' (never test AUROC): ``kept``, or why
+    not."""
+    papers_key = study.key(study.papers)
+    if key == papers_key:
         return "papers' (default)"
     helped, hurt = 0, []
     for row in rows:
-        blur, papers = row["blur"][sigma], row["blur"][f"{PAPERS_SIGMA:g}"]
-        deltas = [blur[k] - papers[k] for k in ("selection_image", "selection_pixel")]
+        candidate, papers = row[study.name][key], row[study.name][papers_key]
+        deltas = [candidate[k] - papers[k] for k in ("selection_image", "selection_pixel")]
         helped += any(d > 0 for d in deltas)
         hurt += [f"{row['set']} {d:+.3f}" for d in deltas if d < -KEEP_TOLERANCE]
     if hurt:
@@ -213,17 +260,19 @@ def study_run(name: str, method: str, args: argparse.Namespace) -> dict[str, Any
     annotated = all(s.has_mask_annotation for s in dataset.test)
     masks = np.stack([s.load_mask(size) for s in dataset.test]) if annotated else None
 
-    blur = blur_study(graph, selection, test, test_labels, masks)
-    if args.blur_only:
-        return {"set": name, "method": label, "size": str(size), "blur": blur}
+    row: dict[str, Any] = {"set": name, "method": label, "size": str(size)}
+    for study in (HEAD_STUDIES[n] for n in args.only if n in HEAD_STUDIES):
+        row[study.name] = head_setting_study(graph, study, selection, test, test_labels, masks)
+    if "scores" not in args.only:
+        return row
     selection_scores, _ = head_candidates(graph, selection.images)
     test_scores, pixel = head_candidates(graph, test, masks)
 
     def aurocs(scores: dict[str, dict[str, np.ndarray]], labels: np.ndarray) -> dict[str, float]:
         return {f"{s} / {k}": image_auroc(labels, v) for s, per in scores.items() for k, v in per.items()}
 
-    return {"set": name, "method": label, "size": str(size), "selection": aurocs(selection_scores, selection.labels),
-            "test": aurocs(test_scores, test_labels), "pixel": pixel, "blur": blur}
+    return {**row, "selection": aurocs(selection_scores, selection.labels), "test": aurocs(test_scores, test_labels),
+            "pixel": pixel}
 
 
 def choose(rows: list[dict[str, Any]]) -> str:
@@ -232,27 +281,49 @@ def choose(rows: list[dict[str, Any]]) -> str:
     return max(names, key=lambda n: float(np.mean([r["selection"][n] for r in rows])))
 
 
-def blur_markdown(rows: list[dict[str, Any]], head: str) -> list[str]:
-    """The blur table: per σ and set, selection image / pixel AUROC, then test image / pixel AUROC / AUPRO."""
+def study_markdown(rows: list[dict[str, Any]], study: HeadSettingStudy) -> list[str]:
+    """One head setting's table: per value and set, selection image / pixel AUROC, then test image / pixel AUROC /
+    AUPRO, and the keep rule's verdict."""
 
     def cell(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
-    lines = ["", f"## Blur σ of the head ({head})", "",
+    papers = study.key(study.papers)
+    lines = ["", f"## {study.title} (each run's own other head settings)", "",
              "Per set: selection image / pixel AUROC (what chooses) · test image / pixel AUROC / AUPRO (reported "
-             "only). "
-             f"Rule: kept if it beats σ = {PAPERS_SIGMA:g} on the selection set on most sets and loses more than "
-             f"{KEEP_TOLERANCE} on none.", "",
-             "| σ (px) | " + " | ".join(f"{r['set']} ({r['method']})" for r in rows) + " | on the selection set |",
+             f"only). Rule: kept if it beats {study.column.split()[0]} = {papers} on the selection set on most sets "
+             f"and loses more than {KEEP_TOLERANCE} on none.", "",
+             f"| {study.column} | " + " | ".join(f"{r['set']} ({r['method']})" for r in rows)
+             + " | on the selection set |",
              "|---:|" + "---|" * len(rows) + "---|"]
-    for sigma in (f"{s:g}" for s in BLUR_SIGMAS):
+    for key in (study.key(v) for v in study.values):
         cells = []
         for row in rows:
-            b = row["blur"][sigma]
+            b = row[study.name][key]
             cells.append(f"{cell(b['selection_image'])} / {cell(b['selection_pixel'])} · {cell(b['test_image'])} / "
                          f"{cell(b['test_pixel'])} / {cell(b['test_aupro'])}")
-        lines.append(f"| {sigma} | " + " | ".join(cells) + f" | {blur_verdict(rows, sigma)} |")
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {verdict(rows, study, key)} |")
     return lines
+
+
+def study_command(args: argparse.Namespace, study: HeadSettingStudy, out: str) -> str:
+    """The command that writes ``study``'s table alone with these runs."""
+    return " ".join([f"python -m benchmarks.scores --only {study.name}",
+                     *(["--sets", *args.sets] if list(args.sets) != list(SETS) else []),
+                     *(f"--change {k}={v}" for k, v in args.change.items()),
+                     *([f"--{study.name}-out", out] if out != study.out else [])])
+
+
+def study_page(rows: list[dict[str, Any]], study: HeadSettingStudy, args: argparse.Namespace, out: str) -> str:
+    """The whole markdown page of one head setting's study."""
+    where = "every set" if list(args.sets) == list(SETS) else ", ".join(args.sets)
+    papers = f"{study.column.split()[0]} = {study.key(study.papers)}"
+    header = [f"# {study.title} on {where}", "",
+              f"{datetime.date.today().isoformat()}; models of `python -m benchmarks.accuracy` (seed 0); maps from the "
+              f"exported head's own modules with `{study.setting}` changed; the {papers} row is each checkpoint's own "
+              "result as exported (a checkpoint retrained on another processor can differ from `accuracy.md`'s row by "
+              f"about 0.02 image AUROC). Reproduce: `{study_command(args, study, out)}`."]
+    return "\n".join(header + study_markdown(rows, study)) + "\n"
 
 
 def markdown(rows: list[dict[str, Any]], chosen: str, papers: str) -> str:
@@ -299,9 +370,12 @@ def main(argv: list[str] | None = None) -> int:
                              "instead of the recipe's; repeatable")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic defects (default: 0)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "scores.md"), help="markdown output")
-    parser.add_argument("--blur-out", default=BLUR_OUT, help="markdown output of the blur study")
-    parser.add_argument("--blur-only", action="store_true",
-                        help="study only the blur σ (with each run's own scales and score): writes --blur-out alone")
+    for study in HEAD_STUDIES.values():
+        parser.add_argument(f"--{study.name}-out", default=study.out,
+                            help=f"markdown output of the {study.setting} study (default: {study.out})")
+    parser.add_argument("--only", nargs="+", default=list(STUDIES), choices=STUDIES,
+                        help="run only these studies (default: all): scores (scales and image score), blur (σ), "
+                             "pool (feature pooling); each head setting with the run's other settings kept")
     args = parser.parse_args(argv)
     args.change = parse_changes(args.change)
     head_changes = sorted(set(args.change) & HEAD_SETTINGS)
@@ -313,19 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.methods:
             rows.append(study_run(name, method, args))
             print({k: v for k, v in rows[-1].items() if k not in ("selection", "test")}, flush=True)
-    command = " ".join(["python -m benchmarks.scores --blur-only",
-                        *(["--sets", *args.sets] if list(args.sets) != list(SETS) else []),
-                        *(f"--change {k}={v}" for k, v in args.change.items()),
-                        *(["--blur-out", args.blur_out] if args.blur_out != BLUR_OUT else [])])
-    where = "every set" if list(args.sets) == list(SETS) else ", ".join(args.sets)
-    header = [f"# The anomaly-map head's blur on {where}", "",
-              f"{datetime.date.today().isoformat()}; models of `python -m benchmarks.accuracy` (seed 0); maps from the "
-              "exported head's own modules with the blur's σ changed; the σ = 4 row is each checkpoint's own result "
-              "as exported (a checkpoint retrained on another processor can differ from `accuracy.md`'s row by about "
-              f"0.02 image AUROC). Reproduce: `{command}`."]
-    write_text_atomic(args.blur_out, "\n".join(header + blur_markdown(rows, "each run's own scales and score")) + "\n")
-    print(f"written {args.blur_out}")
-    if not args.blur_only:
+    for study in (HEAD_STUDIES[n] for n in args.only if n in HEAD_STUDIES):
+        out = getattr(args, f"{study.name}_out")
+        write_text_atomic(out, study_page(rows, study, args, out))
+        print(f"written {out}")
+    if "scores" in args.only:
         chosen = choose(rows)
         write_text_atomic(args.out, markdown(rows, chosen, f"{scales_name((0, 1, 2))} / max"))
         print(f"chosen on the selection set: {chosen}; written {args.out}")

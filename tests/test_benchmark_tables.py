@@ -119,14 +119,14 @@ def test_blur_study_at_the_papers_sigma_is_the_exported_graph_and_other_sigmas_d
     Runtime); a narrower σ keeps a sharper map (a higher peak), a wider one a flatter map."""
     import numpy as np
 
-    from benchmarks.scores import BLUR_SIGMAS, PAPERS_SIGMA, blur_candidates
+    from benchmarks.scores import BLUR_SIGMAS, HEAD_STUDIES, PAPERS_SIGMA, head_variants
     from sdk import Detector
     from sdk.image import prepare_image
     from train.checkpoint import build_graph_from_checkpoint
 
     images = np.stack([prepare_image(image, 128) for image in bottle_images.values()])
     graph, _ = build_graph_from_checkpoint(tiny_run[0])
-    scores, maps = blur_candidates(graph, images)
+    scores, maps = head_variants(graph, images, HEAD_STUDIES["blur"])
     results = Detector(tiny_run[1].path).predict_batch(list(images), rgb=True)
     np.testing.assert_allclose(scores[PAPERS_SIGMA], [r.score for r in results], rtol=1e-4)
     np.testing.assert_allclose(maps[PAPERS_SIGMA], np.stack([r.anomaly_map for r in results]), rtol=1e-4, atol=1e-6)
@@ -135,20 +135,48 @@ def test_blur_study_at_the_papers_sigma_is_the_exported_graph_and_other_sigmas_d
         assert (sharper > wider).all()
 
 
-def test_blur_keep_rule_is_the_issues_rule_on_selection_auroc_only():
-    """A σ is kept when it beats σ = 4 on the selection set on most sets and loses ≤ 0.005 on none; test AUROC
-    never enters."""
-    from benchmarks.scores import blur_verdict
+def test_pool_study_is_the_exported_graph_at_every_pooling(tiny_run, bottle_images, tmp_path):
+    """benchmarks.scores' pooling study: at pool 1 (the head's) and pool 3 its maps and scores are those of the graph
+    exported with that pooling (ONNX Runtime), the run's other head settings kept; pooling changes the map."""
+    import numpy as np
+
+    from benchmarks.scores import HEAD_STUDIES, head_variants
+    from export.onnx import export_onnx
+    from sdk import Detector
+    from sdk.image import prepare_image
+    from train.checkpoint import build_graph_from_checkpoint
+
+    images = np.stack([prepare_image(image, 128) for image in bottle_images.values()])
+    graph, _ = build_graph_from_checkpoint(tiny_run[0])
+    scores, maps = head_variants(graph, images, HEAD_STUDIES["pool"])
+    pooled = export_onnx(tiny_run[0], tmp_path / "pool3.onnx", check_images=2, progress=False,
+                         graph_overrides={"feature_pool": 3}).path
+    for pool, model in ((1, tiny_run[1].path), (3, pooled)):
+        results = Detector(model).predict_batch(list(images), rgb=True)
+        np.testing.assert_allclose(scores[pool], [r.score for r in results], rtol=1e-4)
+        np.testing.assert_allclose(maps[pool], np.stack([r.anomaly_map for r in results]), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(maps[1], maps[3], atol=1e-4) and not np.allclose(maps[3], maps[5], atol=1e-4)
+
+
+def test_head_setting_keep_rule_is_the_issues_rule_on_selection_auroc_only():
+    """A σ (or a pooling) is kept when it beats the papers' value on the selection set on most sets and loses
+    ≤ 0.005 on none; test AUROC never enters."""
+    from benchmarks.scores import HEAD_STUDIES, verdict
 
     def row(name, image, pixel, test):
         base = {"selection_image": 0.90, "selection_pixel": 0.90, "test_image": 0.5, "test_pixel": 0.5}
         return {"set": name, "blur": {"4": base, "2": {**base, "selection_image": image, "selection_pixel": pixel,
                                                            "test_image": test}}}
 
-    assert blur_verdict([row("a", 0.92, 0.90, 0.0), row("b", 0.90, 0.91, 0.0)], "2").startswith("kept")
-    assert "loses b -0.010" in blur_verdict([row("a", 0.92, 0.90, 1.0), row("b", 0.89, 0.90, 1.0)], "2")
-    assert "helps on 1 of 2" in blur_verdict([row("a", 0.92, 0.90, 1.0), row("b", 0.90, 0.897, 1.0)], "2")
-    assert blur_verdict([row("a", 0.92, 0.90, 1.0)], "4") == "papers' (default)"
+    blur = HEAD_STUDIES["blur"]
+    assert verdict([row("a", 0.92, 0.90, 0.0), row("b", 0.90, 0.91, 0.0)], blur, "2").startswith("kept")
+    assert "loses b -0.010" in verdict([row("a", 0.92, 0.90, 1.0), row("b", 0.89, 0.90, 1.0)], blur, "2")
+    assert "helps on 1 of 2" in verdict([row("a", 0.92, 0.90, 1.0), row("b", 0.90, 0.897, 1.0)], blur, "2")
+    assert verdict([row("a", 0.92, 0.90, 1.0)], blur, "4") == "papers' (default)"
+    pooled = [{"set": r["set"], "pool": {"1": r["blur"]["4"], "3": r["blur"]["2"]}}
+              for r in (row("a", 0.92, 0.90, 0.0), row("b", 0.90, 0.91, 0.0))]
+    assert verdict(pooled, HEAD_STUDIES["pool"], "3").startswith("kept")
+    assert verdict(pooled, HEAD_STUDIES["pool"], "1") == "papers' (default)"
 
 
 def test_accuracy_ablations_change_named_recipe_settings_only():
@@ -356,7 +384,7 @@ def test_blur_study_reads_a_trained_ablations_run_and_refuses_head_changes(tmp_p
     from train.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="rd4ad-backbone=efficientnet_lite1"):
-        main(["--sets", "bottle", "--runs", str(tmp_path), "--change", "backbone=efficientnet_lite1", "--blur-only"])
+        main(["--sets", "bottle", "--runs", str(tmp_path), "--change", "backbone=efficientnet_lite1", "--only", "blur"])
     with pytest.raises(SystemExit):
-        main(["--sets", "bottle", "--runs", str(tmp_path), "--change", "map_sigma=8", "--blur-only"])
+        main(["--sets", "bottle", "--runs", str(tmp_path), "--change", "map_sigma=8", "--only", "blur"])
     assert "head settings are what this study varies" in capsys.readouterr().err
