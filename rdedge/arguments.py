@@ -97,7 +97,8 @@ def add_head_arguments(parser: argparse.ArgumentParser, image_score: str | None,
     parser.add_argument("--map-pool", type=map_pool_argument, default=map_pool,
                         help="average teacher and student features over N x N neighbourhoods (N odd) before their "
                              "cosine distance: 1 (the papers') compares single positions, 3 compares 3x3 "
-                             f"neighbourhoods as PatchCore does (default: {map_pool if map_pool else keep})")
+                             f"neighbourhoods as PatchCore does; 3 helps thin cracks and costs compact defects, see "
+                             f"benchmarks/results/pool.md (default: {map_pool if map_pool else keep})")
 
 
 def add_test_folder_arguments(parser: argparse.ArgumentParser) -> None:
