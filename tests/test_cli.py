@@ -280,17 +280,20 @@ def test_view_takes_a_display_rate_above_zero_only():
             parser.parse_args(["view", "model.onnx", "0", "--display-fps", bad])
 
 
+def export_head_option(tiny_run, out: Path, *options: str):
+    """The tiny run's recipe detector, and the run exported again to ``out`` with the head ``options`` (the export's
+    self-check runs on 2 images)."""
+    from sdk import Detector
+
+    assert main(["export", str(tiny_run[0]), "--out", str(out), *options, "--check-images", "2", "--quiet"]) == 0
+    return Detector(tiny_run[1].path), Detector(out)
+
+
 def test_export_changes_the_map_blur_and_its_self_check_follows(tiny_run, tmp_path: Path):
     """``rdedge export --map-sigma 8`` on a real run: the graph's map is the recipe map's fused distances under a wider
     Gaussian (flatter: a lower peak on the same image), the export's check against the papers' SciPy reference passes
     at that σ, and the metadata and thresholds follow."""
-    from sdk import Detector
-
-    recipe = Detector(tiny_run[1].path)
-    out = tmp_path / "wide.onnx"
-    assert main(["export", str(tiny_run[0]), "--out", str(out), "--map-sigma", "8", "--check-images", "2",
-                 "--quiet"]) == 0
-    wide = Detector(out)
+    recipe, wide = export_head_option(tiny_run, tmp_path / "wide.onnx", "--map-sigma", "8")
     assert wide.metadata.graph_options["sigma"] == 8.0
     assert wide.metadata.graph_options["map_strides"] == [8, 16]
     assert wide.threshold != recipe.threshold
@@ -303,13 +306,7 @@ def test_export_pools_the_features_and_its_self_check_follows(tiny_run, bottle_i
     """``rdedge export --map-pool 3`` on a real run: the export's check against the SciPy reference (``uniform_filter``
     then cosine) passes, the metadata records the pooling, thresholds are calibrated again on the new scores, and the
     map of a real test image changes."""
-    from sdk import Detector
-
-    recipe = Detector(tiny_run[1].path)
-    out = tmp_path / "pooled.onnx"
-    assert main(["export", str(tiny_run[0]), "--out", str(out), "--map-pool", "3", "--check-images", "2",
-                 "--quiet"]) == 0
-    pooled = Detector(out)
+    recipe, pooled = export_head_option(tiny_run, tmp_path / "pooled.onnx", "--map-pool", "3")
     assert pooled.metadata.graph_options["feature_pool"] == 3
     assert pooled.threshold != recipe.threshold
     image = bottle_images["broken"]
@@ -320,16 +317,11 @@ def test_export_changes_the_image_score_and_recalibrates(tiny_run, tmp_path: Pat
     """``rdedge export --image-score top_mean --top-fraction 0.01 --map-strides 4,8,16 --refinement`` on a real run
     (trained with the recipe's head: strides 8+16, top 0.1 %): the graph's score is the refined mean of the top 1 % of
     its own all-scale map, recorded in the metadata, with thresholds calibrated again on that score."""
-    from sdk import Detector
-
-    recipe = Detector(tiny_run[1].path)
+    recipe, det = export_head_option(tiny_run, tmp_path / "top.onnx", "--image-score", "top_mean", "--top-fraction",
+                                     "0.01", "--map-strides", "4,8,16", "--refinement")
     assert recipe.metadata.graph_options == {"combine": "sum", "refinement": False, "image_score": "top_mean",
                                              "top_fraction": 0.001, "map_strides": [8, 16], "sigma": 4.0,
                                              "feature_pool": 1}
-    out = tmp_path / "top.onnx"
-    assert main(["export", str(tiny_run[0]), "--out", str(out), "--image-score", "top_mean", "--top-fraction",
-                 "0.01", "--map-strides", "4,8,16", "--refinement", "--check-images", "2", "--quiet"]) == 0
-    det = Detector(out)
     assert det.metadata.graph_options == {"combine": "sum", "refinement": True, "image_score": "top_mean",
                                           "top_fraction": 0.01, "map_strides": [4, 8, 16], "sigma": 4.0,
                                           "feature_pool": 1}
