@@ -138,6 +138,7 @@ class HeadSettingStudy:
         setting: The :class:`~train.components.anomaly_map.AnomalyMapHead` argument it varies.
         values: The candidate values, the papers' among them.
         papers: The papers' value (the head's default).
+        symbol: The setting's short name in the text (``σ``, ``pool``).
         column: The first column's header in the table.
         title: The table's heading.
         out: Where its table is written by default.
@@ -147,6 +148,7 @@ class HeadSettingStudy:
     setting: str
     values: tuple[float, ...]
     papers: float
+    symbol: str
     column: str
     title: str
     out: str
@@ -157,8 +159,8 @@ class HeadSettingStudy:
 
 
 HEAD_STUDIES = {
-    "blur": HeadSettingStudy("blur", "sigma", BLUR_SIGMAS, PAPERS_SIGMA, "σ (px)", "Blur σ of the head", BLUR_OUT),
-    "pool": HeadSettingStudy("pool", "feature_pool", FEATURE_POOLS, PAPERS_POOL, "pool N (N × N)",
+    "blur": HeadSettingStudy("blur", "sigma", BLUR_SIGMAS, PAPERS_SIGMA, "σ", "σ (px)", "Blur σ of the head", BLUR_OUT),
+    "pool": HeadSettingStudy("pool", "feature_pool", FEATURE_POOLS, PAPERS_POOL, "pool", "pool N (N × N)",
                              "Feature pooling of the head", POOL_OUT),
 }
 """The head settings studied one at a time, each with the run's other head settings kept."""
@@ -291,7 +293,7 @@ def study_markdown(rows: list[dict[str, Any]], study: HeadSettingStudy) -> list[
     papers = study.key(study.papers)
     lines = ["", f"## {study.title} (each run's own other head settings)", "",
              "Per set: selection image / pixel AUROC (what chooses) · test image / pixel AUROC / AUPRO (reported "
-             f"only). Rule: kept if it beats {study.column.split()[0]} = {papers} on the selection set on most sets "
+             f"only). Rule: kept if it beats {study.symbol} = {papers} on the selection set on most sets "
              f"and loses more than {KEEP_TOLERANCE} on none.", "",
              f"| {study.column} | " + " | ".join(f"{r['set']} ({r['method']})" for r in rows)
              + " | on the selection set |",
@@ -317,7 +319,7 @@ def study_command(args: argparse.Namespace, study: HeadSettingStudy, out: str) -
 def study_page(rows: list[dict[str, Any]], study: HeadSettingStudy, args: argparse.Namespace, out: str) -> str:
     """The whole markdown page of one head setting's study."""
     where = "every set" if list(args.sets) == list(SETS) else ", ".join(args.sets)
-    papers = f"{study.column.split()[0]} = {study.key(study.papers)}"
+    papers = f"{study.symbol} = {study.key(study.papers)}"
     header = [f"# {study.title} on {where}", "",
               f"{datetime.date.today().isoformat()}; models of `python -m benchmarks.accuracy` (seed 0); maps from the "
               f"exported head's own modules with `{study.setting}` changed; the {papers} row is each checkpoint's own "
