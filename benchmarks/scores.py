@@ -324,7 +324,7 @@ def study_page(rows: list[dict[str, Any]], study: HeadSettingStudy, args: argpar
               f"{datetime.date.today().isoformat()}; models of `python -m benchmarks.accuracy` (seed 0); maps from the "
               f"exported head's own modules with `{study.setting}` changed; the {papers} row is each checkpoint's own "
               "result as exported (a checkpoint retrained on another processor can differ from `accuracy.md`'s row "
-              "as much as another seed does: KolektorSDD image AUROC 0.875 there, 0.777 retrained on 2026-12-03). "
+              "as much as another seed does: README, \"How much one training varies\"). "
               f"Reproduce: `{study_command(args, study, out)}`."]
     return "\n".join(header + study_markdown(rows, study)) + "\n"
 
