@@ -46,11 +46,13 @@ def interrupt_at_step(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
 
 
 @pytest.mark.parametrize(("method", "changes"), [(m, {}) for m in METHODS]
-                         + [("rd4ad", {"feature_norm": "standardize"}), ("rdpp", {"lr_schedule": "cosine"})])
+                         + [("rd4ad", {"feature_norm": "standardize"}), ("rdpp", {"lr_schedule": "cosine"}),
+                            ("rd4ad", {"augment": "flip"}), ("rd4ad", {"weight_average": 0.9})])
 def test_a_run_interrupted_and_resumed_ends_with_the_weights_of_an_uninterrupted_one(bottle_subset: Path,
                                                                                       tmp_path: Path, method: str,
                                                                                       changes: dict[str, str]):
-    """Every method, feature standardisation, and a decaying learning rate (RD++: two optimisers at two rates)."""
+    """Every method, feature standardisation, a decaying learning rate (RD++: two optimisers at two rates), flip
+    augmentation (its draws continue the shuffling generator's sequence) and the weights' moving average."""
     whole = replace(tiny_config(bottle_subset, tmp_path / "whole", method), **changes)
     train(whole, progress=False)
     expected, expected_state = load_checkpoint(whole.out)

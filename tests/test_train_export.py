@@ -189,3 +189,67 @@ def test_cosine_learning_rate_decays_over_the_runs_steps_and_constant_keeps_the_
         train(TrainConfig(data=str(bottle_subset), out=str(tmp_path / "y"), lr_schedule="step"), progress=False)
     with pytest.raises(ValueError, match="at least one step"):
         lr_factor("cosine", 0, 0)
+
+
+def test_flip_augmentation_shows_the_student_mirrored_training_images_and_none_shows_them_as_they_are(
+        bottle_subset: Path, tmp_path: Path, monkeypatch, capsys):
+    """``rdedge train --augment flip`` on real images: every image of every step is a training image as it is,
+    mirrored left-right, top-bottom or both, and all four occur; the same seed draws the same views; the default
+    (``none``) feeds the images unchanged and draws nothing more from the shuffling generator, so runs without the
+    option shuffle as before it existed; an unknown augmentation is refused by the command, train() and
+    augment_batch()."""
+    from rdedge.main import main
+    from sdk.datasets import load_dataset, load_prepared
+    from train.trainer import TrainConfig, TrainError, TrainingStep, augment_batch, train
+
+    seen: list[torch.Tensor] = []
+    step = TrainingStep.__call__
+
+    def recorded(self, batch, *args, **kwargs):
+        seen.append(batch.clone())
+        return step(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(TrainingStep, "__call__", recorded)
+    common = ["--data", str(bottle_subset), "--epochs", "3", "--image-size", "64", "--batch-size", "8",
+              "--max-train-images", "12", "--quiet"]
+    training = load_prepared(load_dataset(str(bottle_subset), None, validation_fraction=0.1, seed=0).train[:12],
+                             64, progress=False)
+    originals = torch.from_numpy(training)
+
+    def views(images: list[torch.Tensor]) -> set[str]:
+        """Which view of a training image each image is (H, W, C: dim 1 mirrors, dim 0 turns upside down)."""
+        names = set()
+        for image in images:
+            found = [name for o in originals for name, view in (("as is", o), ("mirrored", o.flip(1)),
+                                                                 ("upside down", o.flip(0)),
+                                                                 ("both", o.flip(0).flip(1)))
+                     if torch.equal(image, view)]
+            assert found, "a training batch holds an image that is no view of any training image"
+            names.add(found[0])
+        return names
+
+    assert main(["train", "--out", str(tmp_path / "flip"), "--augment", "flip", *common]) == 0
+    flipped = [image for batch in seen for image in batch]
+    assert len(flipped) == 36 and views(flipped) == {"as is", "mirrored", "upside down", "both"}
+    assert load_checkpoint(tmp_path / "flip")[0].training["augment"] == "flip"
+    first_run = [b.clone() for b in seen]
+    seen.clear()
+    assert main(["train", "--out", str(tmp_path / "flip-again"), "--augment", "flip", *common]) == 0
+    assert all(torch.equal(a, b) for a, b in zip(first_run, seen, strict=True))
+
+    seen.clear()
+    assert main(["train", "--out", str(tmp_path / "none"), *common]) == 0
+    assert views([image for batch in seen for image in batch]) == {"as is"}
+    assert load_checkpoint(tmp_path / "none")[0].training["augment"] == "none"
+    generator = torch.Generator().manual_seed(0)
+    before = generator.get_state()
+    assert augment_batch(originals, "none", generator) is originals
+    assert torch.equal(generator.get_state(), before)
+
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(tmp_path / "x"), "--augment", "rotate", *common])
+    assert "invalid choice: 'rotate'" in capsys.readouterr().err
+    with pytest.raises(TrainError, match="unknown augment 'rotate'"):
+        train(TrainConfig(data=str(bottle_subset), out=str(tmp_path / "y"), augment="rotate"), progress=False)
+    with pytest.raises(ValueError, match="unknown augment 'rotate'"):
+        augment_batch(originals, "rotate", generator)

@@ -39,7 +39,13 @@ class TrainConfig:
         lr_schedule: ``constant`` (the papers: the same rate for every step) or ``cosine`` (the rate decays from
             ``lr`` to zero along a half cosine over the run's optimiser steps, so that the last steps, whose
             weights are exported, move the student less). See :data:`LR_SCHEDULES`.
-        seed: Seed of initialisation, shuffling and the validation hold-out.
+        weight_average: Decay of an exponential moving average of the student's weights, exported instead of the
+            last step's (:mod:`train.weight_average`); 0 (the papers', default) exports the last step's weights.
+        augment: ``none`` (the papers: training images as they are) or ``flip`` (each training image of each step
+            mirrored left-right and top-bottom, each with probability ½, drawn from the shuffling generator: four
+            times the views of a small set, for parts whose good appearance does not depend on orientation). See
+            :data:`AUGMENTATIONS`.
+        seed: Seed of initialisation, shuffling, augmentation and the validation hold-out.
         validation_fraction: Share of good training images held out for calibration.
         sigmas: Threshold = validation median + ``sigmas`` · 1.4826 · MAD (:data:`sdk.metadata.MEDIAN_MAD`).
         image_score: The graph's image score: ``max`` (the papers') or ``top_mean`` (mean of the map's
@@ -81,6 +87,8 @@ class TrainConfig:
     batch_size: int = 16
     lr: float | None = None
     lr_schedule: str = "constant"
+    weight_average: float = 0.0
+    augment: str = "none"
     seed: int = 0
     validation_fraction: float = 0.1
     sigmas: float = 3.0
@@ -116,6 +124,8 @@ FEATURE_NORMS = ("none", "standardize")
 """What ``feature_norm`` takes (see :mod:`train.components.feature_norm`)."""
 LR_SCHEDULES = ("constant", "cosine")
 """What ``lr_schedule`` takes (see :func:`train.trainer.lr_factor`)."""
+AUGMENTATIONS = ("none", "flip")
+"""What ``augment`` takes (see :func:`train.trainer.augment_batch`)."""
 
 
 AUTO_SIZE = "auto"
@@ -166,5 +176,5 @@ def parse_key_values(items: Sequence[str], what: str = "option") -> dict[str, ob
     return options
 
 
-__all__ = ["AMP_MODES", "AUTO_SIZE", "DEFAULT_EPOCHS", "DEFAULT_STEPS", "DEVICES", "FEATURE_NORMS", "LR_SCHEDULES",
-           "TrainConfig", "auto_short_side", "parse_key_values"]
+__all__ = ["AMP_MODES", "AUGMENTATIONS", "AUTO_SIZE", "DEFAULT_EPOCHS", "DEFAULT_STEPS", "DEVICES", "FEATURE_NORMS",
+           "LR_SCHEDULES", "TrainConfig", "auto_short_side", "parse_key_values"]

@@ -1,12 +1,13 @@
 """Resumable training: the state of a run at the end of each epoch, written atomically, and its restoration.
 
 ``RUN/train_state.pt`` holds everything the next epoch depends on: the network (teacher included), every optimiser,
-the FP16 loss scaler, the random sources (the shuffling generator, the method's NumPy and torch generators, the
-global torch generator, CUDA's), the completed epoch count, the loss history and the training time so far, plus the
-settings of the run. Restoring it after rebuilding the run the same way continues the run exactly: on the CPU an
-interrupted and resumed run ends with the same weights as an uninterrupted one. The file is replaced atomically at
-each epoch's end (an interruption never leaves a half-written state) and removed once the final checkpoint is
-written. It loads with ``torch.load(weights_only=True)``: no pickled code.
+the FP16 loss scaler, the weights' moving average where the run keeps one, the random sources (the shuffling
+generator, the method's NumPy and torch generators, the global torch generator, CUDA's), the completed epoch count,
+the loss history and the training time so far, plus the settings of the run. Restoring it after rebuilding the run
+the same way continues the run exactly: on the CPU an interrupted and resumed run ends with the same weights as an
+uninterrupted one. The file is replaced atomically at each epoch's end (an interruption never leaves a half-written
+state) and removed once the final checkpoint is written. It loads with ``torch.load(weights_only=True)``: no
+pickled code.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sdk.fileio import atomic_path
 
 from .methods import Method
 from .model import ReverseDistillationNet
+from .weight_average import WeightAverage
 
 TRAIN_STATE = "train_state.pt"
 """File name of the resumable state inside a run folder."""
@@ -34,7 +36,8 @@ RESUMABLE_CHANGES = ("epochs", "steps", "out")
 run folder's path (a folder moved or copied elsewhere resumes there)."""
 
 
-SETTINGS_ADDED = {"feature_norm": "none", "map_sigma": 4.0, "map_pool": 1, "lr_schedule": "constant"}
+SETTINGS_ADDED = {"feature_norm": "none", "map_sigma": 4.0, "map_pool": 1, "lr_schedule": "constant",
+                  "augment": "none", "weight_average": 0.0}
 """Settings added after state files were first written, with the value that an older state file ran with."""
 
 
@@ -80,7 +83,8 @@ def random_states(shuffle: torch.Generator, method: Method) -> dict[str, Any]:
 
 def save_state(out_dir: str | os.PathLike[str], *, settings: dict[str, Any], point: ResumePoint,
                net: ReverseDistillationNet, optimizers: list[torch.optim.Optimizer],
-               scaler: torch.amp.GradScaler, shuffle: torch.Generator, method: Method) -> Path:
+               scaler: torch.amp.GradScaler, shuffle: torch.Generator, method: Method,
+               average: WeightAverage | None = None) -> Path:
     """Write the run's state after ``point.epoch`` completed epochs, atomically (temporary file, then rename)."""
     payload = {
         "format": STATE_FORMAT,
@@ -94,6 +98,8 @@ def save_state(out_dir: str | os.PathLike[str], *, settings: dict[str, Any], poi
         "scaler": scaler.state_dict(),
         "random": random_states(shuffle, method),
     }
+    if average is not None:
+        payload["weight_average"] = average.state_dict()
     path = state_path(out_dir)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -144,7 +150,8 @@ def check_settings(saved: dict[str, Any], settings: dict[str, Any], path: Path) 
 
 def restore_state(payload: dict[str, Any], *, settings: dict[str, Any], net: ReverseDistillationNet,
                   optimizers: list[torch.optim.Optimizer], scaler: torch.amp.GradScaler,
-                  shuffle: torch.Generator, method: Method, out_dir: str | os.PathLike[str]) -> ResumePoint:
+                  shuffle: torch.Generator, method: Method, out_dir: str | os.PathLike[str],
+                  average: WeightAverage | None = None) -> ResumePoint:
     """Put a freshly built run (same settings, same device) into the saved state → where it continues.
 
     Raises:
@@ -156,6 +163,8 @@ def restore_state(payload: dict[str, Any], *, settings: dict[str, Any], net: Rev
         net.load_state_dict(payload["model"])
         for opt, saved in zip(optimizers, payload["optimizers"], strict=True):
             opt.load_state_dict(saved)
+        if average is not None:
+            average.load_state_dict(payload["weight_average"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ResumeError(f"{path} does not fit this network: {exc}") from exc
     scaler.load_state_dict(payload["scaler"])

@@ -29,6 +29,7 @@ from .checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .components.feature_norm import FeatureStandardizer
 from .config import (
     AMP_MODES,
+    AUGMENTATIONS,
     DEFAULT_STEPS,
     DEVICES,
     FEATURE_NORMS,
@@ -50,6 +51,7 @@ from .resume import (
     save_state,
     state_path,
 )
+from .weight_average import WeightAverage
 
 
 class TrainError(RdedgeError, ValueError):
@@ -246,6 +248,30 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
     raise ValueError(f"unknown lr_schedule {schedule!r}: use {', '.join(LR_SCHEDULES)}")
 
 
+def augment_batch(batch: torch.Tensor, augment: str, generator: torch.Generator) -> torch.Tensor:
+    """A training batch as ``augment`` presents it to the student (host side, before the copy to the device).
+
+    ``none``: the batch itself, and nothing drawn from ``generator`` (runs without augmentation shuffle exactly as
+    before the option existed). ``flip``: each image mirrored left-right, then top-bottom, each with probability ½
+    (two draws per image from ``generator``, so a resumed run continues the same sequence).
+
+    Args:
+        batch: (N, H, W, C) images.
+        augment: One of :data:`~train.config.AUGMENTATIONS`.
+        generator: The run's shuffling generator.
+
+    Raises:
+        ValueError: An unknown augmentation.
+    """
+    if augment == "none":
+        return batch
+    if augment != "flip":
+        raise ValueError(f"unknown augment {augment!r}: use {', '.join(AUGMENTATIONS)}")
+    mirror, upside_down = (torch.rand(2, batch.shape[0], generator=generator) < 0.5).unbind(0)
+    batch = torch.where(mirror[:, None, None, None], batch.flip(2), batch)
+    return torch.where(upside_down[:, None, None, None], batch.flip(1), batch)
+
+
 class TrainingStep:
     """One optimisation step as training runs it: the method's losses under autocast (``amp_dtype``; None: FP32),
     loss scaling for FP16, gradients accumulated over the method's ``accumulation_steps``, then every optimiser.
@@ -255,11 +281,13 @@ class TrainingStep:
         graph: The deployable graph around the network, on its device.
         optimizers: The method's optimisers.
         amp_dtype: Autocast dtype on CUDA (see :func:`resolve_amp`), or None.
+        average: A moving average of the weights, updated after every optimiser step; None: none kept.
     """
 
     def __init__(self, method: Method, graph: DetectorGraph, optimizers: list[torch.optim.Optimizer],
-                 amp_dtype: torch.dtype | None) -> None:
+                 amp_dtype: torch.dtype | None, average: WeightAverage | None = None) -> None:
         self.method, self.graph, self.optimizers, self.amp_dtype = method, graph, optimizers, amp_dtype
+        self.average = average
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
         self.base_lrs = [[group["lr"] for group in opt.param_groups] for opt in optimizers]
 
@@ -281,6 +309,8 @@ class TrainingStep:
                 self.scaler.step(opt)
                 opt.zero_grad(set_to_none=True)
             self.scaler.update()
+            if self.average is not None:
+                self.average.update(self.graph.net)
         return float(out["loss"].detach())
 
 
@@ -325,6 +355,11 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
         raise TrainError(f"unknown feature_norm {config.feature_norm!r}: use {', '.join(FEATURE_NORMS)}")
     if config.lr_schedule not in LR_SCHEDULES:
         raise TrainError(f"unknown lr_schedule {config.lr_schedule!r}: use {', '.join(LR_SCHEDULES)}")
+    if not 0.0 <= config.weight_average < 1.0:
+        raise TrainError(f"weight_average must be in [0, 1) (0: export the last step's weights), got "
+                         f"{config.weight_average!r}")
+    if config.augment not in AUGMENTATIONS:
+        raise TrainError(f"unknown augment {config.augment!r}: use {', '.join(AUGMENTATIONS)}")
     dataset = load_dataset(
         config.data, config.category, validation_fraction=config.validation_fraction, seed=config.seed,
         test_good=config.test_good, test_defect=config.test_defect, masks=config.masks,
@@ -351,7 +386,9 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
         teacher.feature_norm = fit_feature_norm(teacher, spec, train_images, device, progress=progress)
     options = graph_options(method, config)
     net, graph = build_for_training(method, spec, teacher, size, device, options)
-    optimize = TrainingStep(method, graph, method.optimizers(net, config.lr or method.default_lr), amp_dtype)
+    average = WeightAverage(net, config.weight_average) if config.weight_average else None
+    optimize = TrainingStep(method, graph, method.optimizers(net, config.lr or method.default_lr), amp_dtype,
+                            average)
     images_on_host = torch.from_numpy(train_images)
     if device.type == "cuda":
         images_on_host = images_on_host.pin_memory()  # asynchronous copies to the GPU
@@ -359,7 +396,8 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
     point = ResumePoint(epoch=0, history=[], train_seconds=0.0)
     if saved is not None:
         point = restore_state(saved, settings=settings, net=net, optimizers=optimize.optimizers,
-                              scaler=optimize.scaler, shuffle=generator, method=method, out_dir=config.out)
+                              scaler=optimize.scaler, shuffle=generator, method=method, out_dir=config.out,
+                              average=average)
     history = list(point.history)
     steps_per_epoch = -(-len(train_images) // config.batch_size)
     epochs = training_epochs(config, steps_per_epoch)
@@ -373,7 +411,8 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
             order = torch.randperm(len(train_images), generator=generator)
             losses = []
             for step, start in enumerate(range(0, len(order), config.batch_size)):
-                batch = images_on_host[order[start : start + config.batch_size]].to(device, non_blocking=True)
+                batch = augment_batch(images_on_host[order[start : start + config.batch_size]], config.augment,
+                                      generator).to(device, non_blocking=True)
                 optimize.scale_lr(lr_factor(config.lr_schedule, epoch * steps_per_epoch + step,
                                             epochs * steps_per_epoch))
                 losses.append(optimize(batch, step, last=step == steps_per_epoch - 1))
@@ -381,7 +420,7 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
                 bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
             history.append(float(np.mean(losses)))
             save_state(config.out, settings=settings, net=net, optimizers=optimize.optimizers, scaler=optimize.scaler,
-                       shuffle=generator, method=method,
+                       shuffle=generator, method=method, average=average,
                        point=ResumePoint(epoch + 1, history, point.train_seconds + time.perf_counter() - started))
     except KeyboardInterrupt:
         bar.close()
@@ -392,6 +431,8 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
                                   "with the same command and --resume") from None
     bar.close()
     train_seconds = point.train_seconds + time.perf_counter() - started
+    if average is not None:
+        average.copy_to(net)  # the exported and calibrated weights are the average's
 
     calibration, val_scores = calibrate(graph, val_images, config.sigmas)  # FP32, on the training device
     metadata = ModelMetadata(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from train.config import AMP_MODES, DEFAULT_STEPS, FEATURE_NORMS, LR_SCHEDULES, TrainConfig
+from train.config import AMP_MODES, AUGMENTATIONS, DEFAULT_STEPS, FEATURE_NORMS, LR_SCHEDULES, TrainConfig
 
 from ..arguments import (
     add_head_arguments,
@@ -50,6 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule,
                         help="learning rate over the run: constant (the papers', default) or cosine (decays to zero "
                              "along a half cosine over the optimiser steps)")
+    parser.add_argument("--weight-average", type=float, default=defaults.weight_average, metavar="DECAY",
+                        help="export a moving average of the student's weights (decay per optimiser step, e.g. "
+                             "0.995: about the last 200 steps) instead of the last step's, which a late jump of the "
+                             "loss can spoil (default: 0, the papers': the last step's)")
+    parser.add_argument("--augment", choices=AUGMENTATIONS, default=defaults.augment,
+                        help="training images as they are (none, the papers', default) or flip (each mirrored "
+                             "left-right and top-bottom at random: only for parts whose good look does not depend "
+                             "on orientation)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"random seed (default: {defaults.seed})")
     parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction,
                         help="share of good training images held out to calibrate the thresholds (default: "
@@ -88,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, out=args.out, category=args.category, method=args.method, backbone=args.backbone,
         weights=args.weights, epochs=args.epochs, steps=args.steps, image_size=args.image_size,
         batch_size=args.batch_size,
-        lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, validation_fraction=args.validation_fraction,
+        lr=args.lr, lr_schedule=args.lr_schedule, augment=args.augment, weight_average=args.weight_average,
+        seed=args.seed,
+        validation_fraction=args.validation_fraction,
         sigmas=args.sigmas,
         image_score=args.image_score, top_fraction=args.top_fraction, map_strides=args.map_strides,
         map_sigma=args.map_sigma,
