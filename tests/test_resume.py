@@ -147,13 +147,19 @@ def test_ctrl_c_on_the_command_keeps_the_last_complete_epoch_and_resume_finishes
 
 def test_a_state_file_from_before_a_setting_existed_resumes_with_that_settings_old_behaviour(tmp_path: Path):
     path = tmp_path / TRAIN_STATE
-    older = {"seed": 0}  # written before feature_norm, map_sigma, map_pool and lr_schedule existed: the papers'
+    older = {"seed": 0}  # written before feature_norm, map_sigma, map_pool, lr_schedule, augment and weight_average
+    # existed: the papers'
     check_settings(older, {"seed": 0, "map_pool": 1}, path)
     with pytest.raises(ResumeError, match=r"map_pool: 1 then, 3 now"):
         check_settings(older, {"seed": 0, "map_pool": 3}, path)
     check_settings(older, {"seed": 0, "feature_norm": "none", "map_sigma": 4.0, "lr_schedule": "constant"}, path)
     with pytest.raises(ResumeError, match=r"lr_schedule: 'constant' then, 'cosine' now"):
         check_settings(older, {"seed": 0, "feature_norm": "none", "map_sigma": 4.0, "lr_schedule": "cosine"}, path)
+    check_settings(older, {"seed": 0, "augment": "none", "weight_average": 0.0}, path)
+    with pytest.raises(ResumeError, match=r"augment: 'none' then, 'flip' now"):
+        check_settings(older, {"seed": 0, "augment": "flip"}, path)
+    with pytest.raises(ResumeError, match=r"weight_average: 0.0 then, 0.995 now"):
+        check_settings(older, {"seed": 0, "weight_average": 0.995}, path)
     with pytest.raises(ResumeError, match="feature_norm: 'none' then, 'standardize' now"):
         check_settings(older, {"seed": 0, "feature_norm": "standardize", "map_sigma": 4.0}, path)
     with pytest.raises(ResumeError, match=r"map_sigma: 4\.0 then, 8\.0 now"):
