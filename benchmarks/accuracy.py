@@ -231,7 +231,8 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     notes = [f"- {r['set']} / {r['method']} / {r.get('change', 'recipe')}: {r['timing_note']}"
              for r in table_order(rows) if r.get("timing_note")]
     if notes:
-        lines += ["", "Notes on rows (timings, and which checkpoint a re-exported row compares with):", *notes]
+        lines += ["", "Notes on rows (timings, and the row each compares with where it was measured on another "
+                  "processor):", *notes]
     return "\n".join([*lines, ""])
 
 
