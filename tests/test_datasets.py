@@ -142,6 +142,9 @@ def test_training_on_a_plain_folder_equals_training_on_the_mvtec_spec(bottle_sub
     spec = folder_spec(bottle_subset)
     folder_args = ["--test-good", spec["test_good"], "--test-defect", spec["test_defect"], "--masks", spec["masks"]]
     assert main(["train", "--data", str(bottle_subset), "--out", str(tmp_path / "mvtec"), *common]) == 0
+    held_out = load_checkpoint(tmp_path / "mvtec")[0].training["held_out_score_history"][0]
+    assert (f"held-out good images (median score): {held_out:.4g} after the last epoch, lowest {held_out:.4g} after "
+            "epoch 1") in capsys.readouterr().out
     assert main(["train", "--data", str(bottle_subset / "train" / "good"), "--out", str(tmp_path / "folder"),
                  *folder_args, *common]) == 0
     hashes = {run: load_checkpoint(tmp_path / run)[0].weights_sha256 for run in ("mvtec", "folder")}

@@ -63,7 +63,7 @@ def test_a_run_interrupted_and_resumed_ends_with_the_weights_of_an_uninterrupted
         with pytest.raises(TrainingInterrupted, match=r"epoch 2/3; the first 1 epoch\(s\) are kept .*--resume"):
             train(split, progress=False)
     state = torch.load(Path(split.out) / TRAIN_STATE, weights_only=True)
-    assert state["epoch"] == 1 and len(state["history"]) == 1
+    assert state["epoch"] == 1 and len(state["history"]) == 1 and len(state["held_out_history"]) == 1
     assert not (Path(split.out) / "checkpoint.pt").exists()
     assert sorted(p.name for p in Path(split.out).iterdir()) == [TRAIN_STATE]  # no temporary file left behind
 
@@ -73,6 +73,8 @@ def test_a_run_interrupted_and_resumed_ends_with_the_weights_of_an_uninterrupted
     for name, tensor in expected_state.items():
         assert torch.equal(resumed_state[name], tensor), name
     assert resumed.training["loss_history"] == expected.training["loss_history"]
+    assert resumed.training["held_out_score_history"] == expected.training["held_out_score_history"]
+    assert None not in expected.training["held_out_score_history"]
     assert resumed.calibration.threshold == expected.calibration.threshold
     assert resumed.training["resumed_from_epoch"] == 1
     assert not (Path(split.out) / TRAIN_STATE).exists()  # complete: nothing left to resume
@@ -143,6 +145,22 @@ def test_ctrl_c_on_the_command_keeps_the_last_complete_epoch_and_resume_finishes
     log = json.loads((out / "train_log.json").read_text())["training"]
     assert log["resumed_from_epoch"] == kept and len(log["loss_history"]) == kept + 1
     assert not (out / TRAIN_STATE).exists()
+
+
+def test_a_state_file_from_before_the_held_out_monitor_resumes_with_those_epochs_unrecorded(bottle_subset: Path,
+                                                                                              tmp_path: Path):
+    config = tiny_config(bottle_subset, tmp_path / "run", epochs=2)
+    with pytest.MonkeyPatch.context() as patch:
+        interrupt_at_step(patch, 3)  # after epoch 1 (2 steps)
+        with pytest.raises(TrainingInterrupted):
+            train(config, progress=False)
+    path = Path(config.out) / TRAIN_STATE
+    state = torch.load(path, weights_only=True)
+    del state["held_out_history"]  # as written before the monitor existed
+    torch.save(state, path)
+    train(config, progress=False, resume=True)
+    history = load_checkpoint(config.out)[0].training["held_out_score_history"]
+    assert history[0] is None and isinstance(history[1], float)
 
 
 def test_a_state_file_from_before_a_setting_existed_resumes_with_that_settings_old_behaviour(tmp_path: Path):

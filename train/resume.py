@@ -13,7 +13,7 @@ pickled code.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +60,14 @@ class ResumePoint:
         epoch: Epochs already completed (the next one to run, 0-based).
         history: Mean loss of each completed epoch.
         train_seconds: Training time spent so far, over every session of the run.
+        held_out: Median score of the held-out good images after each completed epoch (None for epochs of a run
+            saved before this was recorded).
     """
 
     epoch: int
     history: list[float]
     train_seconds: float
+    held_out: list[float | None] = field(default_factory=list)
 
 
 def state_path(out_dir: str | os.PathLike[str]) -> Path:
@@ -92,6 +95,7 @@ def save_state(out_dir: str | os.PathLike[str], *, settings: dict[str, Any], poi
         "settings": settings,
         "epoch": point.epoch,
         "history": list(point.history),
+        "held_out_history": list(point.held_out),
         "train_seconds": point.train_seconds,
         "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "optimizers": [opt.state_dict() for opt in optimizers],
@@ -174,8 +178,11 @@ def restore_state(payload: dict[str, Any], *, settings: dict[str, Any], net: Rev
     torch.set_rng_state(states["torch"])
     if "cuda" in states:
         torch.cuda.set_rng_state(states["cuda"], method.device)
-    return ResumePoint(epoch=int(payload["epoch"]), history=[float(v) for v in payload["history"]],
-                       train_seconds=float(payload["train_seconds"]))
+    epoch = int(payload["epoch"])
+    held_out = payload.get("held_out_history", [None] * epoch)  # a state file from before it was recorded
+    return ResumePoint(epoch=epoch, history=[float(v) for v in payload["history"]],
+                       train_seconds=float(payload["train_seconds"]),
+                       held_out=[None if v is None else float(v) for v in held_out])
 
 
 def refuse_to_overwrite(out_dir: str | os.PathLike[str]) -> None:

@@ -8,6 +8,7 @@ import math
 import platform
 import random
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -116,6 +117,62 @@ def score_images(graph: DetectorGraph, images: np.ndarray, batch_size: int = 16)
         map_maxima.append(m.amax(dim=(1, 2)).cpu().numpy())
         scores.append(s.cpu().numpy())
     return np.concatenate(map_maxima), np.concatenate(scores)
+
+
+LATE_JUMP_FACTOR = 1.5
+"""A run warns when its held-out good images score more than this times their best epoch's after its last epoch."""
+
+
+class LateJumpWarning(UserWarning):
+    """The exported weights score the held-out good images much worse than an earlier epoch's did."""
+
+
+def held_out_score(graph: DetectorGraph, images: np.ndarray, average: WeightAverage | None = None) -> float:
+    """Median image score of held-out good images with the weights that would be exported now.
+
+    The moving average's weights where the run keeps one, the network's otherwise. The training is left exactly
+    as it was: the network's weights are restored bit for bit and every module's train/eval mode is put back; no
+    random number is drawn.
+    """
+    modes = [(module, module.training) for module in graph.modules()]
+    trained = None
+    if average is not None:
+        trained = {name: tensor.detach().clone() for name, tensor in graph.net.state_dict().items()
+                   if name in average.average}
+        average.copy_to(graph.net)
+    try:
+        _, scores = score_images(graph, images)
+    finally:
+        if trained is not None:
+            graph.net.load_state_dict(trained, strict=False)
+        for module, mode in modes:
+            module.training = mode
+    return float(np.median(scores))
+
+
+def late_jump(held_out: Sequence[float | None], factor: float | None = None) -> str | None:
+    """Why the last epoch's weights look worse than an earlier epoch's, or None.
+
+    Args:
+        held_out: Median held-out good score after each epoch (None: not recorded).
+        factor: How many times the best earlier score the last one may be (default: :data:`LATE_JUMP_FACTOR`).
+
+    Returns:
+        A sentence for the user when the last score exceeds ``factor`` times the lowest earlier one; None otherwise
+        (also with fewer than two recorded epochs).
+    """
+    factor = LATE_JUMP_FACTOR if factor is None else factor
+    recorded = [(epoch, score) for epoch, score in enumerate(held_out, start=1) if score is not None]
+    if len(recorded) < 2:
+        return None
+    best_epoch, best = min(recorded[:-1], key=lambda item: item[1])
+    last_epoch, last = recorded[-1]
+    if last <= factor * best:
+        return None
+    return (f"held-out good images score {last:.4g} (median) with the weights of the last epoch ({last_epoch}), "
+            f"{last / best:.1f}x the {best:.4g} of epoch {best_epoch}: the loss jumped late in the run and the "
+            "exported weights are worse than earlier ones. Train again with --weight-average 0.995 (or another "
+            "--seed), or check the run's held_out_score_history in its train_log.json")
 
 
 def calibrate(
@@ -334,6 +391,10 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
     (:mod:`train.resume`); Ctrl-C keeps the last complete epoch and raises
     :class:`~train.resume.TrainingInterrupted`. The state file is removed once the checkpoint is written.
 
+    After every epoch the held-out good images are scored with the weights that would be exported then
+    (:func:`held_out_score`, recorded as ``training.held_out_score_history``); a :class:`LateJumpWarning` is issued
+    when the exported weights score them far worse than an earlier epoch's did (:func:`late_jump`).
+
     Args:
         config: The run's settings.
         progress: Show progress bars.
@@ -398,7 +459,7 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
         point = restore_state(saved, settings=settings, net=net, optimizers=optimize.optimizers,
                               scaler=optimize.scaler, shuffle=generator, method=method, out_dir=config.out,
                               average=average)
-    history = list(point.history)
+    history, held_out = list(point.history), list(point.held_out)
     steps_per_epoch = -(-len(train_images) // config.batch_size)
     epochs = training_epochs(config, steps_per_epoch)
     started = time.perf_counter()
@@ -417,11 +478,14 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
                                             epochs * steps_per_epoch))
                 losses.append(optimize(batch, step, last=step == steps_per_epoch - 1))
                 bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}")
+                shown = {"held_out": f"{held_out[-1]:.4f}"} if held_out and held_out[-1] is not None else {}
+                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", **shown)
             history.append(float(np.mean(losses)))
+            held_out.append(held_out_score(graph, val_images, average))
             save_state(config.out, settings=settings, net=net, optimizers=optimize.optimizers, scaler=optimize.scaler,
                        shuffle=generator, method=method, average=average,
-                       point=ResumePoint(epoch + 1, history, point.train_seconds + time.perf_counter() - started))
+                       point=ResumePoint(epoch + 1, history, point.train_seconds + time.perf_counter() - started,
+                                         held_out))
     except KeyboardInterrupt:
         bar.close()
         kept = state_path(config.out)
@@ -456,6 +520,7 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
             "seconds_per_epoch": round(train_seconds / epochs, 3),
             "hardware": training_hardware(device),
             "loss_history": [round(v, 6) for v in history],
+            "held_out_score_history": [None if v is None else round(v, 6) for v in held_out],
             "validation_scores": [round(float(v), 6) for v in val_scores],
         },
     )
@@ -463,4 +528,7 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
     path = save_checkpoint(out_dir / CHECKPOINT_NAME, net, metadata)
     write_text_atomic(out_dir / TRAIN_LOG, json.dumps(json.loads(metadata.to_json()), indent=2) + "\n")
     state_path(out_dir).unlink(missing_ok=True)  # the run is complete: nothing left to resume
+    jump = late_jump(held_out)
+    if jump is not None:
+        warnings.warn(f"{path}: {jump}", LateJumpWarning, stacklevel=2)
     return path
