@@ -6,6 +6,7 @@ Runs are tiny (64 px, 16 images, batch 8: two steps an epoch) so that every meth
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -121,14 +122,20 @@ def test_ctrl_c_on_the_command_keeps_the_last_complete_epoch_and_resume_finishes
     out = tmp_path / "run"
     command = [sys.executable, "-m", "rdedge", "train", "--quiet", "--data", str(bottle_subset), "--out", str(out),
                "--image-size", "64", "--batch-size", "8", "--max-train-images", "16", "--seed", "0"]
+    # faulthandler: should the process not stop after Ctrl-C, SIGABRT makes it print where each thread was
     process = subprocess.Popen([*command, "--epochs", "500"], cwd=REPO, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     try:
         wait_until(lambda: (out / TRAIN_STATE).is_file() or process.poll() is not None, timeout_s=180)
         assert process.poll() is None, process.communicate()[1][-2000:]
         assert (out / TRAIN_STATE).is_file(), "no epoch completed in 180 s"
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        try:
+            _, stderr = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            where = process.communicate(timeout=60)[1][-6000:]
+            pytest.fail(f"still running 120 s after Ctrl-C; where it was:\n{where}")
     finally:
         process.kill()
     assert process.returncode == 130, stderr[-2000:]
