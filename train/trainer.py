@@ -150,6 +150,11 @@ def held_out_score(graph: DetectorGraph, images: np.ndarray, average: WeightAver
     return float(np.median(scores))
 
 
+def recorded_epochs(held_out: Sequence[float | None]) -> list[tuple[int, float]]:
+    """``(epoch, score)`` of every epoch with a held-out score (1-based epochs; None entries are skipped)."""
+    return [(epoch, score) for epoch, score in enumerate(held_out, start=1) if score is not None]
+
+
 def late_jump(held_out: Sequence[float | None], factor: float | None = None) -> str | None:
     """Why the last epoch's weights look worse than an earlier epoch's, or None.
 
@@ -162,7 +167,7 @@ def late_jump(held_out: Sequence[float | None], factor: float | None = None) -> 
         (also with fewer than two recorded epochs).
     """
     factor = LATE_JUMP_FACTOR if factor is None else factor
-    recorded = [(epoch, score) for epoch, score in enumerate(held_out, start=1) if score is not None]
+    recorded = recorded_epochs(held_out)
     if len(recorded) < 2:
         return None
     best_epoch, best = min(recorded[:-1], key=lambda item: item[1])

@@ -90,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from train.trainer import train
+    from train.trainer import recorded_epochs, train
 
     config = TrainConfig(
         data=args.data, out=args.out, category=args.category, method=args.method, backbone=args.backbone,
@@ -115,8 +115,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"checkpoint written to {path}")
     print(f"  input size {metadata.image_size} (asked: {config.image_size}); {training['epochs_run']} epochs, "
           f"{training['optimiser_steps']} optimiser steps on {training['n_train']} good images")
-    held_out = [(epoch, score) for epoch, score in enumerate(training.get("held_out_score_history", []), start=1)
-                if score is not None]
+    held_out = recorded_epochs(training.get("held_out_score_history", []))
     if held_out:
         best_epoch, best = min(held_out, key=lambda item: item[1])
         print(f"  held-out good images (median score): {held_out[-1][1]:.4g} after the last epoch, lowest "
