@@ -64,7 +64,7 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
     from export.onnx import export_onnx
     from train.checkpoint import load_checkpoint
     from train.config import head_options
-    from train.trainer import train
+    from train.trainer import LAST_STEP_DIR, train
 
     spec, category = dataset_spec(name)
     run_dir = run_folder(Path(args.runs), name, method, args.change, args.method_options, seed=args.seed)
@@ -82,6 +82,11 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
            "steps": metadata.training.get("optimiser_steps"),
            "size": str(metadata.image_size), "change": args.label,
            "threshold_rule": report.metadata.calibration.rule}
+    last_step = run_dir / LAST_STEP_DIR
+    if config.weight_average and (last_step / "checkpoint.pt").exists():  # the same training's last step
+        exported = export_onnx(last_step, progress=not args.quiet, graph_overrides=head_options(config))
+        last = evaluate_model(exported.path, spec, category)
+        row["last_step"] = {k: last[k] for k in ("image_auroc", "pixel_auroc", "aupro", "f1")}
     if action == "reuse":  # the same training: its timing note (minutes measured while sharing the cores) holds
         note = stored_row(Path(args.out).with_suffix(".json"), row).get("timing_note")
         row.update({"timing_note": note} if note else {})
@@ -228,12 +233,25 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     if missing:
         lines.append(f"Not run yet with the recipe: {', '.join(missing)}.")
     lines += seed_spread(rows)
-    notes = [f"- {r['set']} / {r['method']} / {r.get('change', 'recipe')}: {r['timing_note']}"
-             for r in table_order(rows) if r.get("timing_note")]
+    notes = [f"- {r['set']} / {r['method']} / {r.get('change', 'recipe')}: {row_note(r)}"
+             for r in table_order(rows) if row_note(r)]
     if notes:
         lines += ["", "Notes on rows (timings, and the row each compares with where it was measured on another "
                   "processor):", *notes]
     return "\n".join([*lines, ""])
+
+
+def row_note(row: dict[str, Any]) -> str:
+    """A row's note: its ``timing_note``, then, for a run that exported a weight average, the metrics of the same
+    training's last step's weights (``RUN/last_step``, the row to compare with); ``""`` when it has neither."""
+    parts = [row["timing_note"]] if row.get("timing_note") else []
+    if row.get("last_step"):
+        last = row["last_step"]
+        values = " / ".join("n/a" if last.get(k) is None else f"{last[k]:.3f}"
+                            for k in ("image_auroc", "pixel_auroc", "aupro", "f1"))
+        parts.append(f"the last step's weights of this same training (`RUN/last_step`, calibrated alike) measured "
+                     f"image / pixel AUROC / AUPRO / F1 {values}")
+    return "; ".join(parts)
 
 
 def split_seed(change: str) -> tuple[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import subprocess
@@ -388,3 +389,19 @@ def test_blur_study_reads_a_trained_ablations_run_and_refuses_head_changes(tmp_p
     with pytest.raises(SystemExit):
         main(["--sets", "bottle", "--runs", str(tmp_path), "--change", "map_sigma=8", "--only", "blur"])
     assert "head settings are what this study varies" in capsys.readouterr().err
+
+
+def test_accuracy_notes_give_the_last_step_of_a_weight_average_run_beside_its_timing_note():
+    from benchmarks.accuracy import markdown
+
+    row = {"set": "tire", "method": "rd4ad", "image_auroc": 0.881, "pixel_auroc": 0.99, "aupro": 0.953, "f1": 0.797,
+           "train_minutes": 22.0, "ms": 20.0, "runtime": "ONNX Runtime", "epochs": 84, "steps": 1008,
+           "size": "352x256", "change": "weight_average=0.995", "threshold_rule": "median_mad",
+           "timing_note": "shared cores",
+           "last_step": {"image_auroc": 0.8856, "pixel_auroc": 0.9888, "aupro": 0.9490, "f1": 0.8133}}
+    recipe = {**row, "change": "recipe", "timing_note": None, "last_step": None}
+    text = markdown([recipe, row], argparse.Namespace(epochs=None, seed=0))
+    notes = [line for line in text.splitlines() if line.startswith("- tire / rd4ad")]
+    assert notes == ["- tire / rd4ad / weight_average=0.995: shared cores; the last step's weights of this same "
+                     "training (`RUN/last_step`, calibrated alike) measured image / pixel AUROC / AUPRO / F1 "
+                     "0.886 / 0.989 / 0.949 / 0.813"]

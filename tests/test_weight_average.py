@@ -10,7 +10,7 @@ from torch import nn
 
 from train.checkpoint import load_checkpoint
 from train.config import TrainConfig
-from train.trainer import TrainError, TrainingStep, train
+from train.trainer import LAST_STEP_DIR, TrainError, TrainingStep, train
 from train.weight_average import WeightAverage
 
 
@@ -86,7 +86,38 @@ def test_a_run_with_weight_average_exports_the_average_of_its_steps_not_the_last
     assert not all(torch.allclose(state[name], snapshots[-1][name]) for name in student)
     assert all(torch.equal(state[k], snapshots[-1][k]) for k in state if k.startswith("teacher."))
 
+    # The same training's last step is kept as a run of its own, calibrated on the same held-out images.
+    last_metadata, last_state = load_checkpoint(Path(config.out) / LAST_STEP_DIR)
+    assert all(torch.equal(last_state[k], snapshots[-1][k]) for k in last_state)
+    assert last_metadata.training["weight_average"] == 0.0
+    assert last_metadata.training["last_step_of"] == str(Path(config.out).resolve())
+    assert last_metadata.training["loss_history"] == metadata.training["loss_history"]
+    assert "held_out_score_history" not in last_metadata.training  # the monitor scored the average's weights
+    assert last_metadata.training["validation_scores"] != metadata.training["validation_scores"]
+    assert last_metadata.calibration.threshold != metadata.calibration.threshold
+
     for decay in (1.0, -0.5):
         with pytest.raises(TrainError, match=r"weight_average must be in \[0, 1\)"):
             train(TrainConfig(data=str(bottle_subset), out=str(tmp_path / "bad"), weight_average=decay),
                   progress=False)
+
+
+def test_the_last_steps_run_exports_through_the_cli_and_a_later_run_without_average_removes_it(
+        bottle_subset: Path, tmp_path: Path, capsys):
+    """Real bottle images through ``rdedge train --weight-average``: the command names the last step's run, which
+    ``rdedge export`` exports like any run; retraining the folder without an average removes that now stale run."""
+    from rdedge.main import main
+
+    run = tmp_path / "run"
+    common = ["--data", str(bottle_subset), "--out", str(run), "--epochs", "2", "--image-size", "64",
+              "--batch-size", "8", "--max-train-images", "12", "--quiet"]
+    assert main(["train", *common, "--weight-average", "0.9"]) == 0
+    last_step = run / LAST_STEP_DIR
+    assert (f"the last step's, calibrated alike, are in {last_step} (rdedge export {last_step} to compare)"
+            in capsys.readouterr().out)
+    assert main(["export", str(last_step), "--check-images", "2", "--quiet"]) == 0
+    assert (last_step / "model.onnx").is_file() and not (run / "model.onnx").exists()
+
+    assert main(["train", *common]) == 0
+    assert not last_step.exists() and "last step" not in capsys.readouterr().out
+    assert load_checkpoint(run)[0].training["weight_average"] == 0.0

@@ -41,6 +41,7 @@ class TrainConfig:
             weights are exported, move the student less). See :data:`LR_SCHEDULES`.
         weight_average: Decay of an exponential moving average of the student's weights, exported instead of the
             last step's (:mod:`train.weight_average`); 0 (the papers', default) exports the last step's weights.
+            With an average, the last step's weights are written too, as the run ``OUT/last_step``.
         augment: ``none`` (the papers: training images as they are) or ``flip`` (each training image of each step
             mirrored left-right and top-bottom, each with probability ½, drawn from the shuffling generator: four
             times the views of a small set, for parts whose good appearance does not depend on orientation). See

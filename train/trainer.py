@@ -7,6 +7,7 @@ import json
 import math
 import platform
 import random
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -178,6 +179,35 @@ def late_jump(held_out: Sequence[float | None], factor: float | None = None) -> 
             f"{last / best:.1f}x the {best:.4g} of epoch {best_epoch}: the loss jumped late in the run and the "
             "exported weights are worse than earlier ones. Train again with --weight-average 0.995 (or another "
             "--seed), or check the run's held_out_score_history in its train_log.json")
+
+
+LAST_STEP_DIR = "last_step"
+"""Sub-folder of a run trained with a weight average (``weight_average`` > 0) holding the same training's last step's
+weights as a run of its own (checkpoint and log, calibrated on the same held-out images): ``rdedge export
+RUN/last_step`` exports them, to compare with the average's without training twice."""
+
+
+def write_run(out_dir: Path, net: ReverseDistillationNet, graph: DetectorGraph, val_images: np.ndarray,
+              config: TrainConfig, spec: TeacherSpec, size: ImageSize, options: dict[str, Any], method: Method,
+              training: dict[str, Any]) -> Path:
+    """Calibrate the network's current weights on the held-out good images and write ``out_dir``'s checkpoint and
+    ``train_log.json`` (atomically) → the checkpoint's path."""
+    calibration, val_scores = calibrate(graph, val_images, config.sigmas)  # FP32, on the training device
+    metadata = ModelMetadata(
+        method=method.name,
+        backbone=spec.name,
+        image_size=size,
+        calibration=calibration,
+        input_mean=spec.mean,
+        input_std=spec.std,
+        versions=software_versions(),
+        graph_options=options,
+        training={**training, "validation_scores": [round(float(v), 6) for v in val_scores]},
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = save_checkpoint(out_dir / CHECKPOINT_NAME, net, metadata)
+    write_text_atomic(out_dir / TRAIN_LOG, json.dumps(json.loads(metadata.to_json()), indent=2) + "\n")
+    return path
 
 
 def calibrate(
@@ -500,38 +530,30 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
                                   "with the same command and --resume") from None
     bar.close()
     train_seconds = point.train_seconds + time.perf_counter() - started
-    if average is not None:
-        average.copy_to(net)  # the exported and calibrated weights are the average's
-
-    calibration, val_scores = calibrate(graph, val_images, config.sigmas)  # FP32, on the training device
-    metadata = ModelMetadata(
-        method=method.name,
-        backbone=spec.name,
-        image_size=size,
-        calibration=calibration,
-        input_mean=spec.mean,
-        input_std=spec.std,
-        versions=software_versions(),
-        graph_options=options,
-        training={
-            **settings,
-            **({"resumed_from_epoch": point.epoch} if saved is not None else {}),
-            "dataset": dataset.name,
-            "n_train": len(train_images),
-            "n_validation": len(val_images),
-            "epochs_run": epochs,
-            "optimiser_steps": epochs * steps_per_epoch,
-            "train_seconds": round(train_seconds, 2),
-            "seconds_per_epoch": round(train_seconds / epochs, 3),
-            "hardware": training_hardware(device),
-            "loss_history": [round(v, 6) for v in history],
-            "held_out_score_history": [None if v is None else round(v, 6) for v in held_out],
-            "validation_scores": [round(float(v), 6) for v in val_scores],
-        },
-    )
     out_dir = Path(config.out)
-    path = save_checkpoint(out_dir / CHECKPOINT_NAME, net, metadata)
-    write_text_atomic(out_dir / TRAIN_LOG, json.dumps(json.loads(metadata.to_json()), indent=2) + "\n")
+    training = {
+        **settings,
+        **({"resumed_from_epoch": point.epoch} if saved is not None else {}),
+        "dataset": dataset.name,
+        "n_train": len(train_images),
+        "n_validation": len(val_images),
+        "epochs_run": epochs,
+        "optimiser_steps": epochs * steps_per_epoch,
+        "train_seconds": round(train_seconds, 2),
+        "seconds_per_epoch": round(train_seconds / epochs, 3),
+        "hardware": training_hardware(device),
+        "loss_history": [round(v, 6) for v in history],
+    }
+    last_step_dir = out_dir / LAST_STEP_DIR
+    if average is not None:  # the same training's last step, for comparison: a run folder of its own
+        write_run(last_step_dir, net, graph, val_images, config, spec, size, options, method,
+                  {**training, "out": str(last_step_dir.resolve()), "weight_average": 0.0,
+                   "last_step_of": str(out_dir.resolve())})
+        average.copy_to(net)  # the exported and calibrated weights are the average's
+    path = write_run(out_dir, net, graph, val_images, config, spec, size, options, method,
+                     {**training, "held_out_score_history": [None if v is None else round(v, 6) for v in held_out]})
+    if average is None and (last_step_dir / CHECKPOINT_NAME).is_file():
+        shutil.rmtree(last_step_dir)  # an earlier run's, in this folder: not this run's last step
     state_path(out_dir).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     jump = late_jump(held_out)
     if jump is not None:

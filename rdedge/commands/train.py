@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-average", type=float, default=defaults.weight_average, metavar="DECAY",
                         help="export a moving average of the student's weights (decay per optimiser step, e.g. "
                              "0.995: about the last 200 steps) instead of the last step's, which a late jump of the "
-                             "loss can spoil (default: 0, the papers': the last step's)")
+                             "loss can spoil (default: 0, the papers': the last step's); the last step's are kept "
+                             "too, in OUT/last_step")
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=defaults.augment,
                         help="training images as they are (none, the papers', default) or flip (each mirrored "
                              "left-right and top-bottom at random: only for parts whose good look does not depend "
@@ -90,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from train.trainer import recorded_epochs, train
+    from train.trainer import LAST_STEP_DIR, recorded_epochs, train
 
     config = TrainConfig(
         data=args.data, out=args.out, category=args.category, method=args.method, backbone=args.backbone,
@@ -120,4 +121,8 @@ def run(args: argparse.Namespace) -> int:
         best_epoch, best = min(held_out, key=lambda item: item[1])
         print(f"  held-out good images (median score): {held_out[-1][1]:.4g} after the last epoch, lowest "
               f"{best:.4g} after epoch {best_epoch}")
+    if config.weight_average:
+        last_step = path.parent / LAST_STEP_DIR
+        print(f"  exported weights: the moving average (decay {config.weight_average:g}); the last step's, "
+              f"calibrated alike, are in {last_step} (rdedge export {last_step} to compare)")
     return 0
