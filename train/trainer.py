@@ -187,25 +187,21 @@ weights as a run of its own (checkpoint and log, calibrated on the same held-out
 RUN/last_step`` exports them, to compare with the average's without training twice."""
 
 
-def write_run(out_dir: Path, net: ReverseDistillationNet, graph: DetectorGraph, val_images: np.ndarray,
-              config: TrainConfig, spec: TeacherSpec, size: ImageSize, options: dict[str, Any], method: Method,
+def write_run(out_dir: Path, graph: DetectorGraph, val_images: np.ndarray, sigmas: float, model: dict[str, Any],
               training: dict[str, Any]) -> Path:
-    """Calibrate the network's current weights on the held-out good images and write ``out_dir``'s checkpoint and
-    ``train_log.json`` (atomically) → the checkpoint's path."""
-    calibration, val_scores = calibrate(graph, val_images, config.sigmas)  # FP32, on the training device
-    metadata = ModelMetadata(
-        method=method.name,
-        backbone=spec.name,
-        image_size=size,
-        calibration=calibration,
-        input_mean=spec.mean,
-        input_std=spec.std,
-        versions=software_versions(),
-        graph_options=options,
-        training={**training, "validation_scores": [round(float(v), 6) for v in val_scores]},
-    )
+    """Calibrate the graph's current weights on the held-out good images and write ``out_dir``'s checkpoint and
+    ``train_log.json`` (atomically) → the checkpoint's path.
+
+    Args:
+        model: The :class:`~sdk.metadata.ModelMetadata` fields that describe the model (all but the calibration
+            and the training record).
+        training: The training record; the held-out images' scores are added to it.
+    """
+    calibration, val_scores = calibrate(graph, val_images, sigmas)  # FP32, on the training device
+    metadata = ModelMetadata(**model, calibration=calibration,
+                             training={**training, "validation_scores": [round(float(v), 6) for v in val_scores]})
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = save_checkpoint(out_dir / CHECKPOINT_NAME, net, metadata)
+    path = save_checkpoint(out_dir / CHECKPOINT_NAME, graph.net, metadata)
     write_text_atomic(out_dir / TRAIN_LOG, json.dumps(json.loads(metadata.to_json()), indent=2) + "\n")
     return path
 
@@ -544,13 +540,15 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
         "hardware": training_hardware(device),
         "loss_history": [round(v, 6) for v in history],
     }
+    model = {"method": method.name, "backbone": spec.name, "image_size": size, "input_mean": spec.mean,
+             "input_std": spec.std, "versions": software_versions(), "graph_options": options}
     last_step_dir = out_dir / LAST_STEP_DIR
     if average is not None:  # the same training's last step, for comparison: a run folder of its own
-        write_run(last_step_dir, net, graph, val_images, config, spec, size, options, method,
+        write_run(last_step_dir, graph, val_images, config.sigmas, model,
                   {**training, "out": str(last_step_dir.resolve()), "weight_average": 0.0,
                    "last_step_of": str(out_dir.resolve())})
         average.copy_to(net)  # the exported and calibrated weights are the average's
-    path = write_run(out_dir, net, graph, val_images, config, spec, size, options, method,
+    path = write_run(out_dir, graph, val_images, config.sigmas, model,
                      {**training, "held_out_score_history": [None if v is None else round(v, 6) for v in held_out]})
     if average is None and (last_step_dir / CHECKPOINT_NAME).is_file():
         shutil.rmtree(last_step_dir)  # an earlier run's, in this folder: not this run's last step
