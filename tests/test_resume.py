@@ -48,12 +48,14 @@ def interrupt_at_step(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
 
 @pytest.mark.parametrize(("method", "changes"), [(m, {}) for m in METHODS]
                          + [("rd4ad", {"feature_norm": "standardize"}), ("rdpp", {"lr_schedule": "cosine"}),
-                            ("rd4ad", {"augment": "flip"}), ("rd4ad", {"weight_average": 0.9})])
+                            ("rd4ad", {"augment": "flip"}), ("rd4ad", {"weight_average": 0.9}),
+                            ("rd4ad", {"hard_images": 0.25})])
 def test_a_run_interrupted_and_resumed_ends_with_the_weights_of_an_uninterrupted_one(bottle_subset: Path,
                                                                                       tmp_path: Path, method: str,
                                                                                       changes: dict[str, str]):
     """Every method, feature standardisation, a decaying learning rate (RD++: two optimisers at two rates), flip
-    augmentation (its draws continue the shuffling generator's sequence) and the weights' moving average."""
+    augmentation (its draws continue the shuffling generator's sequence), the weights' moving average and repeated
+    hard images (the resumed run scores the restored weights, the interrupted epoch's last)."""
     whole = replace(tiny_config(bottle_subset, tmp_path / "whole", method), **changes)
     train(whole, progress=False)
     expected, expected_state = load_checkpoint(whole.out)
@@ -172,8 +174,8 @@ def test_a_state_file_from_before_the_held_out_monitor_resumes_with_those_epochs
 
 def test_a_state_file_from_before_a_setting_existed_resumes_with_that_settings_old_behaviour(tmp_path: Path):
     path = tmp_path / TRAIN_STATE
-    older = {"seed": 0}  # written before feature_norm, map_sigma, map_pool, lr_schedule, augment and weight_average
-    # existed: the papers'
+    older = {"seed": 0}  # written before feature_norm, map_sigma, map_pool, lr_schedule, augment, weight_average and
+    # hard_images existed: the papers'
     check_settings(older, {"seed": 0, "map_pool": 1}, path)
     with pytest.raises(ResumeError, match=r"map_pool: 1 then, 3 now"):
         check_settings(older, {"seed": 0, "map_pool": 3}, path)
@@ -185,6 +187,9 @@ def test_a_state_file_from_before_a_setting_existed_resumes_with_that_settings_o
         check_settings(older, {"seed": 0, "augment": "flip"}, path)
     with pytest.raises(ResumeError, match=r"weight_average: 0.0 then, 0.995 now"):
         check_settings(older, {"seed": 0, "weight_average": 0.995}, path)
+    check_settings(older, {"seed": 0, "hard_images": 0.0}, path)
+    with pytest.raises(ResumeError, match=r"hard_images: 0.0 then, 0.1 now"):
+        check_settings(older, {"seed": 0, "hard_images": 0.1}, path)
     with pytest.raises(ResumeError, match="feature_norm: 'none' then, 'standardize' now"):
         check_settings(older, {"seed": 0, "feature_norm": "standardize", "map_sigma": 4.0}, path)
     with pytest.raises(ResumeError, match=r"map_sigma: 4\.0 then, 8\.0 now"):

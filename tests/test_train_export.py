@@ -253,3 +253,80 @@ def test_flip_augmentation_shows_the_student_mirrored_training_images_and_none_s
         train(TrainConfig(data=str(bottle_subset), out=str(tmp_path / "y"), augment="rotate"), progress=False)
     with pytest.raises(ValueError, match="unknown augment 'rotate'"):
         augment_batch(originals, "rotate", generator)
+
+
+def test_hard_images_repeat_in_each_epoch_the_training_images_the_weights_of_that_moment_score_worst(
+        bottle_subset: Path, tmp_path: Path, monkeypatch):
+    """``rdedge train --hard-images 0.25`` on real images: the first epoch draws each of the 12 training images
+    once; every later epoch draws 12 images among which are the 3 (a quarter) that the graph scored highest just
+    before it, and no other image twice; some epoch repeats one; the same seed draws the same; the default scores
+    no training image and draws each once per epoch, as one permutation of the shuffling generator; shares outside
+    [0, 1) and scores that are not one per image are refused."""
+    import train.trainer as trainer
+    from rdedge.main import main
+    from sdk.datasets import load_dataset, load_prepared
+    from train.trainer import TrainConfig, TrainError, TrainingStep, epoch_order, train
+
+    seen: list[torch.Tensor] = []
+    scored: list[np.ndarray] = []
+    step, score = TrainingStep.__call__, trainer.score_keeping_modes
+
+    def recorded_step(self, batch, *args, **kwargs):
+        seen.append(batch.clone())
+        return step(self, batch, *args, **kwargs)
+
+    def recorded_scores(graph, images):
+        result = score(graph, images)
+        if len(images) == 12:  # the training images (the held-out ones are 3)
+            scored.append(result[1])
+        return result
+
+    monkeypatch.setattr(TrainingStep, "__call__", recorded_step)
+    monkeypatch.setattr(trainer, "score_keeping_modes", recorded_scores)
+    common = ["--data", str(bottle_subset), "--epochs", "4", "--image-size", "64", "--batch-size", "8",
+              "--max-train-images", "12", "--quiet"]
+    originals = torch.from_numpy(load_prepared(
+        load_dataset(str(bottle_subset), None, validation_fraction=0.1, seed=0).train[:12], 64, progress=False))
+
+    def drawn(batches: list[torch.Tensor]) -> np.ndarray:
+        """How many times each training image was drawn."""
+        counts = np.zeros(len(originals), dtype=int)
+        for image in (image for batch in batches for image in batch):
+            matches = [i for i, original in enumerate(originals) if torch.equal(image, original)]
+            assert len(matches) == 1, "a training batch holds an image that is no training image"
+            counts[matches[0]] += 1
+        return counts
+
+    assert main(["train", "--out", str(tmp_path / "hard"), "--hard-images", "0.25", *common]) == 0
+    assert len(seen) == 8 and len(scored) == 3  # 2 steps per epoch; scored before epochs 2, 3 and 4
+    assert drawn(seen[:2]).tolist() == [1] * 12
+    repeated = 0
+    for epoch, scores in enumerate(scored, start=1):
+        counts = drawn(seen[2 * epoch: 2 * epoch + 2])
+        hardest = set(np.argsort(-scores)[:3].tolist())
+        assert counts.sum() == 12 and all(counts[i] >= 1 for i in hardest)
+        assert all(counts[i] <= 1 for i in range(12) if i not in hardest)
+        repeated += int((counts == 2).any())
+    assert repeated >= 1
+    assert load_checkpoint(tmp_path / "hard")[0].training["hard_images"] == 0.25
+    first_run = [b.clone() for b in seen]
+    seen.clear()
+    assert main(["train", "--out", str(tmp_path / "hard-again"), "--hard-images", "0.25", *common]) == 0
+    assert all(torch.equal(a, b) for a, b in zip(first_run, seen, strict=True))
+
+    seen.clear()
+    scored.clear()
+    assert main(["train", "--out", str(tmp_path / "none"), *common]) == 0
+    assert not scored
+    for epoch in range(4):
+        assert drawn(seen[2 * epoch: 2 * epoch + 2]).tolist() == [1] * 12
+    generator = torch.Generator().manual_seed(3)
+    assert torch.equal(epoch_order(12, generator, 0.25, None), torch.randperm(12, generator=torch.Generator()
+                                                                                 .manual_seed(3)))
+
+    with pytest.raises(TrainError, match=r"hard_images must be in \[0, 1\)"):
+        train(TrainConfig(data=str(bottle_subset), out=str(tmp_path / "y"), hard_images=1.0), progress=False)
+    with pytest.raises(ValueError, match=r"hard_images must be in \[0, 1\)"):
+        epoch_order(12, generator, -0.1, None)
+    with pytest.raises(ValueError, match="one score per training image"):
+        epoch_order(12, generator, 0.25, np.zeros(11))

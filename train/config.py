@@ -46,6 +46,13 @@ class TrainConfig:
             mirrored left-right and top-bottom, each with probability ½, drawn from the shuffling generator: four
             times the views of a small set, for parts whose good appearance does not depend on orientation). See
             :data:`AUGMENTATIONS`.
+        hard_images: Share of each epoch's draws given to the training images the student restores worst: before
+            every epoch but the first, the training images are scored by the graph with the current weights, and
+            that share of the epoch's draws (shuffled in) repeats the highest-scoring images in place of as many
+            random ones; 0 (the papers', default) draws every image once per epoch. For good parts with rare normal
+            regions (a white gap at a strip's edge, a label) that the student otherwise sees too seldom to
+            restore; scoring the training set costs about a third more training time. See
+            :func:`train.trainer.epoch_order`.
         seed: Seed of initialisation, shuffling, augmentation and the validation hold-out.
         validation_fraction: Share of good training images held out for calibration.
         sigmas: Threshold = validation median + ``sigmas`` · 1.4826 · MAD (:data:`sdk.metadata.MEDIAN_MAD`).
@@ -90,6 +97,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     weight_average: float = 0.0
     augment: str = "none"
+    hard_images: float = 0.0
     seed: int = 0
     validation_fraction: float = 0.1
     sigmas: float = 3.0

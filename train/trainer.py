@@ -135,20 +135,27 @@ def held_out_score(graph: DetectorGraph, images: np.ndarray, average: WeightAver
     as it was: the network's weights are restored bit for bit and every module's train/eval mode is put back; no
     random number is drawn.
     """
-    modes = [(module, module.training) for module in graph.modules()]
     trained = None
     if average is not None:
         trained = {name: tensor.detach().clone() for name, tensor in graph.net.state_dict().items()
                    if name in average.average}
         average.copy_to(graph.net)
     try:
-        _, scores = score_images(graph, images)
+        _, scores = score_keeping_modes(graph, images)
     finally:
         if trained is not None:
             graph.net.load_state_dict(trained, strict=False)
+    return float(np.median(scores))
+
+
+def score_keeping_modes(graph: DetectorGraph, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`score_images` in the middle of training: every module's train/eval mode is put back afterwards."""
+    modes = [(module, module.training) for module in graph.modules()]
+    try:
+        return score_images(graph, images)
+    finally:
         for module, mode in modes:
             module.training = mode
-    return float(np.median(scores))
 
 
 def recorded_epochs(held_out: Sequence[float | None]) -> list[tuple[int, float]]:
@@ -360,6 +367,40 @@ def augment_batch(batch: torch.Tensor, augment: str, generator: torch.Generator)
     return torch.where(upside_down[:, None, None, None], batch.flip(1), batch)
 
 
+def epoch_order(n_images: int, generator: torch.Generator, hard_share: float = 0.0,
+                scores: np.ndarray | None = None) -> torch.Tensor:
+    """The training images' indices in the order one epoch draws them (``n_images`` draws).
+
+    Without ``scores`` or with ``hard_share`` 0 it is one random permutation (one draw from ``generator``, as runs
+    drew before the option existed). Otherwise the ``k = round(hard_share * n_images)`` highest-scoring images
+    take the place of the permutation's last ``k`` draws and the whole is shuffled again (a second draw): the
+    hardest images are drawn twice that epoch (once more if the permutation kept them), ``k`` random others not at
+    all, and the epoch keeps its length, so the run's steps and learning rates are as without the option.
+
+    Args:
+        n_images: Training images.
+        generator: The run's shuffling generator.
+        hard_share: Share of the draws given to the hardest images, in [0, 1).
+        scores: Each training image's score with the current weights (higher: restored worse), or None.
+
+    Raises:
+        ValueError: A share outside [0, 1), or scores that are not one per image.
+    """
+    if not 0.0 <= hard_share < 1.0:
+        raise ValueError(f"hard_images must be in [0, 1) (0: every image once per epoch), got {hard_share!r}")
+    order = torch.randperm(n_images, generator=generator)
+    if scores is None or hard_share == 0.0:
+        return order
+    if np.shape(scores) != (n_images,):
+        raise ValueError(f"need one score per training image ({n_images}), got shape {np.shape(scores)}")
+    k = round(hard_share * n_images)
+    if k == 0:
+        return order
+    hardest = torch.from_numpy(np.argsort(-np.asarray(scores), kind="stable")[:k].copy())
+    mixed = torch.cat([order[: n_images - k], hardest])
+    return mixed[torch.randperm(n_images, generator=generator)]
+
+
 class TrainingStep:
     """One optimisation step as training runs it: the method's losses under autocast (``amp_dtype``; None: FP32),
     loss scaling for FP16, gradients accumulated over the method's ``accumulation_steps``, then every optimiser.
@@ -452,6 +493,8 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
                          f"{config.weight_average!r}")
     if config.augment not in AUGMENTATIONS:
         raise TrainError(f"unknown augment {config.augment!r}: use {', '.join(AUGMENTATIONS)}")
+    if not 0.0 <= config.hard_images < 1.0:
+        raise TrainError(f"hard_images must be in [0, 1) (0: every image once per epoch), got {config.hard_images!r}")
     dataset = load_dataset(
         config.data, config.category, validation_fraction=config.validation_fraction, seed=config.seed,
         test_good=config.test_good, test_defect=config.test_defect, masks=config.masks,
@@ -499,8 +542,11 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
     epoch = point.epoch
     try:
         for epoch in range(point.epoch, epochs):
+            # The current weights' scores of the training images (from the second epoch on; a resumed run scores
+            # the restored weights, which are the interrupted epoch's last).
+            scores = score_keeping_modes(graph, train_images)[1] if config.hard_images and epoch > 0 else None
             net.train()
-            order = torch.randperm(len(train_images), generator=generator)
+            order = epoch_order(len(train_images), generator, config.hard_images, scores)
             losses = []
             for step, start in enumerate(range(0, len(order), config.batch_size)):
                 batch = augment_batch(images_on_host[order[start : start + config.batch_size]], config.augment,

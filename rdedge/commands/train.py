@@ -59,6 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training images as they are (none, the papers', default) or flip (each mirrored "
                              "left-right and top-bottom at random: only for parts whose good look does not depend "
                              "on orientation)")
+    parser.add_argument("--hard-images", type=float, default=defaults.hard_images, metavar="SHARE",
+                        help="share of each epoch's draws given again to the training images the student restores "
+                             "worst (scored before each epoch; e.g. 0.1), for good parts with rare normal regions "
+                             "that score as false alarms; costs about a third more training time (default: 0, the "
+                             "papers': every image once per epoch)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"random seed (default: {defaults.seed})")
     parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction,
                         help="share of good training images held out to calibrate the thresholds (default: "
@@ -98,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         weights=args.weights, epochs=args.epochs, steps=args.steps, image_size=args.image_size,
         batch_size=args.batch_size,
         lr=args.lr, lr_schedule=args.lr_schedule, augment=args.augment, weight_average=args.weight_average,
+        hard_images=args.hard_images,
         seed=args.seed,
         validation_fraction=args.validation_fraction,
         sigmas=args.sigmas,
