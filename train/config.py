@@ -51,8 +51,9 @@ class TrainConfig:
             that share of the epoch's draws (shuffled in) repeats the highest-scoring images in place of as many
             random ones; 0 (the papers', default) draws every image once per epoch. For good parts with rare normal
             regions (a white gap at a strip's edge, a label) that the student otherwise sees too seldom to
-            restore; scoring the training set costs about a third more training time. See
-            :func:`train.trainer.epoch_order`.
+            restore. Scoring the training set before each epoch takes about 0.8 of an epoch's training time (RD4AD,
+            Lite0, KolektorSDD on a 2-core CPU). Measured worse than 0 on KolektorSDD's image AUROC
+            (``benchmarks/results/accuracy.md``). See :func:`train.trainer.epoch_order`.
         seed: Seed of initialisation, shuffling, augmentation and the validation hold-out.
         validation_fraction: Share of good training images held out for calibration.
         sigmas: Threshold = validation median + ``sigmas`` · 1.4826 · MAD (:data:`sdk.metadata.MEDIAN_MAD`).

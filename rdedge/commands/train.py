@@ -62,8 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hard-images", type=float, default=defaults.hard_images, metavar="SHARE",
                         help="share of each epoch's draws given again to the training images the student restores "
                              "worst (scored before each epoch; e.g. 0.1), for good parts with rare normal regions "
-                             "that score as false alarms; costs about a third more training time (default: 0, the "
-                             "papers': every image once per epoch)")
+                             "that score as false alarms; scoring them takes almost as long as training; measured "
+                             "worse on KolektorSDD, see the README (default: 0, the papers': every image once per "
+                             "epoch)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"random seed (default: {defaults.seed})")
     parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction,
                         help="share of good training images held out to calibrate the thresholds (default: "
