@@ -373,9 +373,10 @@ def epoch_order(n_images: int, generator: torch.Generator, hard_share: float = 0
 
     Without ``scores`` or with ``hard_share`` 0 it is one random permutation (one draw from ``generator``, as runs
     drew before the option existed). Otherwise the ``k = round(hard_share * n_images)`` highest-scoring images
-    take the place of the permutation's last ``k`` draws and the whole is shuffled again (a second draw): the
-    hardest images are drawn twice that epoch (once more if the permutation kept them), ``k`` random others not at
-    all, and the epoch keeps its length, so the run's steps and learning rates are as without the option.
+    take the place of the permutation's last ``k`` draws and the whole is shuffled again (a second draw): each of
+    the hardest images is drawn once more than the permutation's kept part holds it (so once or twice), the images
+    the replaced draws held are left out that epoch unless they are among the hardest, and the epoch keeps its
+    length, so the run's steps and learning rates are as without the option.
 
     Args:
         n_images: Training images.
