@@ -73,7 +73,7 @@ def test_collect_rows_keeps_what_changed_the_store_while_a_job_ran(tmp_path: Pat
 
 
 @pytest.mark.parametrize("module", ["accuracy", "nonsquare", "methods", "runtimes", "ort_tuning", "peers",
-                                    "int8_accuracy"])
+                                    "int8_accuracy", "whitening"])
 def test_benchmark_commands_have_help(module: str):
     result = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--help"], capture_output=True, text=True,
                             cwd=REPO)
@@ -157,6 +157,36 @@ def test_pool_study_is_the_exported_graph_at_every_pooling(tiny_run, bottle_imag
         np.testing.assert_allclose(scores[pool], [r.score for r in results], rtol=1e-4)
         np.testing.assert_allclose(maps[pool], np.stack([r.anomaly_map for r in results]), rtol=1e-4, atol=1e-6)
     assert not np.allclose(maps[1], maps[3], atol=1e-4) and not np.allclose(maps[3], maps[5], atol=1e-4)
+
+
+def test_whitening_study_without_whitening_is_the_exported_graph_and_whitens_what_it_fit(tiny_run, bottle_images):
+    """benchmarks.whitening: at ridge 0 its maps and scores are the exported graph's own (ONNX Runtime), since
+    ``|t/|t| - s/|s||^2 / 2`` is the head's cosine distance; whitened, the residuals it was fit on have zero mean and
+    unit covariance, and the maps differ from the cosine maps."""
+    import numpy as np
+    import torch
+
+    from benchmarks.whitening import ResidualMaps, fit_whitening, normalized_residuals
+    from sdk import Detector
+    from sdk.image import prepare_image
+    from train.checkpoint import build_graph_from_checkpoint
+
+    images = np.stack([prepare_image(image, 128) for image in bottle_images.values()])
+    graph, _ = build_graph_from_checkpoint(tiny_run[0])
+    residuals = normalized_residuals(graph, images)
+    cosine_maps, cosine_scores = ResidualMaps(graph.head, residuals, 0.0)(residuals)
+    results = Detector(tiny_run[1].path).predict_batch(list(images), rgb=True)
+    np.testing.assert_allclose(cosine_scores, [r.score for r in results], rtol=1e-4)
+    np.testing.assert_allclose(cosine_maps, np.stack([r.anomaly_map for r in results]), rtol=1e-4, atol=1e-6)
+
+    level = residuals[0]
+    mu, w = fit_whitening(level, ridge=1e-6)
+    vectors = level.permute(0, 2, 3, 1).reshape(-1, level.shape[1])
+    whitened = ((vectors - mu) @ w).double()
+    np.testing.assert_allclose(whitened.mean(0).numpy(), 0.0, atol=1e-3)
+    np.testing.assert_allclose(torch.cov(whitened.T).numpy(), np.eye(level.shape[1]), atol=1e-2)
+    whitened_maps, _ = ResidualMaps(graph.head, residuals, 0.01)(residuals)
+    assert not np.allclose(whitened_maps, cosine_maps, rtol=0.05)
 
 
 def test_head_setting_keep_rule_is_the_issues_rule_on_selection_auroc_only():
