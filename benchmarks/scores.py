@@ -209,18 +209,28 @@ def head_setting_study(graph: Any, study: HeadSettingStudy, selection: Selection
     Returns:
         ``{study.key(value): {"selection_image", "selection_pixel", "test_image", "test_pixel", "test_aupro"}}``.
     """
-    from sdk.metrics import aupro, image_auroc, pixel_auroc
-
     selection_scores, selection_maps = head_variants(graph, selection.images, study)
     test_scores, test_maps = head_variants(graph, test, study)
+    return {study.key(value): candidate_metrics(selection, selection_scores[value], selection_maps[value],
+                                                test_labels, test_scores[value], test_maps[value], test_masks)
+            for value in study.values}
+
+
+def candidate_metrics(selection: SelectionSet, selection_scores: np.ndarray, selection_maps: np.ndarray,
+                      test_labels: np.ndarray, test_scores: np.ndarray, test_maps: np.ndarray,
+                      test_masks: np.ndarray | None) -> dict[str, float | None]:
+    """One candidate's ``selection_image``, ``selection_pixel``, ``test_image``, ``test_pixel`` and ``test_aupro``
+    (the last two None without test masks)."""
+    from sdk.metrics import aupro, image_auroc, pixel_auroc
+
     annotated = test_masks is not None
-    return {study.key(value): {
-        "selection_image": image_auroc(selection.labels, selection_scores[value]),
-        "selection_pixel": pixel_auroc(selection.masks, selection_maps[value]),
-        "test_image": image_auroc(test_labels, test_scores[value]),
-        "test_pixel": pixel_auroc(test_masks, test_maps[value]) if annotated else None,
-        "test_aupro": aupro(test_masks, test_maps[value]) if annotated else None,
-    } for value in study.values}
+    return {
+        "selection_image": image_auroc(selection.labels, selection_scores),
+        "selection_pixel": pixel_auroc(selection.masks, selection_maps),
+        "test_image": image_auroc(test_labels, test_scores),
+        "test_pixel": pixel_auroc(test_masks, test_maps) if annotated else None,
+        "test_aupro": aupro(test_masks, test_maps) if annotated else None,
+    }
 
 
 def verdict(rows: list[dict[str, Any]], study: HeadSettingStudy, key: str) -> str:

@@ -35,7 +35,7 @@ from sdk.fileio import write_text_atomic
 
 from .accuracy import SETS, dataset_spec, run_folder
 from .latency import RESULTS_DIR
-from .scores import HeadSettingStudy, study_markdown
+from .scores import HeadSettingStudy, candidate_metrics, study_markdown
 
 RIDGES = (0.0, 0.01)
 """Candidates: 0 = the papers' cosine distance (no whitening); otherwise the ridge ``lambda`` of the whitening."""
@@ -130,7 +130,6 @@ class ResidualMaps:
 def study_run(name: str, method: str, args: argparse.Namespace) -> dict[str, Any]:
     """Selection and test metrics of every candidate for one trained run."""
     from sdk.datasets import load_dataset, load_prepared
-    from sdk.metrics import aupro, image_auroc, pixel_auroc
     from train.checkpoint import build_graph_from_checkpoint
     from train.selection import SelectionSet
 
@@ -151,13 +150,8 @@ def study_run(name: str, method: str, args: argparse.Namespace) -> dict[str, Any
         maps = ResidualMaps(graph.head, train_residuals, ridge)
         selection_maps, selection_scores = maps(selection_residuals)
         test_maps, test_scores = maps(test_residuals)
-        results[STUDY.key(ridge)] = {
-            "selection_image": image_auroc(selection.labels, selection_scores),
-            "selection_pixel": pixel_auroc(selection.masks, selection_maps),
-            "test_image": image_auroc(labels, test_scores),
-            "test_pixel": pixel_auroc(masks, test_maps) if masks is not None else None,
-            "test_aupro": aupro(masks, test_maps) if masks is not None else None,
-        }
+        results[STUDY.key(ridge)] = candidate_metrics(selection, selection_scores, selection_maps, labels, test_scores,
+                                                      test_maps, masks)
     return {"set": name, "method": method, STUDY.name: results}
 
 
