@@ -157,7 +157,8 @@ def study_run(name: str, method: str, args: argparse.Namespace) -> dict[str, Any
 
 def page(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     """The markdown page."""
-    command = " ".join(["python -m benchmarks.whitening", *(["--sets", *args.sets] if args.sets != list(SETS) else [])])
+    command = " ".join(["python -m benchmarks.whitening", *(["--sets", *args.sets] if args.sets != list(SETS) else []),
+                        *(["--method", args.method] if args.method != "rd4ad" else [])])
     header = [f"# {STUDY.title} on {', '.join(args.sets)}", "",
               f"{datetime.date.today().isoformat()}; models of `python -m benchmarks.accuracy` (recipe, seed 0, "
               "retrained on this machine: a checkpoint can differ from `accuracy.md`'s row as much as another seed "
