@@ -148,3 +148,30 @@ def test_unknown_names_list_the_known_ones():
         get_teacher_spec("vgg16")
     with pytest.raises(ValueError, match="rd4ad"):
         get_method("patchcore")
+
+
+@pytest.mark.parametrize("method", ["rd4ad", "rdpp", "drd", "reason"])
+@pytest.mark.parametrize(("backbone", "embedding"), [("efficientnet_lite0", 112), ("wide_resnet50_2", 1024)])
+def test_a_narrower_one_class_embedding_feeds_the_same_decoder_shapes(method: str, backbone: str, embedding: int):
+    """``embedding_channels`` narrows φ for every method; the decoder still restores the teacher's three maps, and
+    the student has fewer parameters than the papers' (``None``)."""
+    spec = get_teacher_spec(backbone, embedding)
+    assert spec.embedding_channels == embedding and get_teacher_spec(backbone).embedding_channels is None
+    teacher = build_teacher(backbone, pretrained=False)
+    net = get_method(method).build(spec, teacher).eval()
+    papers = get_method(method).build(get_teacher_spec(backbone), teacher)
+    side = 64 if backbone == "wide_resnet50_2" else 256
+    with torch.no_grad():
+        features = net.encode(torch.zeros(1, 3, side, side))
+        phi = net.bottleneck(net.project(features))
+        student = net.decoder(phi)
+    assert phi.shape == (1, embedding, side // 32, side // 32)
+    assert [s.shape for s in student] == [t.shape for t in features]
+    assert n_params(net.bottleneck) + n_params(net.decoder) < n_params(papers.bottleneck) + n_params(papers.decoder)
+
+
+@pytest.mark.parametrize(("backbone", "bad"), [("efficientnet_lite0", 0), ("efficientnet_lite0", -8),
+                                               ("efficientnet_lite0", 112.0), ("wide_resnet50_2", 1022)])
+def test_embedding_channels_the_student_cannot_be_built_with_are_refused(backbone: str, bad):
+    with pytest.raises(ValueError, match="embedding_channels must be a positive integer"):
+        get_teacher_spec(backbone, bad)

@@ -330,3 +330,30 @@ def test_hard_images_repeat_in_each_epoch_the_training_images_the_weights_of_tha
         epoch_order(12, generator, -0.1, None)
     with pytest.raises(ValueError, match="one score per training image"):
         epoch_order(12, generator, 0.25, np.zeros(11))
+
+
+def test_a_run_with_a_narrower_embedding_records_it_rebuilds_it_and_exports_it(bottle_subset: Path, tmp_path: Path,
+                                                                                capsys):
+    """``rdedge train --embedding-channels 32`` on real images: the checkpoint records the width, its φ has 32
+    channels, it rebuilds strictly from the checkpoint, its ONNX export passes the parity check against the PyTorch
+    graph and runs in the SDK; a width the student cannot have is refused before any training."""
+    from rdedge.main import main
+    from sdk import Detector
+
+    common = ["--data", str(bottle_subset), "--epochs", "1", "--image-size", "64", "--batch-size", "8",
+              "--max-train-images", "12", "--quiet"]
+    out = tmp_path / "narrow"
+    assert main(["train", "--out", str(out), "--embedding-channels", "32", *common]) == 0
+    metadata, state = load_checkpoint(out)
+    assert metadata.training["embedding_channels"] == 32
+    assert state["bottleneck.embedding.stage.0.conv1.weight"].shape[0] == 32
+    graph, _ = build_graph_from_checkpoint(out)
+    assert graph.net.bottleneck.embedding.out_channels == 32
+    report = export_onnx(out, check_images=4)
+    with Detector(report.path, backend="onnxruntime") as detector:
+        result = detector(next((bottle_subset / "test" / "broken_large").glob("*.png")))
+    assert np.isfinite(result.score) and result.anomaly_map.shape == (64, 64)
+
+    assert main(["train", "--out", str(tmp_path / "bad"), "--embedding-channels", "0", *common]) == 2
+    assert "embedding_channels must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "checkpoint.pt").exists()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -51,6 +51,9 @@ class TeacherSpec:
         decoder_blocks: Blocks per decoder stage, deepest first.
         width_per_group: ResNet ``width_per_group`` of bottleneck blocks (128 for the wide ResNet).
         features_nonnegative: Whether teacher features are post-ReLU (then decoder stages end with ReLU too).
+        embedding_channels: Channels of the one-class embedding φ that the decoder restores the features from;
+            ``None``: twice the teacher's deepest channels, the papers' (a ResNet stage after ``c3``). A smaller φ
+            is a tighter bottleneck (see :func:`get_teacher_spec`).
         mean: Per-channel RGB mean (0-1 scale) of the teacher's pre-training normalisation.
         std: Per-channel RGB standard deviation of that normalisation.
         build: ``build(weights, pretrained)`` → the teacher module (see :func:`build_teacher`).
@@ -66,6 +69,7 @@ class TeacherSpec:
     build: Callable[[WeightsArg, bool], nn.Module]
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    embedding_channels: int | None = None
 
 
 TEACHERS: dict[str, TeacherSpec] = {}
@@ -79,12 +83,29 @@ def register_teacher(spec: TeacherSpec) -> TeacherSpec:
     return spec
 
 
-def get_teacher_spec(name: str) -> TeacherSpec:
-    """Look up a teacher by name, with a clear error listing the known ones."""
+def get_teacher_spec(name: str, embedding_channels: int | None = None) -> TeacherSpec:
+    """Look up a teacher by name, with a clear error listing the known ones.
+
+    Args:
+        name: Registry name.
+        embedding_channels: Channels of the student's one-class embedding, when not the papers' (``None``: twice
+            the teacher's deepest channels); a multiple of the block's expansion (4 for ``bottleneck`` blocks).
+
+    Raises:
+        ValueError: Unknown name, or embedding channels the student cannot be built with.
+    """
     try:
-        return TEACHERS[name]
+        spec = TEACHERS[name]
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(TEACHERS))}") from None
+    if embedding_channels is None:
+        return spec
+    expansion = 4 if spec.block == "bottleneck" else 1
+    if isinstance(embedding_channels, bool) or not isinstance(embedding_channels, int) or embedding_channels <= 0 \
+            or embedding_channels % expansion:
+        raise ValueError(f"embedding_channels must be a positive integer{' multiple of 4' if expansion > 1 else ''} "
+                         f"for {name}, got {embedding_channels!r} (the papers': {2 * spec.channels[2]})")
+    return replace(spec, embedding_channels=embedding_channels)
 
 
 def build_teacher(name: str, weights: WeightsArg = None, *, pretrained: bool = True) -> Teacher:

@@ -92,7 +92,7 @@ def build_graph_from_checkpoint(
             returned metadata records the options in force, its calibration is then the caller's to redo.
     """
     metadata, state = load_checkpoint(path)
-    spec = get_teacher_spec(metadata.backbone)
+    spec = get_teacher_spec(metadata.backbone, metadata.training.get("embedding_channels"))
     method = get_method(metadata.method, **metadata.training.get("method_options", {}))
     # The teacher is built without ImageNet weights only because the checkpoint's copy is loaded right below
     # (strict=True, so any missing tensor is an error, never a silently random layer).

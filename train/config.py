@@ -74,6 +74,10 @@ class TrainConfig:
             standardised with its mean and standard deviation over the good training images, fitted once before
             training and exported inside the graph; see :mod:`train.components.feature_norm`). Measured worse
             than ``none`` with RD4AD on all four public sets (``benchmarks/results/accuracy.md``).
+        embedding_channels: Channels of the student's one-class embedding φ, from which the decoder restores the
+            teacher's features: ``None`` (the papers') is twice the teacher's deepest channels (224 for Lite0, 512
+            for ResNet-18, 2048 for the wide ResNet). Fewer channels make a tighter bottleneck, which restores less
+            of what the good images never showed (and costs less to run); see the README's accuracy section.
         max_train_images: Use only the first N training images (quick runs and tests); all when None.
         method_options: Method-specific options (e.g. ``{"refinement": False}`` for DRD).
         test_good: Plain-folder data only: good test images (for ``rdedge evaluate``; never trained on).
@@ -108,6 +112,7 @@ class TrainConfig:
     map_sigma: float = 4.0
     map_pool: int = 1
     feature_norm: str = "none"
+    embedding_channels: int | None = None
     max_train_images: int | None = None
     method_options: dict[str, Any] = field(default_factory=dict)
     test_good: str | None = None

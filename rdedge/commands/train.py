@@ -81,6 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "images, so that low-variance channels count as much as loud ones; fitted once "
                              "before training, carried inside the exported graph. Measured worse than none on "
                              "every public set (benchmarks/results/accuracy.md)")
+    parser.add_argument("--embedding-channels", type=int, default=defaults.embedding_channels, metavar="N",
+                        help="channels of the student's one-class embedding, the bottleneck the decoder restores "
+                             "the teacher's features from (default: twice the teacher's deepest channels, the "
+                             "papers': 224 for efficientnet_lite0); fewer make a tighter bottleneck")
     parser.add_argument("--max-train-images", type=int, default=None, help="train on at most N images (quick runs)")
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                         help="method option, repeatable: drd refinement=false; reason suppression_target=teacher")
@@ -111,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         image_score=args.image_score, top_fraction=args.top_fraction, map_strides=args.map_strides,
         map_sigma=args.map_sigma,
         map_pool=args.map_pool,
-        feature_norm=args.feature_norm, max_train_images=args.max_train_images,
+        feature_norm=args.feature_norm, embedding_channels=args.embedding_channels,
+        max_train_images=args.max_train_images,
         method_options=parse_options(args.method_option),
         device=args.device, amp=args.amp, **test_folders(args),
     )

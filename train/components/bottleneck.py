@@ -61,10 +61,12 @@ class CascadeFusion(nn.Module):
 
 
 class OneClassEmbedding(nn.Module):
-    """OCE: a freshly initialised ResNet stage (stride 2) producing the compact embedding φ (2·c3 channels).
+    """OCE: a freshly initialised ResNet stage (stride 2) producing the compact embedding φ.
+
+    φ has ``spec.embedding_channels`` channels, 2·c3 (the papers') when that is None.
 
     Args:
-        spec: Teacher spec (block type, channels).
+        spec: Teacher spec (block type, channels, embedding channels).
         in_channels: Channels of the fused input.
         blocks: Residual blocks; the teacher spec's default when None (REASON uses 3 for ResNet-18).
     """
@@ -72,7 +74,7 @@ class OneClassEmbedding(nn.Module):
     def __init__(self, spec: TeacherSpec, in_channels: int, blocks: int | None = None) -> None:
         super().__init__()
         expansion = 4 if spec.block == "bottleneck" else 1
-        planes = 2 * spec.channels[2] // expansion
+        planes = (spec.embedding_channels or 2 * spec.channels[2]) // expansion
         self.stage = down_stage(spec.block, in_channels, planes, blocks or spec.oce_blocks, spec.width_per_group)
         self.out_channels = planes * expansion
 
