@@ -488,7 +488,7 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
     if config.feature_norm not in FEATURE_NORMS:
         raise TrainError(f"unknown feature_norm {config.feature_norm!r}: use {', '.join(FEATURE_NORMS)}")
     try:
-        get_teacher_spec(config.backbone, config.embedding_channels)
+        spec = get_teacher_spec(config.backbone, config.embedding_channels)
     except ValueError as exc:
         raise TrainError(str(exc)) from None
     if config.lr_schedule not in LR_SCHEDULES:
@@ -517,7 +517,6 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
     seed_everything(config.seed)
     method = get_method(config.method, **config.method_options)
     method.setup(config.seed, device)
-    spec = get_teacher_spec(config.backbone, config.embedding_channels)
     teacher = build_teacher(config.backbone, config.weights)  # fails loudly when weights are missing
     train_images = load_prepared(train_samples, size, desc="train images", progress=progress)
     val_images = load_prepared(dataset.validation, size, desc="validation images", progress=progress)

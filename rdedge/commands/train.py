@@ -84,7 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embedding-channels", type=int, default=defaults.embedding_channels, metavar="N",
                         help="channels of the student's one-class embedding, the bottleneck the decoder restores "
                              "the teacher's features from (default: twice the teacher's deepest channels, the "
-                             "papers': 224 for efficientnet_lite0); fewer make a tighter bottleneck")
+                             "papers': 224 for efficientnet_lite0); fewer make a tighter bottleneck (112 measured "
+                             "worse on KolektorSDD, see the README)")
     parser.add_argument("--max-train-images", type=int, default=None, help="train on at most N images (quick runs)")
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                         help="method option, repeatable: drd refinement=false; reason suppression_target=teacher")
