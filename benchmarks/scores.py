@@ -252,39 +252,81 @@ def verdict(rows: list[dict[str, Any]], study: HeadSettingStudy, key: str) -> st
     return f"kept: helps on {helped} of {len(rows)} sets, loses ≤ {KEEP_TOLERANCE} on every set"
 
 
-def study_run(name: str, method: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Selection and test AUROC of every head candidate for one trained run."""
+@dataclass
+class StudyInputs:
+    """What a head study reads from one trained run: its graph, rebuilt from the checkpoint, and its images.
+
+    Attributes:
+        graph: The run's teacher, student and head, rebuilt from ``checkpoint.pt``.
+        dataset: The run's split, remade with its own validation fraction and seed.
+        size: The run's input size.
+        selection: The held-out good images and their synthetically defective copies (what a choice may read).
+        test: (N, H, W, 3) uint8 test images (what the table reports, never what a choice reads).
+        test_labels: (N,) int: 0 good, 1 defective.
+        test_masks: (N, H, W) ground-truth masks, or None when the set has image labels only.
+    """
+
+    graph: Any
+    dataset: Any
+    size: Any
+    selection: SelectionSet
+    test: np.ndarray
+    test_labels: np.ndarray
+    test_masks: np.ndarray | None
+
+    def training_images(self) -> np.ndarray:
+        """The run's own training images at its input size."""
+        from sdk.datasets import load_prepared
+
+        return load_prepared(self.dataset.train, self.size, progress=False)
+
+
+def load_study_inputs(run_dir: Path, spec: str, category: str | None, selection_seed: int) -> StudyInputs:
+    """Rebuild a trained run and load the images a head study compares candidates on.
+
+    Args:
+        run_dir: The run's folder (holding ``checkpoint.pt``).
+        spec: The dataset spec the run trained on (a root folder or ``elpv:...``).
+        category: The category inside ``spec``, or None.
+        selection_seed: Seed of the synthetic defects of the selection set.
+    """
     from sdk.datasets import load_dataset, load_prepared
-    from sdk.metrics import image_auroc
     from train.checkpoint import build_graph_from_checkpoint
 
-    spec, category = dataset_spec(name)
-    run_dir = run_folder(Path(args.runs), name, method, args.change, {})
     graph, metadata = build_graph_from_checkpoint(run_dir)
-    label = method + "".join(f", {k}={v}" for k, v in args.change.items())
     dataset = load_dataset(spec, category, validation_fraction=metadata.training["validation_fraction"],
                            seed=metadata.training["seed"])
     size = metadata.image_size
-    good = load_prepared(dataset.validation, size, progress=False)
-    selection = SelectionSet.from_good(good, args.seed)
-    test = load_prepared(dataset.test, size, progress=False)
-    test_labels = np.array([s.label for s in dataset.test])
     annotated = all(s.has_mask_annotation for s in dataset.test)
-    masks = np.stack([s.load_mask(size) for s in dataset.test]) if annotated else None
+    return StudyInputs(
+        graph=graph, dataset=dataset, size=size,
+        selection=SelectionSet.from_good(load_prepared(dataset.validation, size, progress=False), selection_seed),
+        test=load_prepared(dataset.test, size, progress=False),
+        test_labels=np.array([s.label for s in dataset.test]),
+        test_masks=np.stack([s.load_mask(size) for s in dataset.test]) if annotated else None)
 
-    row: dict[str, Any] = {"set": name, "method": label, "size": str(size)}
+
+def study_run(name: str, method: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Selection and test AUROC of every head candidate for one trained run."""
+    from sdk.metrics import image_auroc
+
+    inputs = load_study_inputs(run_folder(Path(args.runs), name, method, args.change, {}), *dataset_spec(name),
+                               args.seed)
+    label = method + "".join(f", {k}={v}" for k, v in args.change.items())
+    row: dict[str, Any] = {"set": name, "method": label, "size": str(inputs.size)}
     for study in (HEAD_STUDIES[n] for n in args.only if n in HEAD_STUDIES):
-        row[study.name] = head_setting_study(graph, study, selection, test, test_labels, masks)
+        row[study.name] = head_setting_study(inputs.graph, study, inputs.selection, inputs.test, inputs.test_labels,
+                                             inputs.test_masks)
     if "scores" not in args.only:
         return row
-    selection_scores, _ = head_candidates(graph, selection.images)
-    test_scores, pixel = head_candidates(graph, test, masks)
+    selection_scores, _ = head_candidates(inputs.graph, inputs.selection.images)
+    test_scores, pixel = head_candidates(inputs.graph, inputs.test, inputs.test_masks)
 
     def aurocs(scores: dict[str, dict[str, np.ndarray]], labels: np.ndarray) -> dict[str, float]:
         return {f"{s} / {k}": image_auroc(labels, v) for s, per in scores.items() for k, v in per.items()}
 
-    return {**row, "selection": aurocs(selection_scores, selection.labels), "test": aurocs(test_scores, test_labels),
-            "pixel": pixel}
+    return {**row, "selection": aurocs(selection_scores, inputs.selection.labels),
+            "test": aurocs(test_scores, inputs.test_labels), "pixel": pixel}
 
 
 def choose(rows: list[dict[str, Any]]) -> str:

@@ -35,7 +35,7 @@ from sdk.fileio import write_text_atomic
 
 from .accuracy import SETS, dataset_spec, run_folder
 from .latency import RESULTS_DIR
-from .scores import HeadSettingStudy, candidate_metrics, study_markdown
+from .scores import HeadSettingStudy, candidate_metrics, load_study_inputs, study_markdown
 
 RIDGES = (0.0, 0.01)
 """Candidates: 0 = the papers' cosine distance (no whitening); otherwise the ridge ``lambda`` of the whitening."""
@@ -129,22 +129,11 @@ class ResidualMaps:
 
 def study_run(name: str, method: str, args: argparse.Namespace) -> dict[str, Any]:
     """Selection and test metrics of every candidate for one trained run."""
-    from sdk.datasets import load_dataset, load_prepared
-    from train.checkpoint import build_graph_from_checkpoint
-    from train.selection import SelectionSet
-
-    spec, category = dataset_spec(name)
-    graph, metadata = build_graph_from_checkpoint(run_folder(Path(args.runs), name, method, {}, {}))
-    dataset = load_dataset(spec, category, validation_fraction=metadata.training["validation_fraction"],
-                           seed=metadata.training["seed"])
-    size = metadata.image_size
-    train_residuals = normalized_residuals(graph, load_prepared(dataset.train, size, progress=False))
-    selection = SelectionSet.from_good(load_prepared(dataset.validation, size, progress=False), args.seed)
+    inputs = load_study_inputs(run_folder(Path(args.runs), name, method, {}, {}), *dataset_spec(name), args.seed)
+    graph, selection, labels, masks = inputs.graph, inputs.selection, inputs.test_labels, inputs.test_masks
+    train_residuals = normalized_residuals(graph, inputs.training_images())
     selection_residuals = normalized_residuals(graph, selection.images)
-    test_residuals = normalized_residuals(graph, load_prepared(dataset.test, size, progress=False))
-    labels = np.array([s.label for s in dataset.test])
-    masks = (np.stack([s.load_mask(size) for s in dataset.test])
-             if all(s.has_mask_annotation for s in dataset.test) else None)
+    test_residuals = normalized_residuals(graph, inputs.test)
     results = {}
     for ridge in STUDY.values:
         maps = ResidualMaps(graph.head, train_residuals, ridge)

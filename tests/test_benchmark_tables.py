@@ -189,6 +189,43 @@ def test_whitening_study_without_whitening_is_the_exported_graph_and_whitens_wha
     assert not np.allclose(whitened_maps, cosine_maps, rtol=0.05)
 
 
+def test_head_and_whitening_studies_read_a_run_the_same_way_and_agree_with_its_exported_graph(
+        tiny_run, bottle_subset, tmp_path, monkeypatch):
+    """Both studies load a run's inputs with ``load_study_inputs`` (its own split, input size, selection set,
+    test labels and masks); at the exported head's settings (σ 4, ridge 0) both report the test AUROC of the
+    exported graph's own scores (ONNX Runtime) on those test images."""
+    import argparse
+
+    import numpy as np
+
+    from benchmarks import scores, whitening
+    from sdk import Detector
+    from sdk.metrics import image_auroc
+
+    runs = tmp_path / "runs"
+    (runs / "bottle").mkdir(parents=True)
+    (runs / "bottle" / "rd4ad").symlink_to(tiny_run[0], target_is_directory=True)
+    monkeypatch.setenv("RDEDGE_MVTEC_ROOT", str(bottle_subset.parent))
+
+    inputs = scores.load_study_inputs(runs / "bottle" / "rd4ad", str(bottle_subset.parent), "bottle", 0)
+    assert inputs.test.shape == (10, 128, 128, 3) and inputs.test.dtype == np.uint8
+    assert sorted(inputs.test_labels) == [0] * 4 + [1] * 6
+    assert inputs.test_masks is not None and inputs.test_masks.shape == (10, 128, 128)
+    assert all(inputs.test_masks[i].any() == bool(label) for i, label in enumerate(inputs.test_labels))
+    n_good = int((inputs.selection.labels == 0).sum())
+    assert n_good == len(inputs.dataset.validation) >= 1 and len(inputs.selection.labels) == 3 * n_good
+    assert len(inputs.training_images()) == len(inputs.dataset.train) == 30 - n_good
+
+    results = Detector(tiny_run[1].path).predict_batch(list(inputs.test), rgb=True)
+    expected = image_auroc(inputs.test_labels, np.array([r.score for r in results]))
+    args = argparse.Namespace(runs=str(runs), change={}, seed=0, only=["blur"])
+    blur = scores.study_run("bottle", "rd4ad", args)["blur"][scores.HEAD_STUDIES["blur"].key(scores.PAPERS_SIGMA)]
+    ridge = whitening.study_run("bottle", "rd4ad", args)[whitening.STUDY.name][whitening.STUDY.key(0.0)]
+    assert blur["test_image"] == pytest.approx(expected, abs=1e-9)
+    assert ridge["test_image"] == pytest.approx(expected, abs=1e-9)
+    assert ridge["selection_image"] == pytest.approx(blur["selection_image"], abs=1e-9)
+
+
 def test_head_setting_keep_rule_is_the_issues_rule_on_selection_auroc_only():
     """A σ (or a pooling) is kept when it beats the papers' value on the selection set on most sets and loses
     ≤ 0.005 on none; test AUROC never enters."""
