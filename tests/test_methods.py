@@ -195,6 +195,34 @@ def test_rd4ad_hard_mining_on_the_meta_device_makes_no_cpu_tensor(small_batch):
     assert out["loss"].device.type == "meta" and not made.operators, sorted(set(made.operators))
 
 
+def test_rd4ad_pixel_kd_loss_is_the_mean_per_position_distance_the_anomaly_map_reads(small_batch):
+    """On real images through the Lite0 teacher and a fresh student: ``kd_loss="pixel"`` is the sum over scales of
+    the mean of 1 − cos over channels at each position (the papers' equation, and what the exported map computes
+    per position), while the default stays the code's flattened cosine; the two differ, and so do their gradients."""
+    from train.losses import flattened_cosine_loss
+
+    torch.manual_seed(0)
+    flattened, pixel = get_method("rd4ad"), get_method("rd4ad", kd_loss="pixel")
+    assert flattened.options == {} and pixel.options == {"kd_loss": "pixel"}
+    net = flattened.build(get_teacher_spec("efficientnet_lite0"), build_teacher("efficientnet_lite0")).train()
+    graph = DetectorGraph(net, small_batch.shape[1], **flattened.graph_options())
+    with torch.no_grad():
+        teacher, student = net(graph.normalize(small_batch))
+    per_position = sum(float((1 - torch.nn.functional.cosine_similarity(t, s, dim=1)).mean())
+                       for t, s in zip(teacher, student, strict=True))
+    whole = sum(float(flattened_cosine_loss(t, s)) for t, s in zip(teacher, student, strict=True))
+
+    grads = []
+    for method, expected in ((flattened, whole), (pixel, per_position)):
+        net.zero_grad()
+        loss = method.training_step(net, small_batch, graph)["loss"]
+        assert float(loss) == pytest.approx(expected, rel=1e-5)
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.student_parameters()]))
+    assert per_position != pytest.approx(whole, rel=1e-3)
+    assert not torch.allclose(grads[0], grads[1])
+
+
 def test_hard_mining_keeps_the_loss_and_damps_the_gradient_where_the_student_matches_best(small_batch):
     """On real images through the Lite0 teacher and a fresh student: the option leaves RD4AD's loss value exactly as
     the paper's, multiplies the gradient by 0.1 at the 90 % of positions with the smallest teacher-student cosine
@@ -423,11 +451,13 @@ def test_method_options_are_validated():
         get_method("rd4ad", refinement=True)
     with pytest.raises(ValueError, match="hard_mining"):
         get_method("rd4ad", hard_mining=1.0)
+    with pytest.raises(ValueError, match="kd_loss must be one of"):
+        get_method("rd4ad", kd_loss="l2")
 
 
 @pytest.mark.parametrize(("method", "valid"), [("drd", "refinement, segmentation_target"),
                                                 ("reason", "suppression_target, noise_std"),
-                                                ("rdpp", "none"), ("rd4ad", "hard_mining")])
+                                                ("rdpp", "none"), ("rd4ad", "hard_mining, kd_loss")])
 def test_an_unknown_method_option_is_one_clear_error_listing_the_valid_ones(method, valid, capsys):
     """Defect: ``--method-option`` unknown to drd or reason ended in a TypeError traceback."""
     from rdedge.main import main
