@@ -173,3 +173,31 @@ def test_feature_pool_compares_neighbourhoods_as_scipys_uniform_filter_does():
     for bad in (0, 2, 1.5, True, -3):
         with pytest.raises(ValueError, match="feature_pool"):
             AnomalyMapHead(64, feature_pool=bad)
+
+
+def test_smoothing_matrices_are_the_upsampling_and_blur_they_replace():
+    """``upsampling_matrix`` is ``F.interpolate`` (linear, align_corners) as a matrix and ``blur_matrix`` SciPy's
+    1-D reflect-mode Gaussian; the head's ``smooth`` (two constant matrix products per scale) equals upsample → fuse →
+    blur operator by operator, for sum and mean fusion, square and non-square maps, whichever side it multiplies
+    first."""
+    from scipy.ndimage import gaussian_filter1d
+
+    from train.components.anomaly_map import blur_matrix, upsampling_matrix
+
+    torch.manual_seed(0)
+    v = torch.rand(8, dtype=torch.float64)
+    expected = F.interpolate(v.view(1, 1, -1), size=64, mode="linear", align_corners=True).view(-1)
+    torch.testing.assert_close(upsampling_matrix(64, 8) @ v, expected)
+    w = torch.rand(64, dtype=torch.float64)
+    np.testing.assert_allclose((blur_matrix(64, 4.0) @ w).numpy(), gaussian_filter1d(w.numpy(), 4.0, mode="reflect"),
+                               rtol=1e-6, atol=1e-9)
+
+    orders = set()
+    for size, strides, combine in (((64, 32), (4, 8, 16), "sum"), ((32, 96), (8, 16), "mean"), (64, (8,), "sum")):
+        head = AnomalyMapHead(size, combine=combine, map_strides=strides)
+        orders.update(head.smoothing_orders)
+        height, width = head.image_size.height, head.image_size.width
+        distances = [torch.rand(3, height // s, width // s) for s in strides]
+        step_by_step = head.blur(head.fuse([head.upsample(d) for d in distances]))
+        torch.testing.assert_close(head.smooth(distances), step_by_step, rtol=1e-5, atol=1e-6)
+    assert orders == {True, False}

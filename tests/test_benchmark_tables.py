@@ -73,7 +73,7 @@ def test_collect_rows_keeps_what_changed_the_store_while_a_job_ran(tmp_path: Pat
 
 
 @pytest.mark.parametrize("module", ["accuracy", "nonsquare", "methods", "runtimes", "ort_tuning", "peers",
-                                    "int8_accuracy", "whitening"])
+                                    "int8_accuracy", "whitening", "head"])
 def test_benchmark_commands_have_help(module: str):
     result = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", "--help"], capture_output=True, text=True,
                             cwd=REPO)
@@ -224,6 +224,38 @@ def test_head_and_whitening_studies_read_a_run_the_same_way_and_agree_with_its_e
     assert blur["test_image"] == pytest.approx(expected, abs=1e-9)
     assert ridge["test_image"] == pytest.approx(expected, abs=1e-9)
     assert ridge["selection_image"] == pytest.approx(blur["selection_image"], abs=1e-9)
+
+
+def test_head_benchmark_compares_the_exported_head_with_the_step_by_step_one(tiny_run, bottle_images, tmp_path):
+    """benchmarks.head: its "now" graph is what ``rdedge export`` writes (the head smooths with MatMul, no Resize
+    or convolution), its "before" graph computes the same maps with Resize and the blur's convolutions, and the two
+    agree within float32 rounding on real images (ONNX Runtime)."""
+    import numpy as np
+    import onnx
+
+    from benchmarks.head import MATRIX, STEP_BY_STEP, agreement, export_variants, open_backends
+    from sdk import Detector
+    from sdk.image import prepare_image
+
+    def head_ops(path):
+        return {n.op_type for n in onnx.load(str(path)).graph.node if n.name.startswith("head/")}
+
+    paths = export_variants(tiny_run[0], tmp_path)
+    exported = head_ops(tiny_run[1].path)
+    assert "MatMul" in exported and not exported & {"Resize", "Conv"}
+    assert head_ops(paths[MATRIX]) == exported
+    assert {"Resize", "Conv"} <= head_ops(paths[STEP_BY_STEP]) and "MatMul" not in head_ops(paths[STEP_BY_STEP])
+
+    images = np.stack([prepare_image(image, 128) for image in bottle_images.values()])
+    backends = open_backends(paths)
+    found = agreement(backends, images)
+    assert found["map"] < 1e-5 and found["score"] < 1e-5
+    maps, scores = backends[MATRIX, "onnxruntime"].infer(images)
+    results = Detector(tiny_run[1].path).predict_batch(list(images), rgb=True)
+    np.testing.assert_allclose(scores, [r.score for r in results], rtol=1e-5)
+    np.testing.assert_allclose(maps, np.stack([r.anomaly_map for r in results]), rtol=1e-5, atol=1e-7)
+    for backend in backends.values():
+        backend.close()
 
 
 def test_head_setting_keep_rule_is_the_issues_rule_on_selection_auroc_only():

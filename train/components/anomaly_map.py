@@ -11,9 +11,14 @@ ONNX- and TensorRT-friendly operations only, batched and shape-agnostic in N:
 * bilinear upsampling with ``align_corners=True`` to the model size (height x width; square or not);
 * fusion by sum (RD4AD, RD++, REASON) or mean (DRD) of the scales in ``map_strides`` (all three by default, as the
   papers; rdedge's recipe fuses strides 8 and 16, see ``benchmarks/results/scores.md``);
-* Gaussian σ = 4 as a separable pair of 33-tap convolutions with constant weights. The borders are padded
-  half-sample-symmetrically (``d c b a | a b c d``) with a constant-index Gather, which is exactly SciPy's
-  ``gaussian_filter(mode="reflect", truncate=4.0)``, the papers' host-side smoothing;
+* Gaussian σ = 4, with the borders padded half-sample-symmetrically (``d c b a | a b c d``), which is exactly
+  SciPy's ``gaussian_filter(mode="reflect", truncate=4.0)``, the papers' host-side smoothing;
+* upsampling, fusion and blur are all linear and separable along rows and columns, so the exported graph computes
+  them together as two small constant matrix products per scale, ``L_k · d_k · R_k`` (``L_k`` = row blur x row
+  upsampling, H x h_k; ``R_k`` the same for columns, w_k x W): the same map as upsample → fuse → 33-tap blur
+  (:meth:`AnomalyMapHead.upsample`, :meth:`~AnomalyMapHead.fuse`, :class:`GaussianBlur`, kept for the studies and
+  the tests, within float32 rounding) in a few MFLOP, where the Resize, the padding Gather and the two
+  single-channel convolutions cost 10-15 % of the whole graph's time on a CPU (``benchmarks/results/head.md``);
 * image score = maximum of the smoothed map (the papers'), or the mean of its top ``top_fraction`` pixels
   (``image_score="top_mean"``: TopK + ReduceMean; one hot pixel no longer decides a part alone);
   optionally DRD's *detection refinement*, per sample:
@@ -76,6 +81,25 @@ def cosine_distance_map(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     b = b / torch.sqrt((b * b).sum(dim=1, keepdim=True)).clamp_min(eps)
     diff = a - b
     return 0.5 * (diff * diff).sum(dim=1)
+
+
+def upsampling_matrix(size: int, native: int) -> Tensor:
+    """(size, native) float64 matrix of 1-D linear upsampling with ``align_corners=True``: ``U @ v`` is
+    ``F.interpolate`` of the vector ``v`` (computed by that function on the identity, so the two agree)."""
+    identity = torch.eye(native, dtype=torch.float64).unsqueeze(0)  # (1, native channels, native samples)
+    return F.interpolate(identity, size=size, mode="linear", align_corners=True)[0].T.contiguous()
+
+
+def blur_matrix(size: int, sigma: float, truncate: float = 4.0) -> Tensor:
+    """(size, size) float64 matrix of the 1-D Gaussian blur with half-sample-symmetric borders (:class:`GaussianBlur`
+    along one axis): ``G @ v`` smooths the vector ``v``."""
+    kernel = gaussian_kernel1d(sigma, truncate).double()
+    radius = (kernel.numel() - 1) // 2
+    pad = symmetric_pad_index(size, radius)
+    matrix = torch.zeros(size, size, dtype=torch.float64)
+    for tap, weight in enumerate(kernel):
+        matrix.index_put_((torch.arange(size), pad[tap : tap + size]), weight.expand(size), accumulate=True)
+    return matrix
 
 
 class GaussianBlur(nn.Module):
@@ -142,6 +166,18 @@ class AnomalyMapHead(nn.Module):
         self.image_score = image_score
         self.top_fraction = top_fraction
         self.blur = GaussianBlur(image_size, sigma)
+        self.smoothing_orders: list[bool] = []
+        for k, stride in enumerate(self.map_strides):
+            rows, columns = self.image_size.height // stride, self.image_size.width // stride
+            left = blur_matrix(self.image_size.height, sigma) @ upsampling_matrix(self.image_size.height, rows)
+            right = (blur_matrix(self.image_size.width, sigma) @ upsampling_matrix(self.image_size.width, columns)).T
+            if combine == "mean":
+                left = left / len(self.map_strides)
+            self.register_buffer(f"smooth_left_{k}", left.float().contiguous(), persistent=False)
+            self.register_buffer(f"smooth_right_{k}", right.float().contiguous(), persistent=False)
+            # Multiply on the side that makes the smaller intermediate first (the same result within rounding).
+            height, width = self.image_size.height, self.image_size.width
+            self.smoothing_orders.append(height * columns * (rows + width) <= rows * width * (columns + height))
         if image_score == "top_mean" and self.top_count > MAX_TOP_COUNT:
             raise ValueError(f"top_fraction {top_fraction} averages {self.top_count} pixels of a {self.image_size} "
                              "map; "
@@ -165,6 +201,17 @@ class AnomalyMapHead(nn.Module):
             fused = fused + m
         return fused / len(upsampled) if self.combine == "mean" else fused
 
+    def smooth(self, distances: list[Tensor]) -> Tensor:
+        """Per-scale distance maps at native resolution (N, h_k, w_k), in ``map_strides`` order → the smoothed map
+        (N, H, W): ``blur(fuse(upsample(d_k)))`` computed as ``Σ_k L_k · d_k · R_k``."""
+        smoothed = None
+        for k, (distance, left_first) in enumerate(zip(distances, self.smoothing_orders, strict=True)):
+            left, right = getattr(self, f"smooth_left_{k}"), getattr(self, f"smooth_right_{k}")
+            term = torch.matmul(torch.matmul(left, distance), right) if left_first else \
+                torch.matmul(left, torch.matmul(distance, right))
+            smoothed = term if smoothed is None else smoothed + term
+        return smoothed
+
     def raw_map(self, teacher: list[Tensor], student: list[Tensor]) -> Tensor:
         """The fused map before smoothing (what the papers pass to ``gaussian_filter``)."""
         return self.fuse([self.upsample(cosine_distance_map(t, s)) for t, s in zip(teacher, student, strict=True)])
@@ -176,14 +223,13 @@ class AnomalyMapHead(nn.Module):
         teacher, student = ([pool_features(features[i], self.feature_pool) for i in self.map_levels]
                             for features in (teacher, student))
         distances = [cosine_distance_map(t, s) for t, s in zip(teacher, student, strict=True)]
-        upsampled = [self.upsample(d) for d in distances]
-        smoothed = self.blur(self.fuse(upsampled))
+        smoothed = self.smooth(distances)
         if self.image_score == "top_mean":
             score = smoothed.flatten(1).topk(self.top_count, dim=1).values.mean(dim=1)
         else:
             score = smoothed.amax(dim=(1, 2))
         if self.refinement:
-            score = score * (1.0 + refinement_peak(distances, upsampled))
+            score = score * (1.0 + refinement_peak(distances, [self.upsample(d) for d in distances]))
         return smoothed, score
 
 
@@ -208,6 +254,7 @@ __all__ = [
     "IMAGE_SCORES",
     "AnomalyMapHead",
     "GaussianBlur",
+    "blur_matrix",
     "check_feature_pool",
     "check_map_strides",
     "cosine_distance_map",
@@ -215,4 +262,5 @@ __all__ = [
     "pool_features",
     "symmetric_pad_index",
     "top_pixel_count",
+    "upsampling_matrix",
 ]
