@@ -27,7 +27,7 @@ import numpy as np
 
 from sdk.fileio import write_text_atomic
 
-from .latency import RESULTS_DIR, summarize, time_calls
+from .latency import RESULTS_DIR, processor_name, summarize, time_calls
 from .ort_tuning import profile
 
 MATRIX = "matrix products (now)"
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "# The anomaly-map head's smoothing: matrix products against separate operators",
         "",
         f"{datetime.date.today().isoformat()}; {os.cpu_count()} CPU cores ({platform.machine()}, "
-        f"{platform.processor() or 'processor unnamed'}); `python -m benchmarks.head {args.run}` ({metadata.method}/"
+        f"{processor_name()}); `python -m benchmarks.head {args.run}` ({metadata.method}/"
         f"{metadata.backbone}, {metadata.image_size}, FP32); both graphs traced from the same checkpoint; the SDK "
         f"backend's `infer` alone (no host resize), real test images, {args.rounds} interleaved rounds in one process; "
         "OpenVINO with FP32 compute (the SDK's default).",

@@ -34,6 +34,18 @@ from sdk.fileio import write_text_atomic
 RESULTS_DIR = Path("benchmarks") / "results"
 
 
+def processor_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows: timings of one table
+    compare only within one processor."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def time_calls(fn: Callable[[], Any], warmup: int, iterations: int) -> np.ndarray:
     """Call ``fn`` ``warmup`` times untimed, then ``iterations`` times timed; returns milliseconds per call."""
     for _ in range(warmup):

@@ -248,11 +248,13 @@ def notes(models: dict[str, dict[str, str]]) -> list[str]:
 
 def markdown(rows: list[dict[str, Any]], accuracy: list[dict[str, Any]], args: argparse.Namespace,
              versions: dict[str, str], models: dict[str, dict[str, str]]) -> str:
+    from .latency import processor_name
+
     lines = [
         "# rdedge against anomalib on this CPU: ONNX Runtime and OpenVINO, FP32 and INT8",
         "",
-        f"{datetime.date.today().isoformat()}; {os.cpu_count()} CPU cores ({platform.machine()}), {args.threads} "
-        f"threads for rdedge and anomalib's ONNX (anomalib's OpenVINO rows: its own defaults); "
+        f"{datetime.date.today().isoformat()}; {os.cpu_count()} CPU cores ({platform.machine()}, {processor_name()}), "
+        f"{args.threads} threads for rdedge and anomalib's ONNX (anomalib's OpenVINO rows: its own defaults); "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"; {args.rounds} interleaved rounds, {args.iterations} timed calls per row and batch size, one process; "
         f"real bottle test images resized to {IMAGE_SIDE} x {IMAGE_SIDE} beforehand. Reproduce: "
