@@ -201,3 +201,14 @@ def test_smoothing_matrices_are_the_upsampling_and_blur_they_replace():
         step_by_step = head.blur(head.fuse([head.upsample(d) for d in distances]))
         torch.testing.assert_close(head.smooth(distances), step_by_step, rtol=1e-5, atol=1e-6)
     assert orders == {True, False}
+
+
+def test_head_refuses_features_whose_size_does_not_match_its_input_size():
+    """The smoothing matrices are built for features at strides 4, 8 and 16 of the head's input size: other sizes
+    are one clear error, not a shape error inside a matrix product."""
+    import pytest
+
+    head = AnomalyMapHead(64)
+    teacher = [torch.rand(1, 8, s, s) for s in (32, 16, 8)]  # strides 2, 4, 8: the features of a 64 px input
+    with pytest.raises(ValueError, match="stride-4 features of a 64x64 input must be 16x16, got \\(32, 32\\)"):
+        head(teacher, [torch.rand_like(t) for t in teacher])

@@ -303,8 +303,8 @@ def test_each_auxiliary_loss_decreases_when_trained(method_name: str, key: str, 
 
 
 def test_refinement_in_graph_equals_numpy_formula_per_sample():
-    head = AnomalyMapHead(32, combine="mean", refinement=True)
-    teacher = [torch.rand(3, 8, s, s) for s in (16, 8, 4)]
+    head = AnomalyMapHead(64, combine="mean", refinement=True)
+    teacher = [torch.rand(3, 8, s, s) for s in (16, 8, 4)]  # strides 4, 8, 16 of a 64 x 64 input
     # sample i: scale i is a slightly perturbed copy of the teacher (small, flat distance), the others are random
     student = [torch.rand_like(t) for t in teacher]
     for i in range(3):
@@ -316,7 +316,7 @@ def test_refinement_in_graph_equals_numpy_formula_per_sample():
     np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-5)
     variances = np.stack([u.reshape(3, -1).var(axis=1, ddof=1) for u in upsampled], axis=1)
     assert sorted(variances.argmin(axis=1).tolist()) == [0, 1, 2]  # the three samples chose three scales
-    plain = AnomalyMapHead(32, combine="mean")(teacher, student)[1]
+    plain = AnomalyMapHead(64, combine="mean")(teacher, student)[1]
     assert (scores > plain).all()
 
 

@@ -227,8 +227,8 @@ print(json.dumps({{
     integer = {name for name, (_, types) in scoped.items() if any("INT" in t for t in types)}
     assert {name for name in scoped if name.startswith("normalize/")} <= pinned
     assert {kind for name, (kind, _) in scoped.items() if name in pinned} >= {
-        "LayerType.REDUCE", "LayerType.RESIZE", "LayerType.CONVOLUTION", "LayerType.ELEMENTWISE", "LayerType.CAST"}
-    assert integer and not integer & pinned  # the resizes' INT64 size arithmetic keeps its type
+        "LayerType.REDUCE", "LayerType.MATRIX_MULTIPLY", "LayerType.ELEMENTWISE", "LayerType.CAST"}
+    assert integer and not integer & pinned  # the head's INT64 shape arithmetic (flatten, TopK's k) keeps its type
     assert pinned == set(scoped) - integer
     assert len(pinned) < report["layers"] / 2  # the network itself stays free to run in FP16/INT8
 

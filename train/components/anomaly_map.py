@@ -207,6 +207,10 @@ class AnomalyMapHead(nn.Module):
         smoothed = None
         for k, (distance, left_first) in enumerate(zip(distances, self.smoothing_orders, strict=True)):
             left, right = getattr(self, f"smooth_left_{k}"), getattr(self, f"smooth_right_{k}")
+            if tuple(distance.shape[-2:]) != (left.shape[1], right.shape[0]):
+                raise ValueError(f"stride-{self.map_strides[k]} features of a {self.image_size.height}x"
+                                 f"{self.image_size.width} input must be "
+                                 f"{left.shape[1]}x{right.shape[0]}, got {tuple(distance.shape[-2:])}")
             term = torch.matmul(torch.matmul(left, distance), right) if left_first else \
                 torch.matmul(left, torch.matmul(distance, right))
             smoothed = term if smoothed is None else smoothed + term
