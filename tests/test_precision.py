@@ -158,9 +158,10 @@ for attempt in range(2):  # the second build reads the timing cache and replaces
 meta, info, offset = read_engine_header(path)
 print(json.dumps({{"path": str(path), "precision": meta.precision, "batches": [info.min_batch, info.opt_batch,
                   info.max_batch], "typed": info.strongly_typed, "version": info.tensorrt_version,
-                  "builder": info.builder["builder"], "plan_bytes": path.stat().st_size - offset}}))
+                  "builder": info.builder["builder"], "cleared": info.builder["cleared_flags"],
+                  "plan_bytes": path.stat().st_size - offset}}))
 """)
-    assert report["path"] == str(out) and report["precision"] == precision
+    assert report["path"] == str(out) and report["precision"] == precision and report["cleared"] == ["TF32"]
     assert report["batches"] == [1, 1, 8] and report["typed"] and report["builder"] == "tensorrt_rtx"
     assert report["plan_bytes"] > 100_000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"] + ([] if default_name else [out.name])  # no

@@ -88,6 +88,7 @@ def test_build_plans(version, onnx_precision, precision, dla, typed, flags, pinn
                                                                                               dla)
     if typed and version.startswith("10."):
         assert plan.network_flags == ("STRONGLY_TYPED",)
+    assert plan.cleared_flags == ("TF32",)  # FP32 layers compute in FP32, as on every other runtime
 
 
 @pytest.mark.parametrize(
