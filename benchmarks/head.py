@@ -14,7 +14,6 @@ Run: ``python -m benchmarks.head runs/accuracy/bottle/rd4ad`` → ``benchmarks/r
 from __future__ import annotations
 
 import argparse
-import collections
 import copy
 import datetime
 import os
@@ -27,8 +26,8 @@ import numpy as np
 
 from sdk.fileio import write_text_atomic
 
-from .latency import RESULTS_DIR, processor_name, summarize, time_calls
-from .ort_tuning import profile
+from .latency import RESULTS_DIR, processor_name
+from .ort_tuning import add_timing_options, interleaved_stats, profile, timing_images
 
 MATRIX = "matrix products (now)"
 STEP_BY_STEP = "Resize + Gather + 33-tap convolutions (before)"
@@ -93,36 +92,27 @@ def agreement(backends: dict[tuple[str, str], Any], images: np.ndarray) -> dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sdk.datasets import load_model_dataset, load_prepared
     from train.checkpoint import build_graph_from_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run folder written by rdedge train (holding checkpoint.pt)")
-    parser.add_argument("--iterations", type=int, default=100, help="timed calls per row and batch size")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
-    parser.add_argument("--out", default=str(RESULTS_DIR / "head.md"), help="markdown output")
+    add_timing_options(parser, str(RESULTS_DIR / "head.md"))
     args = parser.parse_args(argv)
     run = Path(args.run)
     if not (run / "checkpoint.pt").is_file():
         parser.error(f"{run} holds no checkpoint.pt: pass a folder written by rdedge train")
     _, metadata = build_graph_from_checkpoint(run)
-    dataset = load_model_dataset(metadata, model_path=run / "checkpoint.pt")
-    images = load_prepared(dataset.test[:: max(1, len(dataset.test) // 8)][:8], metadata.image_size, progress=False)
+    images = timing_images(metadata, run / "checkpoint.pt")
     with tempfile.TemporaryDirectory() as tmp:
         paths = export_variants(run, Path(tmp))
         backends = open_backends(paths)
-        times: dict[tuple[str, str, int], list[np.ndarray]] = collections.defaultdict(list)
-        for _ in range(args.rounds):
-            for batch_size in (1, 8):
-                batch = np.ascontiguousarray(images[:batch_size])
-                for (name, backend_name), backend in backends.items():
-                    times[name, backend_name, batch_size].append(
-                        time_calls(lambda b=backend, x=batch: b.infer(x), 2, max(1, args.iterations // args.rounds)))
+        found = interleaved_stats({key: lambda batch, b=backend: lambda: b.infer(batch)
+                                   for key, backend in backends.items()}, images, args.rounds, args.iterations)
         agree = agreement(backends, np.ascontiguousarray(images))
         profiles = {name: profile(path, np.ascontiguousarray(images[:1]), 30) for name, path in paths.items()}
         for backend in backends.values():
             backend.close()
-    stats = {k: summarize(np.concatenate(v), k[2]) for k, v in times.items()}
+    stats = {(name, backend_name, batch_size): v for ((name, backend_name), batch_size), v in found.items()}
     lines = [
         "# The anomaly-map head's smoothing: matrix products against separate operators",
         "",

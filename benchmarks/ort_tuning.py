@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,29 +107,60 @@ def profile(path: Path, batch: np.ndarray, calls: int) -> dict[str, Any]:
             "node_ms_per_call": total / 1000.0 / calls}
 
 
-def main(argv: list[str] | None = None) -> int:
+def add_timing_options(parser: argparse.ArgumentParser, out: str) -> None:
+    """``--iterations``, ``--rounds`` and ``--out`` of the interleaved-rounds benchmarks (this one and
+    ``benchmarks.head``)."""
+    parser.add_argument("--iterations", type=int, default=100, help="timed calls per row and batch size")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
+    parser.add_argument("--out", default=out, help="markdown output")
+
+
+def timing_images(metadata: Any, model_path: Path, count: int = 8) -> np.ndarray:
+    """``count`` test images of the model's own dataset, evenly spaced (good and defective), at its input size."""
     from sdk.datasets import load_model_dataset, load_prepared
+
+    dataset = load_model_dataset(metadata, model_path=model_path)
+    return load_prepared(dataset.test[:: max(1, len(dataset.test) // count)][:count], metadata.image_size,
+                         progress=False)
+
+
+def interleaved_stats(callers: dict[Any, Callable[[np.ndarray], Callable[[], Any]]], images: np.ndarray,
+                      rounds: int, iterations: int, batch_sizes: tuple[int, ...] = (1, 8)) -> dict[tuple[Any, int],
+                                                                                                 dict[str, float]]:
+    """Time every row in interleaved rounds (each round times every row once per batch size).
+
+    Args:
+        callers: Row key → a function that takes a batch and returns a no-argument call of one inference on it.
+        images: (N, H, W, 3) uint8 images; a batch is the first ``batch_size`` of them.
+        rounds: Interleaved rounds.
+        iterations: Timed calls per row and batch size, over all rounds.
+
+    Returns:
+        ``{(key, batch_size): summarize(...)}``.
+    """
+    times: dict[tuple[Any, int], list[np.ndarray]] = collections.defaultdict(list)
+    for _ in range(rounds):
+        for batch_size in batch_sizes:
+            batch = np.ascontiguousarray(images[:batch_size])
+            for key, make_call in callers.items():
+                times[key, batch_size].append(time_calls(make_call(batch), 2, max(1, iterations // rounds)))
+    return {k: summarize(np.concatenate(v), k[1]) for k, v in times.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
     from sdk.detector import Detector
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="an FP32 .onnx written by rdedge export")
-    parser.add_argument("--iterations", type=int, default=100, help="timed calls per variant and batch size")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
-    parser.add_argument("--out", default=str(RESULTS_DIR / "ort_tuning.md"), help="markdown output")
+    add_timing_options(parser, str(RESULTS_DIR / "ort_tuning.md"))
     args = parser.parse_args(argv)
     path = Path(args.model)
     metadata = Detector(path).metadata
-    dataset = load_model_dataset(metadata, model_path=path)
-    images = load_prepared(dataset.test[:: max(1, len(dataset.test) // 8)][:8], metadata.image_size, progress=False)
+    images = timing_images(metadata, path)
     cores = os.cpu_count() or 1
     sessions = {name: (open_session(path, s), s) for name, s in variants(cores).items()}
-    times: dict[tuple[str, int], list[np.ndarray]] = collections.defaultdict(list)
-    for _ in range(args.rounds):
-        for batch_size in (1, 8):
-            batch = np.ascontiguousarray(images[:batch_size])
-            for name, (session, settings) in sessions.items():
-                times[name, batch_size].append(time_calls(caller(session, settings, batch), 2,
-                                                          max(1, args.iterations // args.rounds)))
+    stats = interleaved_stats({name: lambda batch, sess=session, st=settings: caller(sess, st, batch)
+                               for name, (session, settings) in sessions.items()}, images, args.rounds, args.iterations)
     found = profile(path, np.ascontiguousarray(images[:1]), 30)
     lines = [
         "# ONNX Runtime settings on this CPU, and where the graph's time goes",
@@ -141,7 +173,6 @@ def main(argv: list[str] | None = None) -> int:
         "| variant | median ms b1 | p90 ms b1 | vs default b1 | median ms b8 | vs default b8 |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    stats = {k: summarize(np.concatenate(v), k[1]) for k, v in times.items()}
     for name in sessions:
         b1, b8 = stats[name, 1], stats[name, 8]
         d1, d8 = stats["sdk default", 1], stats["sdk default", 8]
