@@ -56,7 +56,7 @@ def export_variants(run: Path, folder: Path) -> dict[str, Path]:
     paths = {}
     for name, head_class in ((MATRIX, None), (STEP_BY_STEP, step_by_step_head_class())):
         variant = copy.deepcopy(graph)
-        if head_class is not None:
+        if head_class is not None:  # the same head object and buffers, with the step-by-step smooth()
             variant.head.__class__ = head_class
         model = to_onnx_model(variant, metadata.image_size)
         set_metadata(model, metadata)

@@ -18,7 +18,7 @@ ONNX- and TensorRT-friendly operations only, batched and shape-agnostic in N:
   upsampling, H x h_k; ``R_k`` the same for columns, w_k x W): the same map as upsample → fuse → 33-tap blur
   (:meth:`AnomalyMapHead.upsample`, :meth:`~AnomalyMapHead.fuse`, :class:`GaussianBlur`, kept for the studies and
   the tests, within float32 rounding) in a few MFLOP, where the Resize, the padding Gather and the two
-  single-channel convolutions cost 10-15 % of the whole graph's time on a CPU (``benchmarks/results/head.md``);
+  single-channel convolutions cost 12-18 % of the Lite0 graph's time on a CPU (``benchmarks/results/head.md``);
 * image score = maximum of the smoothed map (the papers'), or the mean of its top ``top_fraction`` pixels
   (``image_score="top_mean"``: TopK + ReduceMean; one hot pixel no longer decides a part alone);
   optionally DRD's *detection refinement*, per sample:
@@ -166,17 +166,18 @@ class AnomalyMapHead(nn.Module):
         self.image_score = image_score
         self.top_fraction = top_fraction
         self.blur = GaussianBlur(image_size, sigma)
+        height, width = self.image_size.height, self.image_size.width
+        blur_rows, blur_columns = blur_matrix(height, sigma), blur_matrix(width, sigma)
         self.smoothing_orders: list[bool] = []
         for k, stride in enumerate(self.map_strides):
-            rows, columns = self.image_size.height // stride, self.image_size.width // stride
-            left = blur_matrix(self.image_size.height, sigma) @ upsampling_matrix(self.image_size.height, rows)
-            right = (blur_matrix(self.image_size.width, sigma) @ upsampling_matrix(self.image_size.width, columns)).T
+            rows, columns = height // stride, width // stride
+            left = blur_rows @ upsampling_matrix(height, rows)
+            right = (blur_columns @ upsampling_matrix(width, columns)).T
             if combine == "mean":
                 left = left / len(self.map_strides)
             self.register_buffer(f"smooth_left_{k}", left.float().contiguous(), persistent=False)
             self.register_buffer(f"smooth_right_{k}", right.float().contiguous(), persistent=False)
             # Multiply on the side that makes the smaller intermediate first (the same result within rounding).
-            height, width = self.image_size.height, self.image_size.width
             self.smoothing_orders.append(height * columns * (rows + width) <= rows * width * (columns + height))
         if image_score == "top_mean" and self.top_count > MAX_TOP_COUNT:
             raise ValueError(f"top_fraction {top_fraction} averages {self.top_count} pixels of a {self.image_size} "
