@@ -54,13 +54,13 @@ def export_variants(run: Path, folder: Path) -> dict[str, Path]:
     graph, metadata = build_graph_from_checkpoint(run)
     graph.eval()
     paths = {}
-    for name, head_class in ((MATRIX, None), (STEP_BY_STEP, step_by_step_head_class())):
+    for name, stem, head_class in ((MATRIX, "matrix", None), (STEP_BY_STEP, "step_by_step", step_by_step_head_class())):
         variant = copy.deepcopy(graph)
         if head_class is not None:  # the same head object and buffers, with the step-by-step smooth()
             variant.head.__class__ = head_class
         model = to_onnx_model(variant, metadata.image_size)
         set_metadata(model, metadata)
-        paths[name] = folder / f"{'matrix' if head_class is None else 'step_by_step'}.onnx"
+        paths[name] = folder / f"{stem}.onnx"
         onnx.save(model, str(paths[name]))
     return paths
 
@@ -92,8 +92,6 @@ def agreement(backends: dict[tuple[str, str], Any], images: np.ndarray) -> dict[
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train.checkpoint import build_graph_from_checkpoint
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a run folder written by rdedge train (holding checkpoint.pt)")
     add_timing_options(parser, str(RESULTS_DIR / "head.md"))
@@ -101,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     run = Path(args.run)
     if not (run / "checkpoint.pt").is_file():
         parser.error(f"{run} holds no checkpoint.pt: pass a folder written by rdedge train")
-    _, metadata = build_graph_from_checkpoint(run)
-    images = timing_images(metadata, run / "checkpoint.pt")
     with tempfile.TemporaryDirectory() as tmp:
         paths = export_variants(run, Path(tmp))
         backends = open_backends(paths)
+        metadata = backends[MATRIX, "onnxruntime"].metadata  # the run's, as export_variants wrote it
+        images = timing_images(metadata, run / "checkpoint.pt")
         found = interleaved_stats({key: lambda batch, b=backend: lambda: b.infer(batch)
                                    for key, backend in backends.items()}, images, args.rounds, args.iterations)
         agree = agreement(backends, np.ascontiguousarray(images))
