@@ -54,6 +54,13 @@ class TrainConfig:
             restore. Scoring the training set before each epoch takes about 0.8 of an epoch's training time (RD4AD,
             Lite0, KolektorSDD on a 2-core CPU). Measured worse than 0 on KolektorSDD's image AUROC
             (``benchmarks/results/accuracy.md``). See :func:`train.trainer.epoch_order`.
+        bn_freeze: Share of the last optimiser steps in which the student's batch-norm layers normalise with their
+            running statistics, as at inference, and stop updating them; 0 (the papers', default) trains every step
+            with each batch's own statistics. Batch statistics hide a rare good image whose features a channel
+            carries far beyond the usual range (the batch's variance takes it in), so the student is never taught
+            that image as inference sees it; with running statistics the loss does. Measured on KolektorSDD: the
+            recipe scored some of its own training strips (a smooth, polished band) above every defect (see
+            ``benchmarks/results/accuracy.md``). See :func:`train.trainer.use_running_statistics`.
         seed: Seed of initialisation, shuffling, augmentation and the validation hold-out.
         validation_fraction: Share of good training images held out for calibration.
         sigmas: Threshold = validation median + ``sigmas`` · 1.4826 · MAD (:data:`sdk.metadata.MEDIAN_MAD`).
@@ -103,6 +110,7 @@ class TrainConfig:
     weight_average: float = 0.0
     augment: str = "none"
     hard_images: float = 0.0
+    bn_freeze: float = 0.0
     seed: int = 0
     validation_fraction: float = 0.1
     sigmas: float = 3.0

@@ -37,7 +37,7 @@ run folder's path (a folder moved or copied elsewhere resumes there)."""
 
 
 SETTINGS_ADDED = {"feature_norm": "none", "map_sigma": 4.0, "map_pool": 1, "lr_schedule": "constant",
-                  "augment": "none", "weight_average": 0.0, "hard_images": 0.0,
+                  "augment": "none", "weight_average": 0.0, "hard_images": 0.0, "bn_freeze": 0.0,
                   "embedding_channels": None}
 """Settings added after state files were first written, with the value that an older state file ran with."""
 

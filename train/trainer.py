@@ -148,6 +148,23 @@ def held_out_score(graph: DetectorGraph, images: np.ndarray, average: WeightAver
     return float(np.median(scores))
 
 
+def first_running_statistics_step(total_steps: int, share: float) -> int:
+    """The first optimiser step (0-based) of ``total_steps`` that trains with running batch-norm statistics: the
+    last ``share`` of the steps, at least one when ``share`` > 0; ``total_steps`` (none) when it is 0."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"bn_freeze must be in [0, 1) (0: batch statistics at every step), got {share!r}")
+    return total_steps - (max(1, math.ceil(share * total_steps)) if share > 0 else 0)
+
+
+def use_running_statistics(net: torch.nn.Module) -> None:
+    """Every batch-norm layer of ``net`` normalises with its running statistics and stops updating them, as at
+    inference; other modules keep their mode. The teacher's layers are in that mode already (ImageNet's
+    statistics); for the student it is ``bn_freeze`` (:class:`~train.config.TrainConfig`)."""
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
 def score_keeping_modes(graph: DetectorGraph, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`score_images` in the middle of training: every module's train/eval mode is put back afterwards."""
     modes = [(module, module.training) for module in graph.modules()]
@@ -500,6 +517,8 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
         raise TrainError(f"unknown augment {config.augment!r}: use {', '.join(AUGMENTATIONS)}")
     if not 0.0 <= config.hard_images < 1.0:
         raise TrainError(f"hard_images must be in [0, 1) (0: every image once per epoch), got {config.hard_images!r}")
+    if not 0.0 <= config.bn_freeze < 1.0:
+        raise TrainError(f"bn_freeze must be in [0, 1) (0: batch statistics at every step), got {config.bn_freeze!r}")
     dataset = load_dataset(
         config.data, config.category, validation_fraction=config.validation_fraction, seed=config.seed,
         test_good=config.test_good, test_defect=config.test_defect, masks=config.masks,
@@ -540,6 +559,7 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
     history, held_out = list(point.history), list(point.held_out)
     steps_per_epoch = -(-len(train_images) // config.batch_size)
     epochs = training_epochs(config, steps_per_epoch)
+    frozen_from = first_running_statistics_step(epochs * steps_per_epoch, config.bn_freeze)
     started = time.perf_counter()
     bar = tqdm(total=epochs * steps_per_epoch, initial=min(point.epoch, epochs) * steps_per_epoch,
                desc=f"train {method.name}", disable=not progress)
@@ -557,6 +577,8 @@ def train(config: TrainConfig, *, progress: bool = True, resume: bool = False) -
                                       generator).to(device, non_blocking=True)
                 optimize.scale_lr(lr_factor(config.lr_schedule, epoch * steps_per_epoch + step,
                                             epochs * steps_per_epoch))
+                if epoch * steps_per_epoch + step >= frozen_from:
+                    use_running_statistics(net)
                 losses.append(optimize(batch, step, last=step == steps_per_epoch - 1))
                 bar.update(1)
                 shown = {"held_out": f"{held_out[-1]:.4f}"} if held_out and held_out[-1] is not None else {}

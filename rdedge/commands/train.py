@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "that score as false alarms; scoring them takes almost as long as training; measured "
                              "worse on KolektorSDD, see the README (default: 0, the papers': every image once per "
                              "epoch)")
+    parser.add_argument("--bn-freeze", type=float, default=defaults.bn_freeze, metavar="SHARE",
+                        help="share of the last optimiser steps in which the student's batch-norm layers use their "
+                             "running statistics, as at inference (e.g. 0.1), so that rare good images that batch "
+                             "statistics hide are learned as inference sees them (default: 0, the papers': batch "
+                             "statistics at every step)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"random seed (default: {defaults.seed})")
     parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction,
                         help="share of good training images held out to calibrate the thresholds (default: "
@@ -110,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr, lr_schedule=args.lr_schedule, augment=args.augment, weight_average=args.weight_average,
         hard_images=args.hard_images,
+        bn_freeze=args.bn_freeze,
         seed=args.seed,
         validation_fraction=args.validation_fraction,
         sigmas=args.sigmas,
