@@ -358,3 +358,53 @@ def test_a_run_with_a_narrower_embedding_records_it_rebuilds_it_and_exports_it(b
     assert main(["train", "--out", str(tmp_path / "bad"), "--embedding-channels", "0", *common]) == 2
     assert "embedding_channels must be a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "bad" / "checkpoint.pt").exists()
+
+
+def test_bn_freeze_trains_the_last_steps_with_the_running_statistics_that_inference_uses(
+        bottle_subset: Path, tmp_path: Path, monkeypatch):
+    """``rdedge train --bn-freeze 0.5`` on real images, 2 epochs of one step each: the first step computes its loss
+    with every student batch-norm layer in training mode, the second with every one in eval mode (the teacher's in
+    eval mode at both); the second step leaves the running statistics as the first left them, so they equal those of
+    a 1-epoch run with the same seed while the weights moved on; without the option the second step updates them
+    too. Which steps run frozen: the last share, at least one; shares outside [0, 1) are refused."""
+    from rdedge.main import main
+    from train.trainer import TrainConfig, TrainError, TrainingStep, first_running_statistics_step, train
+
+    modes: list[tuple[set[bool], set[bool]]] = []
+    step = TrainingStep.__call__
+
+    def recorded_step(self, batch, *args, **kwargs):
+        net = self.graph.net
+        norms = [(name, m) for name, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        modes.append(({m.training for name, m in norms if not name.startswith("teacher.")},
+                      {m.training for name, m in norms if name.startswith("teacher.")}))
+        return step(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(TrainingStep, "__call__", recorded_step)
+    common = ["--data", str(bottle_subset), "--image-size", "64", "--batch-size", "12", "--max-train-images", "12",
+              "--quiet"]
+    assert main(["train", "--out", str(tmp_path / "frozen"), "--epochs", "2", "--bn-freeze", "0.5", *common]) == 0
+    assert modes == [({True}, {False}), ({False}, {False})]
+    modes.clear()
+    assert main(["train", "--out", str(tmp_path / "one"), "--epochs", "1", *common]) == 0
+    assert main(["train", "--out", str(tmp_path / "batch"), "--epochs", "2", *common]) == 0
+    assert modes == [({True}, {False})] * 3
+
+    meta, frozen = load_checkpoint(tmp_path / "frozen")
+    one, batch = load_checkpoint(tmp_path / "one")[1], load_checkpoint(tmp_path / "batch")[1]
+    assert meta.training["bn_freeze"] == 0.5
+    running = [k for k in frozen if not k.startswith("teacher.") and k.endswith(("running_mean", "running_var"))]
+    weights = [k for k in frozen if not k.startswith("teacher.") and k.endswith(".weight")]
+    assert running and weights
+    assert all(torch.equal(frozen[k], one[k]) for k in running)
+    assert not all(torch.equal(batch[k], one[k]) for k in running)
+    assert not all(torch.equal(frozen[k], one[k]) for k in weights)
+
+    assert first_running_statistics_step(1000, 0.1) == 900
+    assert first_running_statistics_step(1008, 0.1) == 907
+    assert first_running_statistics_step(10, 0.01) == 9
+    assert first_running_statistics_step(10, 0.0) == 10
+    with pytest.raises(ValueError, match=r"bn_freeze must be in \[0, 1\)"):
+        first_running_statistics_step(10, 1.0)
+    with pytest.raises(TrainError, match=r"bn_freeze must be in \[0, 1\)"):
+        train(TrainConfig(data=str(bottle_subset), out=str(tmp_path / "y"), bn_freeze=-0.1), progress=False)
