@@ -55,10 +55,11 @@ class TrainConfig:
             Lite0, KolektorSDD on a 2-core CPU). Measured worse than 0 on KolektorSDD's image AUROC
             (``benchmarks/results/accuracy.md``). See :func:`train.trainer.epoch_order`.
         bn_freeze: Share of the last optimiser steps in which the student's batch-norm layers normalise with their
-            running statistics, as at inference, and stop updating them; 0 (the papers', default) trains every step
-            with each batch's own statistics. Batch statistics hide a rare good image whose features a channel
-            carries far beyond the usual range (the batch's variance takes it in), so the student is never taught
-            that image as inference sees it; with running statistics the loss does. Measured on KolektorSDD: the
+            running statistics, as at inference, and stop updating them, at a fifth of the learning rate with Adam's
+            moments started afresh (:data:`train.trainer.FROZEN_BN_LR_FACTOR`); 0 (the papers', default) trains
+            every step with each batch's own statistics. Batch statistics hide a rare good image whose features a
+            channel carries far beyond the usual range (the batch's variance takes it in), so the student is never
+            taught that image as inference sees it; with running statistics the loss does. Measured on KolektorSDD: the
             recipe scored some of its own training strips (a smooth, polished band) above every defect (see
             ``benchmarks/results/accuracy.md``). See :func:`train.trainer.use_running_statistics`.
         seed: Seed of initialisation, shuffling, augmentation and the validation hold-out.
