@@ -364,13 +364,22 @@ def test_bn_freeze_trains_the_last_steps_with_the_running_statistics_that_infere
         bottle_subset: Path, tmp_path: Path, monkeypatch):
     """``rdedge train --bn-freeze 0.5`` on real images, 2 epochs of one step each: the first step computes its loss
     with every student batch-norm layer in training mode, the second with every one in eval mode (the teacher's in
-    eval mode at both); the second step leaves the running statistics as the first left them, so they equal those of
-    a 1-epoch run with the same seed while the weights moved on; without the option the second step updates them
-    too. Which steps run frozen: the last share, at least one; shares outside [0, 1) are refused."""
+    eval mode at both), at a fifth of the learning rate with Adam's moments started afresh; the second step leaves
+    the running statistics as the first left them, so they equal those of a 1-epoch run with the same seed while the
+    weights moved on; without the option the second step updates them too, at the full rate with the moments kept.
+    Which steps run frozen: the last share, at least one; shares outside [0, 1) are refused."""
     from rdedge.main import main
-    from train.trainer import TrainConfig, TrainError, TrainingStep, first_running_statistics_step, train
+    from train.trainer import (
+        FROZEN_BN_LR_FACTOR,
+        TrainConfig,
+        TrainError,
+        TrainingStep,
+        first_running_statistics_step,
+        train,
+    )
 
     modes: list[tuple[set[bool], set[bool]]] = []
+    rates: list[tuple[float, bool]] = []
     step = TrainingStep.__call__
 
     def recorded_step(self, batch, *args, **kwargs):
@@ -378,6 +387,7 @@ def test_bn_freeze_trains_the_last_steps_with_the_running_statistics_that_infere
         norms = [(name, m) for name, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
         modes.append(({m.training for name, m in norms if not name.startswith("teacher.")},
                       {m.training for name, m in norms if name.startswith("teacher.")}))
+        rates.append((self.optimizers[0].param_groups[0]["lr"], not self.optimizers[0].state))
         return step(self, batch, *args, **kwargs)
 
     monkeypatch.setattr(TrainingStep, "__call__", recorded_step)
@@ -385,10 +395,13 @@ def test_bn_freeze_trains_the_last_steps_with_the_running_statistics_that_infere
               "--quiet"]
     assert main(["train", "--out", str(tmp_path / "frozen"), "--epochs", "2", "--bn-freeze", "0.5", *common]) == 0
     assert modes == [({True}, {False}), ({False}, {False})]
+    assert rates == [(0.005, True), (pytest.approx(0.005 * FROZEN_BN_LR_FACTOR), True)]
     modes.clear()
+    rates.clear()
     assert main(["train", "--out", str(tmp_path / "one"), "--epochs", "1", *common]) == 0
     assert main(["train", "--out", str(tmp_path / "batch"), "--epochs", "2", *common]) == 0
     assert modes == [({True}, {False})] * 3
+    assert rates == [(0.005, True), (0.005, True), (0.005, False)]
 
     meta, frozen = load_checkpoint(tmp_path / "frozen")
     one, batch = load_checkpoint(tmp_path / "one")[1], load_checkpoint(tmp_path / "batch")[1]
