@@ -160,7 +160,8 @@ FROZEN_BN_LR_FACTOR = 0.2
 """The learning rate of ``bn_freeze``'s steps, as a share of the run's. With running statistics a layer's output is no
 longer invariant to the scale of the weights before it, so a step of the run's size moves it far more: at the full
 rate (0.005) KolektorSDD's training loss jumped from 0.62 to 1.35 at the switch and was still 1.18 a hundred steps
-later; a fifth of it, with Adam's moments started afresh, lowered the loss."""
+later (image AUROC 0.867 → 0.834); at a fifth, with Adam's moments started afresh, it rose to 0.64 in the first
+epoch after the switch and ended at 0.59, below the 0.62 before it."""
 
 
 def use_running_statistics(net: torch.nn.Module) -> None:
