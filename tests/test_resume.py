@@ -49,13 +49,15 @@ def interrupt_at_step(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
 @pytest.mark.parametrize(("method", "changes"), [(m, {}) for m in METHODS]
                          + [("rd4ad", {"feature_norm": "standardize"}), ("rdpp", {"lr_schedule": "cosine"}),
                             ("rd4ad", {"augment": "flip"}), ("rd4ad", {"weight_average": 0.9}),
-                            ("rd4ad", {"hard_images": 0.25})])
+                            ("rd4ad", {"hard_images": 0.25}), ("rd4ad", {"bn_freeze": 0.5})])
 def test_a_run_interrupted_and_resumed_ends_with_the_weights_of_an_uninterrupted_one(bottle_subset: Path,
                                                                                       tmp_path: Path, method: str,
                                                                                       changes: dict[str, str]):
     """Every method, feature standardisation, a decaying learning rate (RD++: two optimisers at two rates), flip
-    augmentation (its draws continue the shuffling generator's sequence), the weights' moving average and repeated
-    hard images (the resumed run scores the restored weights, the interrupted epoch's last)."""
+    augmentation (its draws continue the shuffling generator's sequence), the weights' moving average, repeated
+    hard images (the resumed run scores the restored weights, the interrupted epoch's last) and frozen batch-norm
+    statistics for the last half of the steps (the interruption falls on the first frozen step, so the resumed run
+    makes the switch, and restarts Adam's moments, itself)."""
     whole = replace(tiny_config(bottle_subset, tmp_path / "whole", method), **changes)
     train(whole, progress=False)
     expected, expected_state = load_checkpoint(whole.out)
