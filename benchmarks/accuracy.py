@@ -32,6 +32,9 @@ from .nonsquare import industrial_root
 
 HEAD_SETTINGS = frozenset({"image_score", "top_fraction", "map_strides", "map_sigma", "map_pool"})
 """Settings applied at export: a change of only these reuses the recipe's checkpoint (no retraining)."""
+NOT_COMPARED_ON_REUSE = HEAD_SETTINGS | {"data", "out", "category", "image_size", "weights", "device", "amp"}
+"""Settings a reused checkpoint need not match: the head (applied at export), paths (a folder may move; the weights
+file is resolved to a local path), and what ``auto`` resolves at training (input size, device, precision)."""
 BASELINE = "baseline"
 """The nearest-neighbour baseline's name in ``--methods`` and in the table."""
 SETS = ("bottle", "kolektorsdd", "tire", "elpv:mono")
@@ -73,6 +76,10 @@ def run_method(name: str, method: str, args: argparse.Namespace) -> dict[str, An
     if action != "reuse":
         train(config, progress=not args.quiet, resume=action == "resume")
     metadata, _ = load_checkpoint(run_dir)
+    stale = stale_settings(metadata.training, config) if action == "reuse" else []
+    if stale:  # e.g. a recipe checkpoint trained before a default changed
+        raise SystemExit(f"--reuse: {run_dir} was trained with other settings than this row's ({'; '.join(stale)}); "
+                         "move it away (or run without --reuse) to train the row afresh")
     # The head is an export-time option: a reused checkpoint is exported with the recipe's.
     report = export_onnx(run_dir, progress=not args.quiet, graph_overrides=head_options(config))
     metrics = evaluate_model(report.path, spec, category)
@@ -110,6 +117,20 @@ def training_action(run_dir: Path, *, reuse: bool, resume: bool) -> str:
     if resume and state_path(run_dir).exists():
         return "resume"
     return "train"
+
+
+def stale_settings(recorded: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The trained settings in which a checkpoint's training record differs from a row's settings, each as
+    ``"bn_freeze: 0.0 in the checkpoint, 0.1 in the row"``. A setting the record predates counts as the value runs
+    had before it existed (:data:`train.resume.SETTINGS_ADDED`); :data:`NOT_COMPARED_ON_REUSE` are not compared."""
+    from dataclasses import asdict
+
+    from train.resume import SETTINGS_ADDED
+
+    found = {**SETTINGS_ADDED, **recorded}
+    return [f"{key}: {found.get(key)!r} in the checkpoint, {wanted!r} in the row"
+            for key, wanted in asdict(config).items()
+            if key not in NOT_COMPARED_ON_REUSE and found.get(key) != wanted]
 
 
 def row_config(spec: str, category: str | None, run_dir: Path, method: str,

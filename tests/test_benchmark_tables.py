@@ -346,6 +346,27 @@ def test_accuracy_rows_resume_an_interrupted_training_only_when_asked_and_reuse_
     assert training_action(tmp_path, reuse=False, resume=True) == "resume"
 
 
+def test_accuracy_reuse_refuses_a_checkpoint_trained_with_other_settings_than_the_row(tmp_path: Path):
+    import torch
+
+    from benchmarks.accuracy import stale_settings
+    from train.config import TrainConfig
+    from train.trainer import run_settings
+
+    def record(config: TrainConfig) -> dict:  # what train() writes into the checkpoint's metadata
+        return json.loads(json.dumps(run_settings(config, (256, 256), torch.device("cpu"), None)))
+
+    trained = TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "run"), bn_freeze=0.0, lr=0.005)
+    row = TrainConfig(data="elsewhere/data", out="moved/run", bn_freeze=0.0, lr=0.005, map_sigma=8.0)
+    assert stale_settings(record(trained), row) == []  # paths, the input size, device and the head may differ
+    older = {k: v for k, v in record(trained).items() if k != "bn_freeze"}  # a checkpoint from before the option
+    assert stale_settings(older, row) == []  # counts as 0.0, the value runs had then
+    changed = TrainConfig(data="d", out="o", bn_freeze=0.1, lr=0.005)
+    assert stale_settings(older, changed) == ["bn_freeze: 0.0 in the checkpoint, 0.1 in the row"]
+    assert stale_settings(record(trained), TrainConfig(data="d", out="o", bn_freeze=0.0, lr=0.002)) == [
+        "lr: 0.005 in the checkpoint, 0.002 in the row"]
+
+
 def test_accuracy_table_marks_f1_at_the_old_threshold_rule_and_a_rerun_finds_its_stored_row(tmp_path: Path):
     import argparse
     import json
