@@ -3,9 +3,10 @@ baseline beside them; write ``benchmarks/results/accuracy.md``.
 
 Sets: MVTec AD bottle (``RDEDGE_MVTEC_ROOT``), KolektorSDD and MVTec 3D-AD tire (``RDEDGE_INDUSTRIAL_ROOT``), ELPV
 mono cells (``pip install elpv-dataset``). Each RD method is trained with the default recipe (``TrainConfig``
-defaults: EfficientNet-Lite0, input size auto, 1,000 optimiser steps, batch 16, seed 0), exported to ONNX and
-evaluated through ``sdk.Detector`` (metrics from the exported graph). The baseline (:mod:`benchmarks.patchcore`)
-uses the same teacher, size, training split and held-out calibration images. Nothing is chosen on test images.
+defaults: EfficientNet-Lite0, input size auto, 1,000 optimiser steps, the last tenth of them on the student's
+running batch-norm statistics, batch 16, seed 0), exported to ONNX and evaluated through ``sdk.Detector`` (metrics
+from the exported graph). The baseline (:mod:`benchmarks.patchcore`) uses the same teacher, size, training split
+and held-out calibration images. Nothing is chosen on test images.
 
 Run: ``python -m benchmarks.accuracy`` (all) or ``--sets kolektorsdd --methods rd4ad baseline``; see ``--help``.
 """
@@ -219,7 +220,9 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "# Accuracy over every public set",
         "",
         f"{datetime.date.today().isoformat()}; default recipe: {defaults.backbone}, input size {defaults.image_size}, "
-        f"{length}, batch {defaults.batch_size}, {defaults.lr_schedule} learning rate, seed {RECIPE_SEED}, "
+        f"{length}, the last {defaults.bn_freeze:.0%} of them on the student's running batch-norm statistics "
+        f"(`bn_freeze`), "
+        f"batch {defaults.batch_size}, {defaults.lr_schedule} learning rate, seed {RECIPE_SEED}, "
         f"head: strides {'+'.join(map(str, defaults.map_strides))}, image score {defaults.image_score} "
         f"({defaults.top_fraction:.1%} of the map), blur σ {defaults.map_sigma:g} px; "
         f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU. RD rows: metrics from the exported ONNX through "

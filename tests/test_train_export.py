@@ -171,7 +171,7 @@ def test_cosine_learning_rate_decays_over_the_runs_steps_and_constant_keeps_the_
 
     monkeypatch.setattr(TrainingStep, "__call__", recorded)
     common = ["--data", str(bottle_subset), "--epochs", "3", "--image-size", "64", "--batch-size", "8",
-              "--max-train-images", "12", "--quiet"]
+              "--max-train-images", "12", "--bn-freeze", "0", "--quiet"]  # bn_freeze's steps run at a fifth
     assert main(["train", "--out", str(tmp_path / "cosine"), "--lr-schedule", "cosine", *common]) == 0
     expected = [0.005 * (1 + math.cos(math.pi * k / 6)) / 2 for k in range(6)]
     np.testing.assert_allclose(rates, expected, rtol=1e-12)
@@ -366,8 +366,9 @@ def test_bn_freeze_trains_the_last_steps_with_the_running_statistics_that_infere
     with every student batch-norm layer in training mode, the second with every one in eval mode (the teacher's in
     eval mode at both), at a fifth of the learning rate with Adam's moments started afresh; the second step leaves
     the running statistics as the first left them, so they equal those of a 1-epoch run with the same seed while the
-    weights moved on; without the option the second step updates them too, at the full rate with the moments kept.
-    Which steps run frozen: the last share, at least one; shares outside [0, 1) are refused."""
+    weights moved on; with ``--bn-freeze 0`` (the papers') the second step updates them too, at the full rate with the
+    moments kept. Which steps run frozen: the last share, at least one; shares outside [0, 1) are refused. The
+    recipe's default is 0.1."""
     from rdedge.main import main
     from train.trainer import (
         FROZEN_BN_LR_FACTOR,
@@ -398,8 +399,8 @@ def test_bn_freeze_trains_the_last_steps_with_the_running_statistics_that_infere
     assert rates == [(0.005, True), (pytest.approx(0.005 * FROZEN_BN_LR_FACTOR), True)]
     modes.clear()
     rates.clear()
-    assert main(["train", "--out", str(tmp_path / "one"), "--epochs", "1", *common]) == 0
-    assert main(["train", "--out", str(tmp_path / "batch"), "--epochs", "2", *common]) == 0
+    assert main(["train", "--out", str(tmp_path / "one"), "--epochs", "1", "--bn-freeze", "0", *common]) == 0
+    assert main(["train", "--out", str(tmp_path / "batch"), "--epochs", "2", "--bn-freeze", "0", *common]) == 0
     assert modes == [({True}, {False})] * 3
     assert rates == [(0.005, True), (0.005, True), (0.005, False)]
 
@@ -413,6 +414,7 @@ def test_bn_freeze_trains_the_last_steps_with_the_running_statistics_that_infere
     assert not all(torch.equal(batch[k], one[k]) for k in running)
     assert not all(torch.equal(frozen[k], one[k]) for k in weights)
 
+    assert TrainConfig(data="d", out="o").bn_freeze == 0.1
     assert first_running_statistics_step(1000, 0.1) == 900
     assert first_running_statistics_step(1008, 0.1) == 907
     assert first_running_statistics_step(10, 0.01) == 9

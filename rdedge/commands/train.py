@@ -67,9 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "epoch)")
     parser.add_argument("--bn-freeze", type=float, default=defaults.bn_freeze, metavar="SHARE",
                         help="share of the last optimiser steps in which the student's batch-norm layers use their "
-                             "running statistics, as at inference (e.g. 0.1), so that rare good images that batch "
-                             "statistics hide are learned as inference sees them (default: 0, the papers': batch "
-                             "statistics at every step)")
+                             "running statistics, as at inference, so that rare good images that batch statistics "
+                             f"hide are learned as inference sees them (default: {defaults.bn_freeze:g}; 0 is the "
+                             "papers': batch statistics at every step)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"random seed (default: {defaults.seed})")
     parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction,
                         help="share of good training images held out to calibrate the thresholds (default: "
