@@ -221,8 +221,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "",
         f"{datetime.date.today().isoformat()}; default recipe: {defaults.backbone}, input size {defaults.image_size}, "
         f"{length}, the last {defaults.bn_freeze:.0%} of them on the student's running batch-norm statistics "
-        f"(`bn_freeze`), "
-        f"batch {defaults.batch_size}, {defaults.lr_schedule} learning rate, seed {RECIPE_SEED}, "
+        f"(`bn_freeze`), batch {defaults.batch_size}, {defaults.lr_schedule} learning rate, seed {RECIPE_SEED}, "
         f"head: strides {'+'.join(map(str, defaults.map_strides))}, image score {defaults.image_score} "
         f"({defaults.top_fraction:.1%} of the map), blur σ {defaults.map_sigma:g} px; "
         f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU. RD rows: metrics from the exported ONNX through "
