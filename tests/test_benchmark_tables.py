@@ -438,7 +438,15 @@ def test_int8_table_names_runs_by_the_accuracy_layout_and_reports_the_worst_drop
     table = markdown([row("bottle/rd4ad", (1.0, 0.989), (0.999, 0.989), (0.996, 0.988)),
                       row("elpv-mono/reason", (0.947, None), (0.948, None), kept=("node_Conv_1",))],
                      argparse.Namespace(calib_images=256))
-    assert "**+0.004**" in table  # the worst drop: OpenVINO's image AUROC on bottle
+    assert "**+0.004** over the 2 models" in table  # the worst drop: OpenVINO's image AUROC on bottle
+    older_recipe = row("tire/rd4ad-bn_freeze=0", (0.88, 0.99), (0.86, 0.99))
+    mixed = markdown([older_recipe, row("elpv-mono/reason", (0.947, None), (0.948, None)),
+                      row("bottle/rd4ad", (1.0, 0.989), (0.999, 0.989))], argparse.Namespace(calib_images=256))
+    assert "**+0.001** over the 2 models of today's recipe (the first rows), +0.020 over every row" in mixed
+    body = [line for line in mixed.splitlines() if line.startswith("| bottle") or line.startswith("| elpv")
+            or line.startswith("| tire")]
+    assert [line.split(" | ")[2] for line in body] == ["recipe", "recipe", "bn_freeze=0"]  # recipe first, set order
+    assert body[0].startswith("| bottle")
     assert "| +0.001 / +0.000 | 0.996 / 0.988 | +0.004 / +0.001 |" in table
     assert "| -0.001 / n/a | - | - | 60 / 1 |" in table
     assert "- elpv:mono / reason / recipe: `node_Conv_1`" in table
