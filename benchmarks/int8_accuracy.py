@@ -173,7 +173,9 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"Largest AUROC drop, INT8 against FP32, in either runtime: **{f(worst(recipe), True)}** over the "
         f"{len(recipe)} models of today's recipe (the first rows), {f(worst(rows), True)} over every row "
         f"(bound {MAX_DROP}). A change that names `bn_freeze=0` is a model of the recipe before 2026-12-07, when "
-        "training's last tenth on the running batch-norm statistics became the default (`rdedge train --bn-freeze`).",
+        "training's last tenth on the running batch-norm statistics became the default (`rdedge train --bn-freeze`); "
+        "`int8_max_noise=R` is the recipe's model exported with a stricter gate, `rdedge export RUN --precision int8 "
+        "--int8-max-noise R`.",
         "",
         "Reproduce: `python -m benchmarks.int8_accuracy` (all runs; `--sets`, `--run RUN_DIR`).",
         "",

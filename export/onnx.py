@@ -241,10 +241,12 @@ class StageTimer:
 
 def quantize_selected(fp32_model: Path, folder: Path, calibration: np.ndarray, calib_method: str,
                       selection_images: np.ndarray, metadata: ModelMetadata, seed: int,
-                      timer: StageTimer | None = None, progress: bool = False) -> tuple[Path, dict[str, Any]]:
+                      timer: StageTimer | None = None, progress: bool = False,
+                      max_good_score_noise: float | None = None) -> tuple[Path, dict[str, Any]]:
     """Calibrate and quantize the network once, then keep in FP32 the fewest layers that pass the accuracy gate
     (:mod:`export.int8_layers`: a per-layer sensitivity sweep, gated on held-out good images with synthetic
-    defects; never test images).
+    defects; never test images). ``max_good_score_noise`` tightens or loosens the gate's bound on the good scores'
+    noise (:data:`export.int8_layers.MAX_GOOD_SCORE_NOISE` when None).
 
     Returns:
         ``(path, choice)``: the written INT8 graph and :meth:`export.int8_layers.LayerChoice.as_checks`.
@@ -252,7 +254,7 @@ def quantize_selected(fp32_model: Path, folder: Path, calibration: np.ndarray, c
     Raises:
         ExportCheckError: No split passes with at least one layer in INT8 (every split tried is named).
     """
-    from export.int8_layers import NoPassingLayerChoice, choose_fp32_layers
+    from export.int8_layers import MAX_GOOD_SCORE_NOISE, NoPassingLayerChoice, choose_fp32_layers
     from train.selection import SelectionSet
 
     timer = timer or StageTimer()
@@ -263,7 +265,9 @@ def quantize_selected(fp32_model: Path, folder: Path, calibration: np.ndarray, c
         selection = SelectionSet.from_good(selection_images, seed)
     try:
         with timer("int8: gate and per-layer sensitivity"):
-            model, choice = choose_fp32_layers(onnx.load(path), onnx.load(fp32_model), selection, progress)
+            model, choice = choose_fp32_layers(
+                onnx.load(path), onnx.load(fp32_model), selection, progress,
+                max_good_score_noise=MAX_GOOD_SCORE_NOISE if max_good_score_noise is None else max_good_score_noise)
     except NoPassingLayerChoice as exc:
         raise ExportCheckError(
             f"int8 graph departs from FP32 on held-out good images with synthetic defects, whatever layers stay "
@@ -288,6 +292,7 @@ def export_onnx(
     precision: str = "fp32",
     calib_images: int = 256,
     calib_method: str = "percentile",
+    int8_max_noise: float | None = None,
     progress: bool = False,
 ) -> ExportReport:
     """Export a run (folder or checkpoint) to an ONNX detector, check it, and write it atomically.
@@ -302,6 +307,9 @@ def export_onnx(
             against the FP32 PyTorch model with :func:`check_reduced_precision` instead of the 1e-4 parity.
         calib_images: INT8 only: good training images used for calibration (all when fewer).
         calib_method: INT8 only: ``percentile`` (default), ``entropy`` or ``minmax``.
+        int8_max_noise: INT8 only: the gate's largest accepted good-score noise, in robust spreads of the held-out
+            good scores (default: :data:`export.int8_layers.MAX_GOOD_SCORE_NOISE`, 0.2). Lower keeps more layers
+            FP32; worth it where production's good parts score unlike the held-out training images (README, INT8).
         graph_overrides: Graph options to change from the trained ones (e.g. ``{"refinement": False}`` for DRD's
             ablation).
         progress: Show progress while loading check images.
@@ -317,6 +325,8 @@ def export_onnx(
         raise ValueError(f"opset must be at least 17, got {opset}")
     if check_images < 1:
         raise ValueError("check_images must be at least 1: an export is always checked on real images")
+    if int8_max_noise is not None and not 0 < int8_max_noise < float("inf"):
+        raise ValueError(f"int8_max_noise must be a positive number of robust spreads, got {int8_max_noise}")
     check_precision(precision)
     checkpoint = resolve_checkpoint(run)
     out_path = Path(out) if out is not None else default_output(checkpoint, precision)
@@ -348,7 +358,7 @@ def export_onnx(
             written, checks["int8_fp32_layers"] = quantize_selected(
                 unchecked, Path(tmp), calibration, calib_method, validation, metadata,
                 seed=int(metadata.training.get("seed", 0)), timer=timer,
-                progress=progress)
+                progress=progress, max_good_score_noise=int8_max_noise)
             with timer("int8: check against PyTorch"):
                 checks["reduced_precision"] = check_reduced_precision(written, graph, images, precision)
             model = onnx.load(written)

@@ -508,3 +508,24 @@ def test_int8_export_is_refused_when_no_split_passes_the_gate(tiny_run, tmp_path
     with pytest.raises(ExportCheckError, match=r"whatever layers stay FP32 \(0 layers FP32: .*; 1 "):
         export_onnx(tiny_run[0], out, precision="int8", check_images=4, calib_images=8)
     assert not out.exists()
+
+
+def test_int8_max_noise_tightens_the_gate_on_the_good_scores(tiny_run, tmp_path):
+    """`--int8-max-noise`: a bound below the noise the default export measured keeps at least as many layers FP32,
+    and the written file's gate records the bound and meets it (nothing else of the gate changes)."""
+    from rdedge.main import main
+    from sdk import Detector
+
+    default, tight = tmp_path / "default_int8.onnx", tmp_path / "tight_int8.onnx"
+    export_onnx(tiny_run[0], default, precision="int8", check_images=2, calib_images=8)
+    chosen = Detector(default).metadata.checks["int8_fp32_layers"]
+    bound = round(chosen["gate"]["good_score_noise"] / 2, 4)
+    assert chosen["gate"]["max_good_score_noise"] == 0.2 and bound > 0
+    assert main(["export", str(tiny_run[0]), "--precision", "int8", "--calib-images", "8", "--check-images", "2",
+                 "--int8-max-noise", str(bound), "--out", str(tight), "--quiet"]) == 0
+    tighter = Detector(tight).metadata.checks["int8_fp32_layers"]
+    assert tighter["gate"]["max_good_score_noise"] == bound
+    assert tighter["gate"]["passed"] and tighter["gate"]["good_score_noise"] <= bound
+    assert tighter["n_fp32"] > chosen["n_fp32"]
+    with pytest.raises(ValueError, match="positive number of robust spreads"):
+        export_onnx(tiny_run[0], tmp_path / "never.onnx", precision="int8", int8_max_noise=0.0)
