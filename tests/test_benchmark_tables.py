@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.latency import collect_rows
@@ -464,6 +465,25 @@ def test_int8_table_names_runs_by_the_accuracy_layout_and_reports_the_worst_drop
     half = {**row("elpv-mono/reason", (0.947, None), (0.948, None), kept=("node_Conv_1",)),
             "fp32_layer_weights": "fp16"}
     assert "| 60 / 1 (FP16 weights) |" in markdown([half], argparse.Namespace(calib_images=256))
+    on_test = {**both, "test_good_noise": {"onnxruntime": 0.3, "openvino": 0.25}}
+    assert "| 0.150 / 0.270 ✗ | 0.300 / 0.250 | 70 |" in markdown([on_test], argparse.Namespace(calib_images=256))
+    assert "| 0.150 / 0.270 ✗ | - | 70 |" in markdown([both], argparse.Namespace(calib_images=256))
+
+
+def test_int8_table_measures_the_noise_on_good_test_images_in_the_gates_unit():
+    """The test good-score noise: the standard deviation of the good images' change over the robust spread of their
+    FP32 scores; defective images and a shift common to every good image do not count."""
+    from benchmarks.int8_accuracy import good_noise_on_test
+    from sdk.evaluate import ScoredTestSet
+
+    labels = np.array([0, 0, 0, 0, 0, 1, 1])
+    fp32 = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 9.0, 10.0])
+    change = np.array([0.5, -0.5, 0.5, -0.5, 0.0, 3.0, -3.0])
+    scored = [ScoredTestSet(labels=labels, defects=["good"] * 5 + ["cut"] * 2, scores=s, threshold=6.0)
+              for s in (fp32, fp32 + change, fp32 + change + 7.0 * (labels == 0))]
+    spread = 1.4826 * 1.0  # the MAD of 1..5 is 1
+    assert good_noise_on_test(scored[1], scored[0]) == pytest.approx(np.std(change[:5]) / spread)
+    assert good_noise_on_test(scored[2], scored[0]) == pytest.approx(np.std(change[:5]) / spread)
 
 
 def test_int8_rows_keep_the_chosen_splits_gate_runs_with_each_weight_format():
