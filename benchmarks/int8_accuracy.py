@@ -132,12 +132,19 @@ def runtimes(backends: list[str]) -> list[str]:
 
 def remeasure_row(row: dict[str, Any], backends: list[str]) -> list[dict[str, Any]]:
     """A stored row's written FP32 and INT8 files measured on the test set again, without exporting (fills in the
-    test good-score noise of rows measured before it existed); a row whose files are gone is kept as it is."""
+    test good-score noise of rows measured before it existed); a row whose files or test set are gone is kept as it
+    is."""
+    from sdk.errors import DatasetError
+
     run_dir = Path(row["run"])
     fp32, int8 = run_dir / "model.onnx", run_dir / "model_int8.onnx"
     if not (fp32.exists() and int8.exists()):
         return [row]
-    return [{**row, **measure_on_test(fp32, int8, runtimes(backends))}]
+    try:
+        return [{**row, **measure_on_test(fp32, int8, runtimes(backends))}]
+    except DatasetError as exc:
+        print(f"{run_dir}: kept as stored ({exc})", flush=True)
+        return [row]
 
 
 def selection_fields(gates: dict[str, dict[str, Any]]) -> dict[str, Any]:

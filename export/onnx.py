@@ -254,7 +254,7 @@ def quantize_selected(fp32_model: Path, folder: Path, calibration: np.ndarray, c
     Raises:
         ExportCheckError: No split passes with at least one layer in INT8 (every split tried is named).
     """
-    from export.int8_layers import MAX_GOOD_SCORE_NOISE, NoPassingLayerChoice, choose_fp32_layers
+    from export.int8_layers import NoPassingLayerChoice, choose_fp32_layers
     from train.selection import SelectionSet
 
     timer = timer or StageTimer()
@@ -265,9 +265,8 @@ def quantize_selected(fp32_model: Path, folder: Path, calibration: np.ndarray, c
         selection = SelectionSet.from_good(selection_images, seed)
     try:
         with timer("int8: gate and per-layer sensitivity"):
-            model, choice = choose_fp32_layers(
-                onnx.load(path), onnx.load(fp32_model), selection, progress,
-                max_good_score_noise=MAX_GOOD_SCORE_NOISE if max_good_score_noise is None else max_good_score_noise)
+            bound = {} if max_good_score_noise is None else {"max_good_score_noise": max_good_score_noise}
+            model, choice = choose_fp32_layers(onnx.load(path), onnx.load(fp32_model), selection, progress, **bound)
     except NoPassingLayerChoice as exc:
         raise ExportCheckError(
             f"int8 graph departs from FP32 on held-out good images with synthetic defects, whatever layers stay "
