@@ -511,8 +511,8 @@ def test_int8_export_is_refused_when_no_split_passes_the_gate(tiny_run, tmp_path
 
 
 def test_int8_max_noise_tightens_the_gate_on_the_good_scores(tiny_run, tmp_path):
-    """`--int8-max-noise`: a bound below the noise the default export measured keeps at least as many layers FP32,
-    and the written file's gate records the bound and meets it (nothing else of the gate changes)."""
+    """`--int8-max-noise`: a bound below the noise the default export measured keeps more layers FP32, and the
+    written file's gate records the bound and meets it (nothing else of the gate changes)."""
     from rdedge.main import main
     from sdk import Detector
 
