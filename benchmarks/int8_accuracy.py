@@ -124,10 +124,11 @@ def run_row(run_dir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def runtimes(backends: list[str]) -> list[str]:
-    """The asked runtimes that are installed (OpenVINO is an extra)."""
-    import importlib.util
+    """The asked runtimes that are installed (OpenVINO is an extra): those the export gates in."""
+    from export.int8_layers import gate_runtimes
 
-    return [b for b in backends if b == "onnxruntime" or importlib.util.find_spec(b) is not None]
+    installed = gate_runtimes()
+    return [b for b in backends if b in installed]
 
 
 def remeasure_row(row: dict[str, Any], backends: list[str]) -> list[dict[str, Any]]:
